@@ -1,0 +1,49 @@
+"""Composition root (CONVENTIONS 1): builds the Flask app from Settings and wires its parts.
+
+gunicorn serves `app:app`; tests call `create_app(settings)` with their own settings."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from mcp import errors, observability, services
+from mcp.bridge import process_loop
+from mcp.builtin_tools import register_builtin_tools
+from mcp.catalog import Catalog
+from mcp.http import health, streams, tasks, tools
+from mcp.runtime import TaskRuntime
+from mcp.settings import Settings
+from mcp.store import open_store
+from mcp.streaming import StreamHub
+from mcp.tasks import TaskService
+from mcp.tools import ToolRegistry
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    observability.configure_logging(settings)
+    app = Flask("mcp-orchestrator")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    store = open_store(settings.resolved_store_url)
+    catalog = Catalog(settings)
+    hub = StreamHub(store)
+    runtime = TaskRuntime(settings, store, catalog, hub, process_loop())
+    task_service = TaskService(store, runtime, catalog)
+    registry = ToolRegistry()
+    register_builtin_tools(registry, task_service, catalog)
+    services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry))
+    errors.init_app(app)
+    observability.init_app(app, settings)
+    for bp in (health.bp, tools.bp, tasks.bp, streams.bp):
+        app.register_blueprint(bp)
+    runtime.start()
+    return app
+
+
+def __getattr__(name: str):
+    # design: `app = create_app()` for gunicorn, built on first access rather than at import,
+    # so importing this module (tests, tools) reads no environment and starts nothing.
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)

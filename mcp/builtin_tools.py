@@ -1,0 +1,132 @@
+"""The service's own tools (DESIGN §5): orchestrations, task tools, one search tool per
+source. Handlers take validated arguments and return plain data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestration.models import TERMINAL_STATUSES, to_dict
+from orchestration.search import AGENT_TYPE_SOURCES
+
+from .bridge import run_sync
+from .catalog import Catalog
+from .schemas import (
+    EmptyInput,
+    ListTasksInput,
+    ResearchInput,
+    SearchInput,
+    SourceSearchInput,
+    StatusInput,
+    TaskIdInput,
+)
+from .tasks import TaskService
+from .tools import Tool, ToolContext, ToolOutput, ToolRegistry, json_schema
+
+TASK_OUTPUT = {
+    "type": "object",
+    "properties": {"task_id": {"type": "string"}, "status": {"type": "string"}},
+    "required": ["task_id", "status"],
+}
+READ_ONLY = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True, "openWorldHint": False}
+STARTS_WORK = {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False, "openWorldHint": True}
+
+RESEARCH_DESCRIPTION = (
+    "Research a question in depth: a planner splits it into num_agents subtasks, worker agents research "
+    "them in parallel against the search sources, synthesizers merge their findings, and a final "
+    "synthesizer writes a Markdown report citing sources as [S1], [S2] ... Over MCP the call waits up "
+    "to wait_seconds sending progress, then returns the task id to poll with get_orchestration_result."
+)
+SEARCH_DESCRIPTION = (
+    "Search with several typed agents (web, academic, news, technical, encyclopedia, social, local, "
+    "general) in parallel; results are fused by reciprocal rank, de-duplicated by URL with the agents "
+    "that found each one, and summarised with [S<n>] citations."
+)
+
+
+def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog: Catalog) -> None:
+    def orchestrate(kind: str):
+        def handler(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+            task = service.start(kind, args, ctx.owner)
+            handle = {"task_id": task.task_id, "status": task.status, **ctx.urls(task.task_id)}
+            wait = args["wait"] if ctx.transport == "http" else True
+            if not wait or args["wait_seconds"] <= 0:
+                return ToolOutput(handle, accepted=True)
+            task = service.wait(task.task_id, ctx.owner, args["wait_seconds"])
+            if task.status in TERMINAL_STATUSES:
+                return ToolOutput(service.result(task.task_id, ctx.owner))
+            return ToolOutput({**handle, "status": task.status, "progress": task.progress,
+                               "message": "still running: poll get_orchestration_result with this task_id"},
+                              accepted=True)
+
+        return handler
+
+    def status(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+        task = service.get(args["task_id"], ctx.owner)
+        doc = service.status(task, ctx.urls(task.task_id))
+        if args.get("include_events"):
+            doc["events"] = [e.to_dict() for e in service.events(task.task_id, ctx.owner, 0, 1000)]
+        return ToolOutput(doc)
+
+    def result(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+        return ToolOutput(service.result(args["task_id"], ctx.owner))
+
+    def cancel(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+        task = service.cancel(args["task_id"], ctx.owner)
+        return ToolOutput(service.status(task, ctx.urls(task.task_id)))
+
+    def list_tasks(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+        tasks, cursor = service.list(ctx.owner, args["status"], args["orchestrator"], args["limit"], args["cursor"])
+        return ToolOutput({"tasks": [service.status(t, ctx.urls(t.task_id)) for t in tasks], "next_cursor": cursor})
+
+    def patterns(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+        return ToolOutput({
+            "patterns": [
+                {"name": "research", "tool": "orchestrate_research", "aliases": ["beltalowda", "cascade"],
+                 "description": RESEARCH_DESCRIPTION, "parameters": json_schema(ResearchInput)},
+                {"name": "search", "tool": "orchestrate_search", "aliases": ["swarm"],
+                 "description": SEARCH_DESCRIPTION, "parameters": json_schema(SearchInput),
+                 "agent_types": {t: list(s) for t, s in AGENT_TYPE_SOURCES.items()}},
+            ],
+            "providers": {"default": catalog.resolve_provider(None), "available": catalog.provider_names()},
+            "sources": [s.describe() for s in catalog.sources.values()],
+        })
+
+    tools = [
+        Tool("orchestrate_research", RESEARCH_DESCRIPTION, ResearchInput, orchestrate("research"), STARTS_WORK,
+             TASK_OUTPUT, ("dream_orchestrate_research", "dreamwalker_orchestrate_cascade", "beltalowda_research"),
+             starts_task=True),
+        Tool("orchestrate_search", SEARCH_DESCRIPTION, SearchInput, orchestrate("search"), STARTS_WORK,
+             TASK_OUTPUT, ("dream_orchestrate_search", "dreamwalker_orchestrate_swarm", "swarm_search"),
+             starts_task=True),
+        Tool("get_orchestration_status", "Status and progress of an orchestration task.", StatusInput, status,
+             READ_ONLY, TASK_OUTPUT, ("dreamwalker_status", "dream_orchestration_status")),
+        Tool("get_orchestration_result", "The result document of a finished orchestration task "
+             "(an error while it still runs).", TaskIdInput, result, READ_ONLY, TASK_OUTPUT,
+             ("dreamwalker_result",)),
+        Tool("cancel_orchestration", "Cancel a running orchestration; it ends `cancelled` with whatever "
+             "partial report exists.", TaskIdInput, cancel,
+             {"readOnlyHint": False, "destructiveHint": True, "idempotentHint": True, "openWorldHint": False},
+             TASK_OUTPUT, ("dreamwalker_cancel",)),
+        Tool("list_orchestrations", "List your orchestration tasks, newest first.", ListTasksInput, list_tasks,
+             READ_ONLY, {"type": "object", "properties": {"tasks": {"type": "array"}}, "required": ["tasks"]},
+             ("dreamwalker_list",)),
+        Tool("list_orchestrator_patterns", "The orchestrators, their parameters, providers and sources.",
+             EmptyInput, patterns, READ_ONLY,
+             {"type": "object", "properties": {"patterns": {"type": "array"}}, "required": ["patterns"]},
+             ("dreamwalker_patterns",)),
+    ]
+    for name, source in catalog.sources.items():
+        tools.append(source_tool(name, source))
+    for tool in tools:
+        registry.register(tool)
+
+
+def source_tool(name: str, source: Any) -> Tool:
+    def handler(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+        hits = run_sync(source.search, args["query"], args["limit"])
+        return ToolOutput({"source": name, "query": args["query"],
+                           "results": [{k: v for k, v in to_dict(h).items() if k != "text"} for h in hits]})
+
+    return Tool(f"{name}_search", f"Search the `{name}` source directly: {source.description}", SourceSearchInput,
+                handler, {**READ_ONLY, "openWorldHint": name != "local"},
+                {"type": "object", "properties": {"results": {"type": "array"}}, "required": ["results"]})

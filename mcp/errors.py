@@ -1,0 +1,111 @@
+"""Errors, mapped in one place (CONVENTIONS 4): service code raises these; this module turns
+them, and every HTTP error Werkzeug raises, into the JSON envelope of DESIGN §4
+`{"error": code, "message": ..., "details": {...}}`. JSON-RPC mapping lives with the MCP
+dispatcher, which reads `ApiError.code` and `.details`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import marshmallow
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class ValidationError(ApiError):
+    status, code = 400, "validation_error"
+
+    @classmethod
+    def from_marshmallow(cls, exc: marshmallow.ValidationError) -> ValidationError:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        fields = ", ".join(sorted(str(k) for k in messages))
+        return cls(f"invalid input: {fields}", {"fields": messages})
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str = "a valid API key is required", **kwargs: Any):
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="mcp-orchestrator"'}, **kwargs)
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class TooManyRequests(ApiError):
+    status, code = 429, "rate_limited"
+
+
+class Unavailable(ApiError):
+    status, code = 503, "unavailable"
+
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    411: "length_required",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    421: "misdirected_request",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None):
+    response = jsonify({"error": code, "message": message, "details": details or {}})
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.errorhandler(marshmallow.ValidationError)
+    def validation_error(exc: marshmallow.ValidationError):
+        return api_error(ValidationError.from_marshmallow(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        headers = {k: v for k, v in exc.get_headers() if k.lower() in ("allow", "retry-after")}
+        return error_response(status, HTTP_CODES.get(status, "http_error"), exc.description or exc.name, {}, headers)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        # design: a bug is logged with its traceback and answered as JSON; it is not hidden.
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal server error")

@@ -1,0 +1,63 @@
+"""HTTP blueprints and the request helpers they share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow
+from flask import g, request
+
+from ..errors import ApiError, ValidationError
+from ..settings import Settings
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+def json_body(allow_empty: bool = True) -> dict[str, Any]:
+    """The request body as a JSON object; 415 for another media type, 400 for bad JSON."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise ValidationError("a JSON object body is required", {"fields": {"_body": ["missing"]}})
+    if not request.is_json:
+        raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json",
+                                   {"content_type": request.content_type})
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ValidationError("the body is not valid JSON", {"fields": {"_body": ["malformed JSON"]}})
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object", {"fields": {"_body": ["expected an object"]}})
+    return body
+
+
+def load_query(schema: type[marshmallow.Schema]) -> dict[str, Any]:
+    """Query-string arguments validated by `schema` (unknown ones refused)."""
+    try:
+        return schema().load(request.args.to_dict())
+    except marshmallow.ValidationError as exc:
+        raise ValidationError.from_marshmallow(exc) from None
+
+
+def owner() -> str:
+    """The API key name the request authenticated with; `anonymous` without keys."""
+    return getattr(g, "api_key_name", None) or "anonymous"
+
+
+def public_prefix(settings: Settings) -> str:
+    """The path prefix clients see (`/mcp` behind Caddy): X-Forwarded-Prefix, else PUBLIC_BASE_PATH."""
+    prefix = request.headers.get("X-Forwarded-Prefix", "") or settings.public_base_path
+    prefix = "/" + prefix.strip().strip("/") if prefix.strip().strip("/") else ""
+    return prefix if all(c.isalnum() or c in "/-_." for c in prefix) else ""
+
+
+def task_urls(settings: Settings, task_id: str) -> dict[str, str]:
+    prefix = public_prefix(settings)
+    return {
+        "stream_url": f"{prefix}/stream/{task_id}",
+        "status_url": f"{prefix}/tasks/{task_id}",
+        "result_url": f"{prefix}/tasks/{task_id}/result",
+        "events_url": f"{prefix}/tasks/{task_id}/events",
+    }

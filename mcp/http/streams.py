@@ -1,0 +1,76 @@
+"""Server-Sent Events for one task (DESIGN §8): replay from Last-Event-ID, then live events
+until the terminal one, with keep-alive comments. Served by any worker: events come from
+the store, and the stream hub wakes this thread when a new one lands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, request, stream_with_context
+
+from orchestration.models import TERMINAL_EVENTS
+
+from ..errors import Unavailable, ValidationError
+from ..schemas import StreamQuery
+from ..services import Services, services
+from ..store import Event
+from . import load_query, owner
+
+bp = Blueprint("streams", __name__)
+RETRY_MS = 3000
+
+
+def sse_event(event: Event) -> str:
+    data = json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)
+    return f"id: {event.id}\nevent: {event.event_type}\ndata: {data}\n\n"
+
+
+def resume_point() -> int:
+    """Where a reconnecting client left off: `Last-Event-ID`, else `?last_event_id=`, else 0."""
+    header = request.headers.get("Last-Event-ID")
+    if header is not None and header.strip():
+        if not header.strip().isdigit():
+            raise ValidationError("Last-Event-ID must be an event id",
+                                  {"fields": {"Last-Event-ID": ["not a non-negative integer"]}})
+        return int(header.strip())
+    return load_query(StreamQuery)["last_event_id"] or 0
+
+
+def event_stream(svc: Services, task_id: str, after: int) -> Iterator[str]:
+    yield f"retry: {RETRY_MS}\n\n"
+    last = after
+    svc.hub.stream_opened()
+    try:
+        while True:
+            events = svc.store.events(task_id, last, 500)
+            for event in events:
+                yield sse_event(event)
+                last = event.id
+                if event.event_type in TERMINAL_EVENTS:
+                    return
+            if events:
+                continue
+            if svc.hub.stopping:
+                # design: the worker is going away; tell the client to come back (to another one).
+                yield f"retry: 1000\nevent: reconnect\ndata: {json.dumps({'last_event_id': last})}\n\n"
+                return
+            if not svc.hub.wait(task_id, last, svc.settings.stream_keepalive):
+                if svc.hub.stopping:
+                    continue
+                yield ": keep-alive\n\n"
+    finally:
+        svc.hub.stream_closed()
+
+
+@bp.get("/stream/<task_id>")
+def stream(task_id: str):
+    svc = services()
+    svc.tasks.get(task_id, owner())
+    after = resume_point()
+    if svc.hub.active_streams >= svc.settings.max_streams:
+        raise Unavailable("too many open streams on this worker; retry shortly", headers={"Retry-After": "2"})
+    response = Response(stream_with_context(event_stream(svc, task_id, after)), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response

@@ -1,0 +1,344 @@
+"""The task runtime of one worker process (DESIGN §3).
+
+Tasks are rows in the store. The worker that creates a task claims it at once when it has
+room; otherwise, or when the worker holding a task dies and its lease expires, any
+worker's scanner claims it. A running task's lease is renewed while it runs; its events
+and checkpoints go to the store, fenced by the lease, so a worker that lost its task
+cannot write into it. Cancel requests are read from the store, so a cancel sent to any
+worker reaches the one running the task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from typing import Any
+
+from orchestration.budget import UsageMeter
+from orchestration.errors import OrchestrationError
+from orchestration.models import (
+    TERMINAL_STATUSES,
+    Budget,
+    Outcome,
+    ResearchRequest,
+    SearchRequest,
+    Usage,
+    to_dict,
+)
+from orchestration.research import ResearchOrchestrator
+from orchestration.search import SearchOrchestrator
+
+from .bridge import WorkerLoop
+from .catalog import Catalog
+from .errors import Conflict, NotFound
+from .results import result_document
+from .settings import Settings
+from .store import Store, TaskRecord
+from .streaming import StreamHub
+
+log = logging.getLogger(__name__)
+
+TERMINAL_EVENT = {"completed": "workflow_complete", "failed": "workflow_error", "cancelled": "workflow_cancelled"}
+REQUEST_TYPES = {"research": ResearchRequest, "search": SearchRequest}
+CANCEL_POLL = 0.2
+HEARTBEAT_INTERVAL = 5.0
+
+
+class TaskGone(Exception):
+    """This worker no longer holds the task (lease lost or task finished elsewhere)."""
+
+
+class StoreEvents:
+    """EventSink of one running task: appends to the store, fenced by this worker's lease."""
+
+    def __init__(self, runtime: TaskRuntime, task_id: str):
+        self.runtime = runtime
+        self.task_id = task_id
+
+    async def emit(self, event_type: str, data: dict[str, Any] | None = None, agent_id: str | None = None,
+                   progress: float | None = None) -> None:
+        rt = self.runtime
+        event = await asyncio.to_thread(rt.store.append_event, self.task_id, event_type, data or {}, agent_id,
+                                        progress, rt.worker_id)
+        if event is None:
+            raise TaskGone(self.task_id)
+        rt.hub.notify(self.task_id, event.id)
+
+
+class StoreCheckpoints:
+    """CheckpointStore of one task; the task's usage so far is saved with every checkpoint
+    so a resumed task's accounts include what the interrupted run spent."""
+
+    def __init__(self, store: Store, task_id: str, meter: UsageMeter):
+        self.store = store
+        self.task_id = task_id
+        self.meter = meter
+
+    async def load(self) -> dict[str, Any]:
+        saved = await asyncio.to_thread(self.store.load_checkpoints, self.task_id)
+        saved.pop("usage", None)
+        return saved
+
+    async def save(self, key: str, value: Any) -> None:
+        await asyncio.to_thread(self.store.save_checkpoint, self.task_id, key, value)
+        await asyncio.to_thread(self.store.save_checkpoint, self.task_id, "usage", to_dict(self.meter.usage))
+
+
+class TaskRuntime:
+    def __init__(self, settings: Settings, store: Store, catalog: Catalog, hub: StreamHub, loop: WorkerLoop):
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.hub = hub
+        self.loop = loop
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._running: dict[str, asyncio.Task] = {}
+        self._cancelling: set[str] = set()
+        self._lost: set[str] = set()
+        self._stopping = False
+        self._started = False
+        self._stopped: Any = None
+
+    # -- lifecycle (called from any thread) -----------------------------------------------
+
+    def start(self) -> None:
+        """Start the background services of this worker once."""
+        if self._started:
+            return
+        self._started = True
+        self.hub.start()
+        self.loop.submit(self._services())
+
+    def begin_stop(self) -> None:
+        """Begin a graceful stop without waiting (safe in a signal handler): stream waiters
+        are woken to close, running tasks are interrupted and hand back their leases."""
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        self.hub.stop()
+        self._stopped = self.loop.submit(self._interrupt_all())
+
+    def stop(self) -> None:
+        """Graceful stop: waits until running tasks have checkpointed and released their
+        leases, so another worker resumes them at once."""
+        self.begin_stop()
+        if self._stopped is not None:
+            try:
+                self._stopped.result(self.settings.graceful_timeout)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                log.warning("graceful stop did not finish", exc_info=True)
+
+    # -- request-side API (request threads) ------------------------------------------------
+
+    def create(self, orchestrator: str, params: dict[str, Any], owner: str) -> TaskRecord:
+        task = TaskRecord(
+            task_id=f"{orchestrator}_{secrets.token_hex(12)}",
+            orchestrator=orchestrator,
+            query=params["query"],
+            title=params.get("title"),
+            params=params,
+            owner=owner,
+            created_at=time.time(),
+        )
+        self.store.create_task(task)
+        self.start()
+        self.loop.submit(self._try_start(task.task_id))
+        return task
+
+    def cancel(self, task: TaskRecord) -> TaskRecord:
+        """Request cancellation; a task nobody runs yet is cancelled here and now."""
+        if task.status in TERMINAL_STATUSES:
+            raise Conflict(f"task {task.task_id} is already {task.status}", {"status": task.status})
+        self.store.request_cancel(task.task_id)
+        if task.status == "pending" and task.lease_owner is None:
+            doc = result_document(task, "cancelled", None, time.time(), None)
+            doc["partial"] = True
+            event = self.store.finish_task(task.task_id, None, "cancelled", doc, None, "workflow_cancelled",
+                                           {"status": "cancelled", "partial": True})
+            if event:
+                self.hub.notify(task.task_id, event.id)
+        elif task.task_id in self._running:
+            self.loop.call_soon(self._cancel_local, task.task_id)
+        return self.store.get_task(task.task_id) or task
+
+    def wait(self, task_id: str, timeout: float) -> TaskRecord:
+        """Block until the task ends or `timeout` passes; returns its latest record."""
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self.store.get_task(task_id)
+            if task is None:
+                raise NotFound(f"task {task_id} not found")
+            remaining = deadline - time.monotonic()
+            if task.status in TERMINAL_STATUSES or remaining <= 0 or self.hub.stopping:
+                return task
+            last = self.store.last_event_ids([task_id]).get(task_id, 0)
+            self.hub.wait(task_id, last, min(remaining, 5.0))
+
+    def info(self) -> dict[str, Any]:
+        return {"worker": self.worker_id, "running_tasks": len(self._running), "started": self._started}
+
+    # -- background services (worker loop) ------------------------------------------------
+
+    async def _services(self) -> None:
+        await asyncio.gather(self._scan_loop(), self._lease_loop(), self._cancel_loop(), self._heartbeat_loop())
+
+    async def _scan_loop(self) -> None:
+        while not self._stopping:
+            await self._guarded(self._scan_once)
+            await asyncio.sleep(self.settings.task_scan_interval * random.uniform(0.75, 1.25))
+
+    async def _scan_once(self) -> None:
+        room = self.settings.max_concurrent_tasks - len(self._running)
+        if room <= 0:
+            return
+        for task_id in await asyncio.to_thread(self.store.claimable_tasks, room):
+            await self._try_start(task_id)
+
+    async def _lease_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.settings.lease_ttl / 3)
+            for task_id in list(self._running):
+                held = await self._guarded(asyncio.to_thread, self.store.renew_lease, task_id, self.worker_id,
+                                           self.settings.lease_ttl)
+                if held is False and task_id in self._running:
+                    log.warning("lost the lease of %s; stopping it here", task_id)
+                    self._lost.add(task_id)
+                    self._running[task_id].cancel()
+
+    async def _cancel_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(CANCEL_POLL)
+            watched = [t for t in self._running if t not in self._cancelling]
+            if watched:
+                requested = await self._guarded(asyncio.to_thread, self.store.cancel_requested, watched)
+                for task_id in requested or ():
+                    self._cancel_local(task_id)
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._stopping:
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "running_tasks": len(self._running),
+                    "active_streams": self.hub.active_streams}
+            await self._guarded(asyncio.to_thread, self.store.heartbeat, self.worker_id, info,
+                                HEARTBEAT_INTERVAL * 3)
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    async def _guarded(self, fn: Any, *args: Any) -> Any:
+        """Run one step of a background service; a failing step is logged and retried next tick."""
+        try:
+            return await fn(*args)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - background services must outlive store hiccups
+            log.warning("background step %s failed", getattr(fn, "__name__", fn), exc_info=True)
+            return None
+
+    def _cancel_local(self, task_id: str) -> None:
+        task = self._running.get(task_id)
+        if task is not None and task_id not in self._cancelling:
+            self._cancelling.add(task_id)
+            task.cancel()
+
+    async def _interrupt_all(self) -> None:
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.graceful_timeout)
+
+    # -- running one task ---------------------------------------------------------------
+
+    async def _try_start(self, task_id: str) -> None:
+        if self._stopping or task_id in self._running:
+            return
+        if len(self._running) >= self.settings.max_concurrent_tasks:
+            return
+        task = await asyncio.to_thread(self.store.claim_task, task_id, self.worker_id, self.settings.lease_ttl)
+        if task is None:
+            return
+        self._running[task_id] = asyncio.create_task(self._run(task), name=task_id)
+
+    async def _run(self, task: TaskRecord) -> None:
+        try:
+            await self._execute(task)
+        except TaskGone:
+            log.info("task %s was taken over or finished elsewhere", task.task_id)
+        except Exception:  # noqa: BLE001 - logged; the lease expires and another worker resumes
+            log.exception("task %s crashed in the runtime", task.task_id)
+        finally:
+            self._running.pop(task.task_id, None)
+            self._cancelling.discard(task.task_id)
+            self._lost.discard(task.task_id)
+            if not self._stopping:
+                self.loop.submit(self._scan_once())
+
+    async def _execute(self, task: TaskRecord) -> None:
+        params = task.params
+        events = StoreEvents(self, task.task_id)
+        saved = await asyncio.to_thread(self.store.load_checkpoints, task.task_id)
+        meter = UsageMeter(Budget(params.get("max_cost_usd"), params.get("max_tokens")), self.catalog.prices,
+                           Usage.from_dict(saved.get("usage")))
+        history = await asyncio.to_thread(self.store.events, task.task_id, 0, 100000)
+        if history:
+            if history[-1].event_type != "workflow_interrupted":
+                await events.emit("workflow_interrupted", {"reason": "lease expired", "attempt": task.attempts})
+            await events.emit("workflow_resumed", {"worker": self.worker_id, "attempt": task.attempts,
+                                                   "checkpoints": sorted(k for k in saved if k != "usage")})
+        provider = self.catalog.provider(params["provider"], params.get("model"))
+        sources = self.catalog.select_sources(params.get("sources"))
+        checkpoints = StoreCheckpoints(self.store, task.task_id, meter)
+        if task.orchestrator == "research":
+            orchestrator: Any = ResearchOrchestrator(provider, sources, events, checkpoints, meter)
+        else:
+            orchestrator = SearchOrchestrator(provider, sources, events, checkpoints, meter)
+        request = REQUEST_TYPES[task.orchestrator](
+            **{k: v for k, v in params.items() if k in REQUEST_TYPES[task.orchestrator].__dataclass_fields__})
+        remaining = params["timeout"] - (time.time() - (task.started_at or time.time()))
+        outcome: Outcome
+        error: str | None = None
+        try:
+            async with asyncio.timeout(max(0.0, remaining)):
+                outcome = await orchestrator.run(request)
+            status = "completed"
+        except asyncio.CancelledError:
+            if task.task_id in self._lost:
+                raise TaskGone(task.task_id) from None
+            if self._stopping:
+                await self._hand_back(task, events)
+                return
+            status, outcome = "cancelled", orchestrator.partial_outcome()
+        except TimeoutError:
+            error = f"timed out after {params['timeout']:g} s"
+            status, outcome = "failed", orchestrator.partial_outcome(error)
+        except OrchestrationError as exc:
+            error = str(exc)
+            status, outcome = "failed", orchestrator.partial_outcome(error)
+        finally:
+            await provider.aclose()
+        await self._finish(task, status, outcome, error)
+
+    async def _hand_back(self, task: TaskRecord, events: StoreEvents) -> None:
+        """Shutdown: record the interruption and release the lease for another worker."""
+        try:
+            await events.emit("workflow_interrupted", {"reason": "worker shutting down", "worker": self.worker_id})
+        finally:
+            await asyncio.to_thread(self.store.release_lease, task.task_id, self.worker_id)
+
+    async def _finish(self, task: TaskRecord, status: str, outcome: Outcome, error: str | None) -> None:
+        completed_at = time.time()
+        doc = result_document(task, status, outcome, completed_at, error)
+        summary = {"status": status, "partial": doc["partial"], "execution_time": doc["execution_time"],
+                   "usage": {k: doc["usage"][k] for k in ("llm_calls", "input_tokens", "output_tokens", "cost_usd")},
+                   "sources": len(doc["sources"])}
+        if doc["error"]:
+            summary["error"] = doc["error"]
+        event = await asyncio.to_thread(self.store.finish_task, task.task_id, self.worker_id, status, doc,
+                                        doc["error"], TERMINAL_EVENT[status], summary)
+        if event is None:
+            raise TaskGone(task.task_id)
+        self.hub.notify(task.task_id, event.id)
+        log.info("task %s %s in %.2fs", task.task_id, status, doc["execution_time"],
+                 extra={"task_id": task.task_id})

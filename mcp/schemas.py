@@ -1,0 +1,103 @@
+"""Marshmallow schemas for every input at the HTTP and MCP edge (DESIGN §6). Unknown
+fields, wrong types and out-of-range values are refused naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, fields, post_load, pre_load, validate
+
+from orchestration.models import LEGACY_AGENT_TYPES, SEARCH_AGENT_TYPES
+
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class OrchestrateCommon(StrictSchema):
+    query = fields.String(required=True, validate=validate.Length(min=3, max=2000),
+                          metadata={"description": "What to research or search for (alias: task)."})
+    title = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    provider = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=40),
+                             metadata={"description": "LLM provider for this task (default: LLM_PROVIDER)."})
+    model = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    max_cost_usd = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, max=10000))
+    max_tokens = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1, max=100_000_000))
+    timeout = fields.Float(load_default=300, validate=validate.Range(min=10, max=3600),
+                           metadata={"description": "Seconds before the task stops with what it has."})
+    wait = fields.Boolean(load_default=False,
+                          metadata={"description": "HTTP only: answer 200 with the result when done."})
+    wait_seconds = fields.Float(load_default=240, validate=validate.Range(min=0, max=3600),
+                               metadata={"description": "How long a waiting call waits before it answers "
+                                                        "with the task id to poll."})
+    webhook_url = fields.Url(load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"})
+    webhook_secret = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+
+    @pre_load
+    def task_alias(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict) and "task" in data and "query" not in data:
+            data = dict(data)
+            data["query"] = data.pop("task")
+        return data
+
+
+class ResearchInput(OrchestrateCommon):
+    num_agents = fields.Integer(load_default=8, validate=validate.Range(min=1, max=20))
+    enable_drummer = fields.Boolean(load_default=True,
+                                    metadata={"description": "Run mid-tier synthesizers over groups of agents."})
+    enable_camina = fields.Boolean(load_default=True, metadata={"description": "Run the final synthesizer."})
+    drummer_group_size = fields.Integer(load_default=5, validate=validate.Range(min=2, max=10))
+    sources = fields.List(fields.String(validate=validate.Length(min=1, max=40)), load_default=None,
+                          allow_none=True, validate=validate.Length(min=1, max=20),
+                          metadata={"description": "Source names; default: every enabled source."})
+
+
+class SearchInput(OrchestrateCommon):
+    num_agents = fields.Integer(load_default=5, validate=validate.Range(min=1, max=10))
+    agent_types = fields.List(
+        fields.String(validate=validate.OneOf(SEARCH_AGENT_TYPES + tuple(LEGACY_AGENT_TYPES))),
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=10),
+    )
+    max_results = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+    @post_load
+    def map_legacy_types(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if data.get("agent_types"):
+            data["agent_types"] = [LEGACY_AGENT_TYPES.get(t, t) for t in data["agent_types"]]
+        return data
+
+
+class TaskIdInput(StrictSchema):
+    task_id = fields.String(required=True, validate=validate.Length(min=1, max=100))
+
+
+class StatusInput(TaskIdInput):
+    include_events = fields.Boolean(load_default=False)
+
+
+class ListTasksInput(StrictSchema):
+    status = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(STATUSES))
+    orchestrator = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(("research", "search")))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class EmptyInput(StrictSchema):
+    pass
+
+
+class EventsQuery(StrictSchema):
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**53))
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=5000))
+
+
+class StreamQuery(StrictSchema):
+    last_event_id = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0, max=2**53))
+
+
+class SourceSearchInput(StrictSchema):
+    query = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=50))

@@ -1,0 +1,38 @@
+"""The parts one worker's app is made of, kept on `app.extensions` so blueprints find them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from flask import Flask, current_app
+
+from .catalog import Catalog
+from .runtime import TaskRuntime
+from .settings import Settings
+from .store import Store
+from .streaming import StreamHub
+from .tasks import TaskService
+from .tools import ToolRegistry
+
+EXTENSION = "mcp_orchestrator"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    catalog: Catalog
+    hub: StreamHub
+    runtime: TaskRuntime
+    tasks: TaskService
+    tools: ToolRegistry
+    started_at: float = field(default_factory=time.time)
+
+
+def init_app(app: Flask, services: Services) -> None:
+    app.extensions[EXTENSION] = services
+
+
+def services() -> Services:
+    return current_app.extensions[EXTENSION]

@@ -1,0 +1,131 @@
+"""Every environment variable the service reads, declared once (CONVENTIONS 2).
+
+Each field carries its variable name, default and a one-line doc; `.env.example` and the
+README table are checked against this list by tests/mcp/test_settings.py."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def setting(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Server
+    port: int = setting("PORT", 5060, "TCP port gunicorn binds.")
+    bind_address: str = setting("BIND_ADDRESS", "127.0.0.1", "Address gunicorn binds; non-loopback needs API keys.")
+    workers: int = setting("WORKERS", 4, "Gunicorn worker processes.")
+    threads: int = setting("THREADS", 16, "Request threads per worker (gthread).")
+    timeout: int = setting("TIMEOUT", 300, "Gunicorn worker timeout in seconds.")
+    graceful_timeout: int = setting("GRACEFUL_TIMEOUT", 30, "Seconds a stopping worker gets to finish.")
+    max_requests: int = setting("MAX_REQUESTS", 1000, "Requests after which a worker is recycled.")
+    max_requests_jitter: int = setting("MAX_REQUESTS_JITTER", 50, "Random spread of MAX_REQUESTS.")
+    log_level: str = setting("LOG_LEVEL", "info", "Log level: debug, info, warning, error.")
+    log_format: str = setting("LOG_FORMAT", "json", "Log format: json (one object a line) or text.")
+    skip_pip_install: bool = setting("SKIP_PIP_INSTALL", False, "start.sh: never run pip.")
+    venv_dir: str = setting("VENV_DIR", "venv", "start.sh: the virtual environment's directory.")
+    data_dir: str = setting("DATA_DIR", "./data", "Where the SQLite store and indexes live.")
+    store_url: str = setting("STORE_URL", "", "Store backend: sqlite:///path or redis://host:port/db.")
+    # Security
+    api_keys: tuple[str, ...] = setting("API_KEYS", (), "Comma-separated API keys (name:key or key).")
+    api_keys_file: str = setting("API_KEYS_FILE", "", "File of name:sha256hex lines.")
+    cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", (), "Origins allowed by CORS.")
+    allowed_origins: tuple[str, ...] = setting("ALLOWED_ORIGINS", (), "Origins allowed on the MCP endpoint.")
+    allowed_hosts: tuple[str, ...] = setting("ALLOWED_HOSTS", (), "Host headers accepted (beyond loopback names).")
+    trusted_proxies: int = setting("TRUSTED_PROXIES", 0, "X-Forwarded-For hops to trust (1 behind Caddy).")
+    public_base_path: str = setting("PUBLIC_BASE_PATH", "", "Public path prefix such as /mcp.")
+    max_content_length: int = setting("MAX_CONTENT_LENGTH", 1048576, "Largest request body in bytes.")
+    rate_limit_enabled: bool = setting("RATE_LIMIT_ENABLED", True, "Apply rate limits.")
+    rate_limit_default: str = setting("RATE_LIMIT_DEFAULT", "600 per minute", "Limit per key or IP.")
+    rate_limit_orchestrate: str = setting("RATE_LIMIT_ORCHESTRATE", "5 per minute", "Limit on starting tasks.")
+    # Runtime
+    max_concurrent_tasks: int = setting("MAX_CONCURRENT_TASKS", 8, "Tasks one worker runs at once.")
+    max_streams: int = setting("MAX_STREAMS", 200, "SSE streams one worker serves at once.")
+    lease_ttl: float = setting("LEASE_TTL", 15.0, "Seconds a task lease lasts without renewal.")
+    task_scan_interval: float = setting("TASK_SCAN_INTERVAL", 2.0, "Seconds between scans for orphaned tasks.")
+    stream_keepalive: float = setting("STREAM_KEEPALIVE", 15.0, "Seconds between SSE keep-alive comments.")
+    # Providers
+    llm_provider: str = setting("LLM_PROVIDER", "auto", "auto, extractive, openai, anthropic, xai, groq, ...")
+    llm_model: str = setting("LLM_MODEL", "", "Default model of the provider.")
+    planner_model: str = setting("PLANNER_MODEL", "", "Model for the planner.")
+    worker_model: str = setting("WORKER_MODEL", "", "Model for worker agents.")
+    synthesis_model: str = setting("SYNTHESIS_MODEL", "", "Model for synthesizers.")
+    openai_api_key: str = setting("OPENAI_API_KEY", "", "OpenAI key.")
+    openai_base_url: str = setting("OPENAI_BASE_URL", "", "OpenAI-compatible base URL override.")
+    anthropic_api_key: str = setting("ANTHROPIC_API_KEY", "", "Anthropic key.")
+    anthropic_base_url: str = setting("ANTHROPIC_BASE_URL", "", "Anthropic base URL override.")
+    xai_api_key: str = setting("XAI_API_KEY", "", "xAI key.")
+    groq_api_key: str = setting("GROQ_API_KEY", "", "Groq key.")
+    mistral_api_key: str = setting("MISTRAL_API_KEY", "", "Mistral key.")
+    openrouter_api_key: str = setting("OPENROUTER_API_KEY", "", "OpenRouter key.")
+    ollama_host: str = setting("OLLAMA_HOST", "", "Ollama server, e.g. http://127.0.0.1:11434.")
+    model_prices_file: str = setting("MODEL_PRICES_FILE", "", "JSON price table overriding the defaults.")
+    # Sources
+    docs_dir: str = setting("DOCS_DIR", "./docs", "Directory the local documents source indexes.")
+    wikipedia_api_url: str = setting("WIKIPEDIA_API_URL", "", "MediaWiki Action API URL.")
+    arxiv_api_url: str = setting("ARXIV_API_URL", "", "arXiv Atom API URL.")
+    searxng_url: str = setting("SEARXNG_URL", "", "SearXNG instance for web search.")
+    brave_api_key: str = setting("BRAVE_API_KEY", "", "Brave Search API key.")
+    brave_api_url: str = setting("BRAVE_API_URL", "", "Brave Search API URL.")
+    github_token: str = setting("GITHUB_TOKEN", "", "GitHub token for code search.")
+    github_api_url: str = setting("GITHUB_API_URL", "", "GitHub REST API URL.")
+    hn_api_url: str = setting("HN_API_URL", "", "Hacker News Algolia API URL.")
+    semantic_scholar_api_url: str = setting("SEMANTIC_SCHOLAR_API_URL", "", "Semantic Scholar Graph API URL.")
+    fetch_allow_private: bool = setting("FETCH_ALLOW_PRIVATE", False, "Let fetch_url reach private addresses.")
+    tool_modules: tuple[str, ...] = setting("TOOL_MODULES", (), "Extra modules whose tools are registered.")
+    # Webhooks and observability
+    webhook_secret: str = setting("WEBHOOK_SECRET", "", "Default HMAC secret for webhook signatures.")
+    webhook_allow_private: bool = setting("WEBHOOK_ALLOW_PRIVATE", False, "Allow webhooks to private addresses.")
+    sentry_dsn: str = setting("SENTRY_DSN", "", "Sentry DSN; empty disables Sentry.")
+    sentry_environment: str = setting("SENTRY_ENVIRONMENT", "production", "Sentry environment name.")
+    sentry_traces_sample_rate: float = setting("SENTRY_TRACES_SAMPLE_RATE", 0.0, "Sentry traces sample rate.")
+    metrics_enabled: bool = setting("METRICS_ENABLED", True, "Serve /metrics.")
+    prometheus_multiproc_dir: str = setting("PROMETHEUS_MULTIPROC_DIR", "", "Prometheus multiprocess directory.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment (or `environ`), then `overrides` by field name."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is not None and raw != "":
+                values[f.name] = _parse(raw, f.default)
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{Path(self.data_dir).resolve() / 'orchestrator.db'}"
+
+    @property
+    def is_loopback_bind(self) -> bool:
+        return self.bind_address in ("127.0.0.1", "::1", "localhost") or self.bind_address.startswith("127.")
+
+
+def _parse(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, tuple):
+        return _split(raw)
+    return raw
+
+
+def env_table() -> list[tuple[str, Any, str]]:
+    """(variable, default, doc) for every setting, in declaration order."""
+    return [(f.metadata["env"], f.default, f.metadata["doc"]) for f in fields(Settings)]

@@ -1,0 +1,191 @@
+"""The store: every piece of state that all workers (and hosts) must see (DESIGN §3).
+
+`Store` is the small interface; backends are one module each, registered by URL scheme
+and imported lazily (CONVENTIONS 5): `sqlite:///path` (mcp.store.sqlite)."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+BACKENDS = {"sqlite": "mcp.store.sqlite:SQLiteStore"}
+
+
+@dataclass
+class TaskRecord:
+    task_id: str
+    orchestrator: str
+    query: str
+    title: str | None
+    params: dict[str, Any]
+    owner: str = "anonymous"
+    status: str = "pending"
+    created_at: float = 0.0
+    started_at: float | None = None
+    completed_at: float | None = None
+    progress: float = 0.0
+    error: str | None = None
+    worker: str | None = None
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+
+
+@dataclass
+class Event:
+    id: int
+    event_type: str
+    task_id: str
+    timestamp: float
+    data: dict[str, Any] = field(default_factory=dict)
+    agent_id: str | None = None
+    progress: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.agent_id is None:
+            del out["agent_id"]
+        if self.progress is None:
+            del out["progress"]
+        return out
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def encode_cursor(created_at: float, task_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at!r}|{task_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Raises ValueError for a cursor this store never issued."""
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    created, task_id = raw.split("|", 1)
+    return float(created), task_id
+
+
+class Store(ABC):
+    """Shared state. All methods are synchronous and safe to call from any thread;
+    async code reaches them through the bridge's executor."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise when the backend is unreachable."""
+
+    # tasks
+    @abstractmethod
+    def create_task(self, task: TaskRecord) -> None: ...
+
+    @abstractmethod
+    def get_task(self, task_id: str) -> TaskRecord | None: ...
+
+    @abstractmethod
+    def list_tasks(
+        self,
+        owner: str | None = None,
+        status: str | None = None,
+        orchestrator: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[TaskRecord], str | None]:
+        """Newest first; `cursor` continues a previous page."""
+
+    @abstractmethod
+    def count_tasks_by_status(self) -> dict[str, int]: ...
+
+    # leases: a running task is held by one worker; an expired lease can be claimed
+    @abstractmethod
+    def claim_task(self, task_id: str, worker: str, ttl: float) -> TaskRecord | None:
+        """Take a pending task, or a running one whose lease expired; None if not claimable."""
+
+    @abstractmethod
+    def renew_lease(self, task_id: str, worker: str, ttl: float) -> bool: ...
+
+    @abstractmethod
+    def release_lease(self, task_id: str, worker: str) -> None: ...
+
+    @abstractmethod
+    def claimable_tasks(self, limit: int) -> list[str]:
+        """Pending tasks and running tasks whose lease expired, oldest first."""
+
+    @abstractmethod
+    def finish_task(
+        self,
+        task_id: str,
+        worker: str | None,
+        status: str,
+        result: dict[str, Any],
+        error: str | None,
+        event_type: str,
+        event_data: dict[str, Any],
+    ) -> Event | None:
+        """In one step: store the result and terminal status, append the terminal event and
+        release the lease. With `worker`, only while it holds the lease of a running task;
+        with None, only while the task is pending and unleased. None when refused."""
+
+    # cancel
+    @abstractmethod
+    def request_cancel(self, task_id: str) -> None: ...
+
+    @abstractmethod
+    def cancel_requested(self, task_ids: list[str]) -> set[str]: ...
+
+    # events
+    @abstractmethod
+    def append_event(
+        self,
+        task_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        agent_id: str | None = None,
+        progress: float | None = None,
+        worker: str | None = None,
+    ) -> Event | None:
+        """Append with the next id of the task (ids 1, 2, 3 ... per task). With `worker`,
+        only while that worker holds the lease of the running task (else None): a worker
+        that lost its task, or a write landing after the terminal event, is refused."""
+
+    @abstractmethod
+    def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[Event]: ...
+
+    @abstractmethod
+    def last_event_ids(self, task_ids: list[str]) -> dict[str, int]: ...
+
+    # checkpoints and results
+    @abstractmethod
+    def save_checkpoint(self, task_id: str, key: str, value: Any) -> None: ...
+
+    @abstractmethod
+    def load_checkpoints(self, task_id: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def get_result(self, task_id: str) -> dict[str, Any] | None: ...
+
+    # workers
+    @abstractmethod
+    def heartbeat(self, worker: str, info: dict[str, Any], ttl: float) -> None: ...
+
+    @abstractmethod
+    def live_workers(self) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def count_webhooks(self) -> int: ...
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def open_store(url: str) -> Store:
+    """The backend registered for the URL's scheme."""
+    scheme = urlsplit(url).scheme
+    if scheme not in BACKENDS:
+        raise ValueError(f"unsupported STORE_URL scheme {scheme!r}; use one of {sorted(BACKENDS)}")
+    module_name, class_name = BACKENDS[scheme].split(":")
+    return getattr(importlib.import_module(module_name), class_name).from_url(url)

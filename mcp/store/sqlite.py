@@ -1,0 +1,309 @@
+"""SQLite store: one file in WAL mode, shared by every worker process of one host."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import Event, Store, TaskRecord, decode_cursor, dumps, encode_cursor
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    orchestrator TEXT NOT NULL,
+    query TEXT NOT NULL,
+    title TEXT,
+    params TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    completed_at REAL,
+    progress REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    worker TEXT,
+    lease_owner TEXT,
+    lease_expires REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at DESC, task_id DESC);
+CREATE INDEX IF NOT EXISTS tasks_open ON tasks (status, lease_expires) WHERE status IN ('pending', 'running');
+CREATE TABLE IF NOT EXISTS events (
+    task_id TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    agent_id TEXT,
+    progress REAL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (task_id, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    task_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (task_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS workers (
+    worker TEXT PRIMARY KEY,
+    info TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    task_id TEXT,
+    secret TEXT,
+    created_at REAL NOT NULL
+);
+"""
+
+TASK_COLUMNS = (
+    "task_id, orchestrator, query, title, params, owner, status, created_at, started_at, completed_at, "
+    "progress, error, worker, lease_owner, lease_expires, cancel_requested, attempts"
+)
+CLAIMABLE = "status IN ('pending', 'running') AND (lease_owner IS NULL OR lease_expires < ?)"
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # design: sqlite3 connections must not cross threads (or forks); one per thread.
+        self._local = threading.local()
+        self._db.executescript(SCHEMA)
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        path = url.split("://", 1)[1]
+        # sqlite:///abs/path -> /abs/path ; sqlite:///./rel -> ./rel
+        return cls(path[1:] if path.startswith("/./") else path)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def ping(self) -> None:
+        self._db.execute("SELECT 1 FROM tasks LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def create_task(self, task: TaskRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+                (task.task_id, task.orchestrator, task.query, task.title, dumps(task.params), task.owner,
+                 task.status, task.created_at, task.started_at, task.completed_at, task.progress, task.error,
+                 task.worker, task.lease_owner, task.lease_expires, int(task.cancel_requested), task.attempts),
+            )
+
+    @staticmethod
+    def _task(row: sqlite3.Row | None) -> TaskRecord | None:
+        if row is None:
+            return None
+        values = dict(row)
+        values.pop("result", None)
+        values["params"] = json.loads(values["params"])
+        values["cancel_requested"] = bool(values["cancel_requested"])
+        return TaskRecord(**values)
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        row = self._db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return self._task(row)
+
+    def list_tasks(self, owner=None, status=None, orchestrator=None, limit=50, cursor=None):
+        clauses, args = [], []
+        for column, value in (("owner", owner), ("status", status), ("orchestrator", orchestrator)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if cursor:
+            created, task_id = decode_cursor(cursor)
+            clauses.append("(created_at < ? OR (created_at = ? AND task_id < ?))")
+            args += [created, created, task_id]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, task_id DESC LIMIT ?",
+            (*args, limit + 1),
+        ).fetchall()
+        tasks = [self._task(r) for r in rows[:limit]]
+        next_cursor = encode_cursor(tasks[-1].created_at, tasks[-1].task_id) if len(rows) > limit else None
+        return tasks, next_cursor
+
+    def count_tasks_by_status(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall()
+        return {status: count for status, count in rows}
+
+    # -- leases -------------------------------------------------------------------------
+
+    def claim_task(self, task_id: str, worker: str, ttl: float) -> TaskRecord | None:
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                f"UPDATE tasks SET status = 'running', lease_owner = ?, lease_expires = ?, worker = ?, "
+                f"started_at = COALESCE(started_at, ?), attempts = attempts + 1 "
+                f"WHERE task_id = ? AND {CLAIMABLE} RETURNING {TASK_COLUMNS}",
+                (worker, now + ttl, worker, now, task_id, now),
+            ).fetchone()
+        return self._task(row)
+
+    def renew_lease(self, task_id: str, worker: str, ttl: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tasks SET lease_expires = ? WHERE task_id = ? AND lease_owner = ? AND status = 'running'",
+                (time.time() + ttl, task_id, worker),
+            )
+            return cur.rowcount == 1
+
+    def release_lease(self, task_id: str, worker: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE task_id = ? AND lease_owner = ?",
+                (task_id, worker),
+            )
+
+    def claimable_tasks(self, limit: int) -> list[str]:
+        rows = self._db.execute(
+            f"SELECT task_id FROM tasks WHERE {CLAIMABLE} ORDER BY created_at LIMIT ?", (time.time(), limit)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def finish_task(self, task_id, worker, status, result, error, event_type, event_data):
+        guard = "lease_owner = ?" if worker else "status = 'pending' AND lease_owner IS NULL"
+        args = (worker,) if worker else ()
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE tasks SET status = ?, result = ?, error = ?, completed_at = ?, lease_owner = NULL, "
+                f"lease_expires = NULL, progress = CASE WHEN ? = 'completed' THEN 100 ELSE progress END "
+                f"WHERE task_id = ? AND status IN ('pending', 'running') AND {guard}",
+                (status, dumps(result), error, now, status, task_id, *args),
+            )
+            if cur.rowcount != 1:
+                return None
+            event_id = self._insert_event(db, task_id, event_type, now, None, None, event_data)
+        return Event(event_id, event_type, task_id, now, event_data)
+
+    # -- cancel -------------------------------------------------------------------------
+
+    def request_cancel(self, task_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE tasks SET cancel_requested = 1 WHERE task_id = ?", (task_id,))
+
+    def cancel_requested(self, task_ids: list[str]) -> set[str]:
+        if not task_ids:
+            return set()
+        rows = self._db.execute(
+            f"SELECT task_id FROM tasks WHERE cancel_requested = 1 AND task_id IN ({','.join('?' * len(task_ids))})",
+            task_ids,
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    # -- events -------------------------------------------------------------------------
+
+    def append_event(self, task_id, event_type, data, agent_id=None, progress=None, worker=None):
+        now = time.time()
+        with self._tx() as db:
+            if worker and db.execute(
+                "SELECT 1 FROM tasks WHERE task_id = ? AND lease_owner = ? AND status = 'running'", (task_id, worker)
+            ).fetchone() is None:
+                return None
+            event_id = self._insert_event(db, task_id, event_type, now, agent_id, progress, data)
+            if progress is not None:
+                db.execute("UPDATE tasks SET progress = ? WHERE task_id = ?", (progress, task_id))
+        return Event(event_id, event_type, task_id, now, data, agent_id, progress)
+
+    @staticmethod
+    def _insert_event(db, task_id, event_type, now, agent_id, progress, data) -> int:
+        """Insert with the task's next id; the caller holds the write lock (BEGIN IMMEDIATE)."""
+        return db.execute(
+            "INSERT INTO events (task_id, id, event_type, timestamp, agent_id, progress, data) "
+            "SELECT ?, COALESCE(MAX(id), 0) + 1, ?, ?, ?, ?, ? FROM events WHERE task_id = ? RETURNING id",
+            (task_id, event_type, now, agent_id, progress, dumps(data), task_id),
+        ).fetchone()[0]
+
+    def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        rows = self._db.execute(
+            "SELECT id, event_type, task_id, timestamp, data, agent_id, progress FROM events "
+            "WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (task_id, after, limit),
+        ).fetchall()
+        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    def last_event_ids(self, task_ids: list[str]) -> dict[str, int]:
+        if not task_ids:
+            return {}
+        rows = self._db.execute(
+            f"SELECT task_id, MAX(id) FROM events WHERE task_id IN ({','.join('?' * len(task_ids))}) "
+            "GROUP BY task_id",
+            task_ids,
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    # -- checkpoints and results ----------------------------------------------------------
+
+    def save_checkpoint(self, task_id: str, key: str, value: Any) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO checkpoints (task_id, key, value) VALUES (?, ?, ?)",
+                (task_id, key, dumps(value)),
+            )
+
+    def load_checkpoints(self, task_id: str) -> dict[str, Any]:
+        rows = self._db.execute("SELECT key, value FROM checkpoints WHERE task_id = ?", (task_id,)).fetchall()
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    def get_result(self, task_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT result FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    # -- workers --------------------------------------------------------------------------
+
+    def heartbeat(self, worker: str, info: dict[str, Any], ttl: float) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO workers (worker, info, expires) VALUES (?, ?, ?)",
+                       (worker, dumps(info), now + ttl))
+            db.execute("DELETE FROM workers WHERE expires < ?", (now - 3600,))
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT worker, info FROM workers WHERE expires >= ?", (time.time(),)).fetchall()
+        return [{"worker": r[0], **json.loads(r[1])} for r in rows]
+
+    def count_webhooks(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM webhooks").fetchone()[0]

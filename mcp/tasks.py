@@ -1,0 +1,71 @@
+"""Task operations shared by REST routes, MCP tools and MCP tasks methods: start, look up
+(only the owner sees a task), wait, cancel, list, read results and events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from orchestration.models import TERMINAL_STATUSES
+
+from .catalog import Catalog
+from .errors import Conflict, NotFound, ValidationError
+from .results import status_document
+from .runtime import TaskRuntime
+from .store import Event, Store, TaskRecord
+
+# Fields of a start request that configure the task (the rest are about the call).
+CALL_FIELDS = ("wait", "wait_seconds")
+
+
+class TaskService:
+    def __init__(self, store: Store, runtime: TaskRuntime, catalog: Catalog):
+        self.store = store
+        self.runtime = runtime
+        self.catalog = catalog
+
+    def start(self, orchestrator: str, args: dict[str, Any], owner: str) -> TaskRecord:
+        params = {k: v for k, v in args.items() if k not in CALL_FIELDS}
+        params["provider"] = self.catalog.resolve_provider(params.get("provider"))
+        if orchestrator == "research":
+            self.catalog.select_sources(params.get("sources"))
+        return self.runtime.create(orchestrator, params, owner)
+
+    def get(self, task_id: str, owner: str) -> TaskRecord:
+        task = self.store.get_task(task_id)
+        # design: another key's task is answered exactly like a missing one.
+        if task is None or task.owner != owner:
+            raise NotFound(f"task {task_id!r} not found")
+        return task
+
+    def status(self, task: TaskRecord, urls: dict[str, str]) -> dict[str, Any]:
+        last = self.store.last_event_ids([task.task_id]).get(task.task_id, 0)
+        return status_document(task, last, urls)
+
+    def result(self, task_id: str, owner: str) -> dict[str, Any]:
+        task = self.get(task_id, owner)
+        if task.status not in TERMINAL_STATUSES:
+            raise Conflict(f"task {task_id} is still {task.status}",
+                           {"status": task.status, "progress": task.progress})
+        return self.store.get_result(task_id) or {}
+
+    def wait(self, task_id: str, owner: str, seconds: float) -> TaskRecord:
+        self.get(task_id, owner)
+        return self.runtime.wait(task_id, seconds)
+
+    def cancel(self, task_id: str, owner: str) -> TaskRecord:
+        return self.runtime.cancel(self.get(task_id, owner))
+
+    def list(self, owner: str, status: str | None, orchestrator: str | None, limit: int,
+             cursor: str | None) -> tuple[list[TaskRecord], str | None]:
+        try:
+            return self.store.list_tasks(owner, status, orchestrator, limit, cursor)
+        except ValueError:
+            raise ValidationError("invalid cursor", {"fields": {"cursor": ["not a cursor this server issued"]}}) from None
+
+    def events(self, task_id: str, owner: str, after: int, limit: int) -> list[Event]:
+        self.get(task_id, owner)
+        return self.store.events(task_id, after, limit)
+
+
+UrlsFor = Callable[[str], dict[str, str]]

@@ -1,0 +1,98 @@
+"""The tool registry: every tool the service offers over REST and MCP, with its input
+schema (marshmallow, exported as JSON Schema), annotations and handler."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import marshmallow
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from .errors import NotFound, ValidationError
+
+
+@dataclass
+class ToolContext:
+    """Who is calling and how: the owner tasks belong to, how to spell public URLs, and
+    (over MCP) where progress goes."""
+
+    owner: str
+    urls: Callable[[str], dict[str, str]]
+    transport: str = "http"
+    on_progress: Callable[[dict[str, Any]], None] | None = None
+
+
+@dataclass
+class ToolOutput:
+    data: dict[str, Any]
+    accepted: bool = False  # started work that is still running (REST answers 202)
+
+
+@dataclass
+class Tool:
+    name: str
+    description: str
+    schema: type[marshmallow.Schema]
+    handler: Callable[[ToolContext, dict[str, Any]], ToolOutput]
+    annotations: dict[str, Any] = field(default_factory=dict)
+    output_schema: dict[str, Any] | None = None
+    aliases: tuple[str, ...] = ()
+    starts_task: bool = False  # counted against RATE_LIMIT_ORCHESTRATE
+
+    @functools.cached_property
+    def input_schema(self) -> dict[str, Any]:
+        schema = json_schema(self.schema)
+        schema["additionalProperties"] = False
+        return schema
+
+    def describe(self) -> dict[str, Any]:
+        out = {"name": self.name, "description": self.description, "inputSchema": self.input_schema,
+               "annotations": self.annotations}
+        if self.output_schema:
+            out["outputSchema"] = self.output_schema
+        return out
+
+
+@functools.cache
+def _converter() -> Any:
+    plugin = MarshmallowPlugin()
+    APISpec("tools", "1", "3.1.0", plugins=[plugin])
+    return plugin.converter
+
+
+def json_schema(schema: type[marshmallow.Schema]) -> dict[str, Any]:
+    return _converter().schema2jsonschema(schema())
+
+
+class ToolRegistry:
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, tool: Tool) -> None:
+        self._tools[tool.name] = tool
+        for alias in tool.aliases:
+            self._aliases[alias] = tool.name
+
+    def get(self, name: str) -> Tool:
+        tool = self._tools.get(name) or self._tools.get(self._aliases.get(name, ""))
+        if tool is None:
+            raise NotFound(f"unknown tool {name!r}", {"tools": sorted(self._tools)})
+        return tool
+
+    def list(self) -> list[Tool]:
+        return list(self._tools.values())
+
+    def call(self, name: str, arguments: Any, ctx: ToolContext) -> ToolOutput:
+        tool = self.get(name)
+        if not isinstance(arguments, dict):
+            raise ValidationError("arguments must be a JSON object", {"fields": {"_schema": ["expected an object"]}})
+        try:
+            loaded = tool.schema().load(arguments)
+        except marshmallow.ValidationError as exc:
+            raise ValidationError.from_marshmallow(exc) from None
+        return tool.handler(ctx, loaded)

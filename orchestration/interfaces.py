@@ -1,0 +1,97 @@
+"""The interfaces the orchestrators talk to the world through (CONVENTIONS 5, 7): a
+provider that thinks, sources that search, a sink for events, a store for checkpoints."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from .models import Hit, Source, Subtask
+
+ProgressCallback = Callable[[str], Awaitable[None]]
+
+
+class SearchSource(ABC):
+    """A search backend. `enabled` is False when its configuration is missing; the
+    reason is then in `disabled_reason` and the source is listed but never queried."""
+
+    name: str = ""
+    description: str = ""
+    enabled: bool = True
+    disabled_reason: str | None = None
+
+    @abstractmethod
+    async def search(self, query: str, limit: int = 10) -> list[Hit]:
+        """Return up to `limit` hits, best first."""
+
+    async def aclose(self) -> None:
+        """Release connections; sources without any keep this default."""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+        }
+
+
+class Provider(ABC):
+    """What the orchestrators ask of a model, by role. Chat-model providers implement
+    these with prompts; the offline `extractive` provider with retrieval and ranking.
+    Every call is accounted through `meter` (usage, cost and budget)."""
+
+    name: str = ""
+
+    @abstractmethod
+    async def plan(self, query: str, num_subtasks: int, context: list[Hit], meter: Meter) -> list[Subtask]:
+        """Split `query` into exactly `num_subtasks` subtasks."""
+
+    @abstractmethod
+    async def write_finding(
+        self,
+        subtask: Subtask,
+        passages: list[Hit],
+        meter: Meter,
+        on_progress: ProgressCallback | None = None,
+    ) -> str:
+        """Answer `subtask` from `passages`, citing them as [1]..[n] in passage order."""
+
+    @abstractmethod
+    async def synthesize(self, query: str, level: str, parts: list[tuple[str, str]], meter: Meter) -> str:
+        """Merge (`label`, text) parts that cite [S<n>] into one text that keeps the citations.
+        `level` is `drummer` (mid-tier) or `camina` (the final Markdown report)."""
+
+    @abstractmethod
+    async def summarize(self, query: str, sources: list[Source], meter: Meter) -> str:
+        """A cited summary of fused search results, citing them as [S<n>] by their ids."""
+
+    async def aclose(self) -> None:
+        """Release connections; providers without any keep this default."""
+
+
+class Meter(Protocol):
+    """Usage accounting and budget guard for one task (see orchestration.budget)."""
+
+    def reserve(self, model: str, estimated_input: int, estimated_output: int) -> Any: ...
+
+    def record(self, reservation: Any, model: str, input_tokens: int, output_tokens: int) -> None: ...
+
+
+class EventSink(Protocol):
+    async def emit(
+        self,
+        event_type: str,
+        data: dict[str, Any] | None = None,
+        agent_id: str | None = None,
+        progress: float | None = None,
+    ) -> None: ...
+
+
+class CheckpointStore(Protocol):
+    """Finished work of one task, kept so a resumed task does not buy it again."""
+
+    async def load(self) -> dict[str, Any]: ...
+
+    async def save(self, key: str, value: Any) -> None: ...

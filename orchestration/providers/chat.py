@@ -1,0 +1,195 @@
+"""Chat-model providers: the roles of `Provider` written as prompts over one abstract
+`complete` call, which each SDK module (OpenAI-compatible, Anthropic) implements."""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ..errors import ProviderError
+from ..interfaces import Meter, ProgressCallback, Provider
+from ..models import Hit, Source, Subtask
+
+log = logging.getLogger(__name__)
+
+PLAN_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "subtasks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string"},
+                    "query": {"type": "string"},
+                    "description": {"type": "string"},
+                },
+                "required": ["title", "query", "description"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["subtasks"],
+    "additionalProperties": False,
+}
+
+PLANNER_PROMPT = (
+    "You are the planner of a research team. Split the user's question into exactly {n} distinct, "
+    "non-overlapping subtasks that together answer it. For each give a short title, a search query "
+    "and a one-sentence description. Answer with JSON only: "
+    '{{"subtasks": [{{"title": "...", "query": "...", "description": "..."}}]}}'
+)
+WORKER_PROMPT = (
+    "You are a research agent. Answer the subtask using only the numbered passages. Cite every claim "
+    "with the passage number in square brackets, like [1] or [2][3]. If the passages do not answer it, "
+    "say so plainly. Write 3-6 sentences of plain Markdown."
+)
+SYNTHESIS_PROMPTS = {
+    "drummer": (
+        "You merge the findings of several research agents into one coherent section. Keep every claim's "
+        "citation tags exactly as written ([S1], [S2] ...); never invent a tag. Remove repetition."
+    ),
+    "camina": (
+        "You are the executive synthesizer. Write the final Markdown report answering the question: "
+        "start with '## Summary', then '## Findings' with '###' subsections, then '## Gaps' if anything "
+        "is unanswered. Keep citation tags exactly as written ([S1], [S2] ...); never invent a tag. "
+        "Do not add a title or a sources list."
+    ),
+}
+SUMMARY_PROMPT = (
+    "Summarise these search results for the query in Markdown under '## Summary'. Cite results by "
+    "their tags exactly as given ([S1], [S2] ...); never invent a tag."
+)
+MAX_OUTPUT_TOKENS = {"planner": 1200, "worker": 700, "synthesis": 1800}
+
+
+@dataclass
+class ChatReply:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    model: str
+
+
+DeltaCallback = Callable[[str], Awaitable[None]]
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap upper-side estimate (about four characters a token) for budget reservations."""
+    return len(text) // 3 + 16
+
+
+class ChatProvider(Provider):
+    """Roles as prompts. Subclasses provide `complete` and the per-role model names."""
+
+    def __init__(self, model: str, planner_model: str = "", worker_model: str = "", synthesis_model: str = ""):
+        self.models = {
+            "planner": planner_model or model,
+            "worker": worker_model or model,
+            "synthesis": synthesis_model or model,
+        }
+
+    @abstractmethod
+    async def complete(
+        self,
+        model: str,
+        system: str,
+        user: str,
+        max_tokens: int,
+        json_schema: dict | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> ChatReply:
+        """One chat completion. Streams through `on_delta` when given."""
+
+    async def _call(self, role: str, system: str, user: str, meter: Meter, json_schema: dict | None = None,
+                    on_delta: DeltaCallback | None = None) -> str:
+        model = self.models[role]
+        max_tokens = MAX_OUTPUT_TOKENS[role]
+        reservation = meter.reserve(model, estimate_tokens(system + user), max_tokens)
+        try:
+            reply = await self.complete(model, system, user, max_tokens, json_schema, on_delta)
+        except BaseException:
+            release = getattr(meter, "release", None)
+            if release:
+                release(reservation)
+            raise
+        meter.record(reservation, reply.model or model, reply.input_tokens, reply.output_tokens)
+        return reply.text
+
+    async def plan(self, query: str, num_subtasks: int, context: list[Hit], meter: Meter) -> list[Subtask]:
+        system = PLANNER_PROMPT.format(n=num_subtasks)
+        hints = "\n".join(f"- {h.title}" for h in context[:8])
+        user = f"Question: {query}\n\nRelated material found so far:\n{hints or '- (none)'}"
+        for attempt in (1, 2):
+            text = await self._call("planner", system, user, meter, PLAN_SCHEMA)
+            subtasks = parse_plan(text, num_subtasks)
+            if subtasks:
+                return subtasks
+            log.warning("planner returned an unusable plan (attempt %d)", attempt)
+        return fallback_plan(query, num_subtasks)
+
+    async def write_finding(self, subtask: Subtask, passages: list[Hit], meter: Meter,
+                            on_progress: ProgressCallback | None = None) -> str:
+        numbered = "\n\n".join(
+            f"[{i}] {h.title} ({h.url})\n{(h.text or h.snippet)[:1500]}" for i, h in enumerate(passages, start=1)
+        )
+        user = f"Subtask: {subtask.title}\n{subtask.description}\n\nPassages:\n{numbered or '(no passages found)'}"
+        return await self._call("worker", WORKER_PROMPT, user, meter, on_delta=on_progress)
+
+    async def synthesize(self, query: str, level: str, parts: list[tuple[str, str]], meter: Meter) -> str:
+        body = "\n\n".join(f"### {label}\n{text}" for label, text in parts)
+        return await self._call("synthesis", SYNTHESIS_PROMPTS[level], f"Question: {query}\n\n{body}", meter)
+
+    async def summarize(self, query: str, sources: list[Source], meter: Meter) -> str:
+        listing = "\n".join(f"[{s.id}] {s.title} — {s.url}\n{s.snippet}" for s in sources)
+        return await self._call("synthesis", SUMMARY_PROMPT, f"Query: {query}\n\nResults:\n{listing}", meter)
+
+
+def parse_plan(text: str, n: int) -> list[Subtask] | None:
+    """Subtasks from the planner's JSON, or None when it is not a usable plan."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        items = json.loads(text[start:end + 1]).get("subtasks")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(items, list):
+        return None
+    subtasks = []
+    for item in items[:n]:
+        if not isinstance(item, dict) or not str(item.get("title", "")).strip():
+            return None
+        title = str(item["title"]).strip()[:200]
+        subtasks.append(Subtask(f"subtask_{len(subtasks) + 1}", title,
+                                str(item.get("query") or title).strip()[:300],
+                                str(item.get("description", "")).strip()[:500]))
+    return subtasks if len(subtasks) == n else None
+
+
+FALLBACK_ASPECTS = (
+    "overview", "how it works", "configuration and setup", "operation and monitoring", "failure modes",
+    "security", "performance and limits", "alternatives and trade-offs", "best practices", "background",
+    "examples", "open questions", "costs", "tooling", "testing", "deployment", "scaling", "data and state",
+    "interfaces", "future directions",
+)
+
+
+def fallback_plan(query: str, n: int) -> list[Subtask]:
+    """A safe plan when the planner cannot produce one: the question itself, then aspects of it."""
+    subtasks = [Subtask("subtask_1", query[:200], query, "The question as asked.")]
+    for aspect in FALLBACK_ASPECTS[: n - 1]:
+        subtasks.append(Subtask(f"subtask_{len(subtasks) + 1}", f"{query[:150]} — {aspect}",
+                                f"{query} {aspect}", f"The {aspect} of the question."))
+    return subtasks[:n]
+
+
+def provider_error(provider: str, exc: Exception) -> ProviderError:
+    """A ProviderError naming the provider and the HTTP status, never the request's headers."""
+    status = getattr(exc, "status_code", None)
+    detail = f"HTTP {status}" if status else type(exc).__name__
+    return ProviderError(f"{provider} request failed: {detail}")
+

@@ -1,0 +1,242 @@
+"""The research orchestrator: a planner splits the query into subtasks, worker agents
+research them in parallel, mid-tier synthesizers merge groups of findings, and a final
+synthesizer writes the cited Markdown report.
+
+Resumable: the plan, every finished agent and every finished synthesis is checkpointed,
+and a run over existing checkpoints buys none of that work again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from .budget import UsageMeter
+from .citations import LOCAL_TAG, cited_ids, drop_unknown, number_sources, sources_section
+from .errors import BudgetExhausted
+from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
+from .models import AgentResult, Citation, Outcome, ResearchRequest, Subtask, SynthesisResult, to_dict
+from .ranking import fuse_hits
+from .retrieval import query_sources
+
+PASSAGES_PER_AGENT = 6
+HITS_PER_SOURCE = 5
+PLAN_CONTEXT_HITS = 8
+
+# Share of the progress bar each phase fills.
+PLAN_DONE, AGENTS_DONE = 5.0, 85.0
+
+
+class ResearchOrchestrator:
+    def __init__(
+        self,
+        provider: Provider,
+        sources: list[SearchSource],
+        events: EventSink,
+        checkpoints: CheckpointStore,
+        meter: UsageMeter,
+        max_parallel_agents: int = 20,
+    ):
+        self.provider = provider
+        self.sources = [s for s in sources if s.enabled]
+        self.events = events
+        self.checkpoints = checkpoints
+        self.meter = meter
+        self.max_parallel_agents = max_parallel_agents
+        self.request: ResearchRequest | None = None
+        self.subtasks: list[Subtask] = []
+        self.agent_results: dict[str, AgentResult] = {}
+        self.syntheses: dict[str, SynthesisResult] = {}
+        self._budget_announced = False
+
+    # -- the run -------------------------------------------------------------------
+
+    async def run(self, request: ResearchRequest) -> Outcome:
+        self.request = request
+        saved = await self.checkpoints.load()
+        if not saved:
+            await self.events.emit("workflow_start", {"orchestrator": "research", "query": request.query,
+                                                      "num_agents": request.num_agents}, progress=0.0)
+        try:
+            await self._plan(saved)
+            await self._run_agents(saved)
+            final = await self._synthesize(saved)
+        except BudgetExhausted as exc:
+            await self._announce_budget(str(exc))
+            return self.partial_outcome()
+        if self.meter.budget.exhausted:
+            return self.partial_outcome()
+        return self._outcome(final, partial=False)
+
+    async def _plan(self, saved: dict[str, Any]) -> None:
+        request = self.request
+        if "plan" in saved:
+            self.subtasks = [Subtask(**s) for s in saved["plan"]]
+            self.agent_results = {
+                key.split(":", 1)[1]: AgentResult.from_dict(value)
+                for key, value in saved.items()
+                if key.startswith("agent:")
+            }
+            self.syntheses = {
+                key.split(":", 1)[1]: SynthesisResult.from_dict(value)
+                for key, value in saved.items()
+                if key.startswith("synthesis:")
+            }
+            return
+        await self.events.emit("decomposition_start", {"query": request.query, "num_subtasks": request.num_agents},
+                               progress=1.0)
+        lists, _ = await query_sources(self.sources, request.query, HITS_PER_SOURCE, "planner")
+        context = fuse_hits(lists, PLAN_CONTEXT_HITS)
+        self.subtasks = await self.provider.plan(request.query, request.num_agents, context, self.meter)
+        await self.checkpoints.save("plan", [to_dict(s) for s in self.subtasks])
+        await self.events.emit("decomposition_complete", {"subtasks": [to_dict(s) for s in self.subtasks]},
+                               progress=PLAN_DONE)
+
+    async def _run_agents(self, saved: dict[str, Any]) -> None:
+        pending = [s for s in self.subtasks if self._agent_id(s) not in self.agent_results]
+        gate = asyncio.Semaphore(self.max_parallel_agents)
+
+        async def guarded(subtask: Subtask) -> None:
+            async with gate:
+                await self._run_agent(subtask)
+
+        await asyncio.gather(*(guarded(s) for s in pending))
+
+    async def _run_agent(self, subtask: Subtask) -> None:
+        if self.meter.budget.exhausted:
+            return
+        agent_id = self._agent_id(subtask)
+        started = time.monotonic()
+        await self.events.emit("agent_start", {"subtask_id": subtask.subtask_id, "title": subtask.title,
+                                               "query": subtask.query}, agent_id=agent_id)
+        lists, source_errors = await query_sources(self.sources, subtask.query, HITS_PER_SOURCE, agent_id)
+        passages = fuse_hits(lists, PASSAGES_PER_AGENT)
+        before = self.meter.usage.output_tokens
+
+        async def progress(text: str) -> None:
+            await self.events.emit("agent_progress", {"subtask_id": subtask.subtask_id, "partial": text[-400:],
+                                                      "chars": len(text)}, agent_id=agent_id)
+
+        try:
+            content = await self.provider.write_finding(subtask, passages, self.meter, progress)
+        except BudgetExhausted as exc:
+            await self._announce_budget(str(exc))
+            return
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one agent failing must not fail the task
+            result = AgentResult(agent_id, subtask.subtask_id, "research", "failed", "",
+                                 execution_time=round(time.monotonic() - started, 3), error=str(exc))
+            self.agent_results[agent_id] = result
+            await self.events.emit("agent_error", {"subtask_id": subtask.subtask_id, "error": str(exc),
+                                                   "source_errors": source_errors}, agent_id=agent_id,
+                                   progress=self._agent_progress())
+            return
+        refs = {int(n) for n in LOCAL_TAG.findall(content)}
+        citations = [
+            Citation(ref=i, title=h.title, url=h.url, source=h.source, snippet=h.snippet)
+            for i, h in enumerate(passages, start=1)
+            if i in refs
+        ]
+        result = AgentResult(agent_id, subtask.subtask_id, "research", "completed", content, citations,
+                             round(time.monotonic() - started, 3))
+        result.usage.output_tokens = self.meter.usage.output_tokens - before
+        self.agent_results[agent_id] = result
+        await self.checkpoints.save(f"agent:{agent_id}", to_dict(result))
+        await self.events.emit("agent_complete", {"subtask_id": subtask.subtask_id, "title": subtask.title,
+                                                  "citations": len(citations), "chars": len(content),
+                                                  "execution_time": result.execution_time,
+                                                  "source_errors": source_errors},
+                               agent_id=agent_id, progress=self._agent_progress())
+
+    async def _synthesize(self, saved: dict[str, Any]) -> str:
+        request = self.request
+        done = self._completed_results()
+        _, rewritten = number_sources(done)
+        labels = {s.subtask_id: s.title for s in self.subtasks}
+        parts = [(labels.get(r.subtask_id, r.subtask_id), rewritten[r.agent_id]) for r in done]
+        ids = [r.agent_id for r in done]
+        if request.enable_drummer and len(done) > 1:
+            size = request.drummer_group_size
+            groups = [(parts[i:i + size], ids[i:i + size]) for i in range(0, len(parts), size)]
+            merged = []
+            for n, (group_parts, group_ids) in enumerate(groups, start=1):
+                synthesis = await self._synthesis(f"drummer_{n}", "drummer", group_parts, group_ids,
+                                                  AGENTS_DONE + 10.0 * n / len(groups))
+                merged.append((f"Synthesis {n}: " + ", ".join(label for label, _ in group_parts), synthesis.content))
+            parts = merged
+        if request.enable_camina and parts:
+            return (await self._synthesis("camina", "camina", parts, ids, 99.0)).content
+        return "\n\n".join(f"### {label}\n\n{text}" for label, text in parts)
+
+    async def _synthesis(self, synthesis_id: str, level: str, parts: list[tuple[str, str]],
+                         agent_ids: list[str], progress: float) -> SynthesisResult:
+        if synthesis_id in self.syntheses:
+            return self.syntheses[synthesis_id]
+        await self.events.emit("synthesis_start", {"synthesis_id": synthesis_id, "level": level,
+                                                   "source_agent_ids": agent_ids})
+        content = await self.provider.synthesize(self.request.query, level, parts, self.meter)
+        synthesis = SynthesisResult(synthesis_id, level, content, agent_ids)
+        self.syntheses[synthesis_id] = synthesis
+        await self.checkpoints.save(f"synthesis:{synthesis_id}", to_dict(synthesis))
+        await self.events.emit("synthesis_complete", {"synthesis_id": synthesis_id, "level": level,
+                                                      "chars": len(content)}, progress=progress)
+        return synthesis
+
+    # -- results ---------------------------------------------------------------------
+
+    def partial_outcome(self, error: str | None = None) -> Outcome:
+        """What exists so far, assembled without another provider call: used after cancel,
+        timeout or an exhausted budget."""
+        done = self._completed_results()
+        _, rewritten = number_sources(done)
+        labels = {s.subtask_id: s.title for s in self.subtasks}
+        body = "\n\n".join(f"### {labels.get(r.subtask_id, r.subtask_id)}\n\n{rewritten[r.agent_id]}" for r in done)
+        if not body:
+            body = "_No worker agent finished before the task stopped._"
+        final = self.syntheses.get("camina")
+        text = final.content if final else "## Findings so far\n\n" + body
+        outcome = self._outcome(text, partial=True)
+        outcome.error = error
+        return outcome
+
+    def _outcome(self, body: str, partial: bool) -> Outcome:
+        request = self.request
+        done = self._completed_results()
+        sources, _ = number_sources(done)
+        title = request.title or request.query
+        body, dropped = drop_unknown(body, {s.id for s in sources})
+        cited = cited_ids(body)
+        report = f"# {title}\n\n{body.strip()}\n\n{sources_section(sources, cited)}\n"
+        ordered = [self.agent_results[self._agent_id(s)] for s in self.subtasks
+                   if self._agent_id(s) in self.agent_results]
+        return Outcome(
+            subtasks=list(self.subtasks),
+            agent_results=ordered,
+            synthesis_results=list(self.syntheses.values()),
+            final_synthesis=report,
+            sources=sources,
+            usage=self.meter.usage,
+            budget=self.meter.budget,
+            partial=partial,
+            citations={"total": len(cited) + dropped, "verified": len(cited), "dropped": dropped},
+        )
+
+    def _completed_results(self) -> list[AgentResult]:
+        return [self.agent_results[self._agent_id(s)] for s in self.subtasks
+                if self.agent_results.get(self._agent_id(s)) and
+                self.agent_results[self._agent_id(s)].status == "completed"]
+
+    def _agent_progress(self) -> float:
+        total = max(1, len(self.subtasks))
+        return round(PLAN_DONE + (AGENTS_DONE - PLAN_DONE) * len(self.agent_results) / total, 1)
+
+    async def _announce_budget(self, reason: str) -> None:
+        if not self._budget_announced:
+            self._budget_announced = True
+            await self.events.emit("budget_exhausted", {"reason": reason, "usage": to_dict(self.meter.usage)})
+
+    @staticmethod
+    def _agent_id(subtask: Subtask) -> str:
+        return f"agent_{subtask.subtask_id.rsplit('_', 1)[-1]}"
+

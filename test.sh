@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The test command: installs everything the suite needs (system packages with apt-get when
+# missing, a virtual environment with the pinned dependencies), then runs pytest.
+#
+# Usage: ./test.sh [pytest arguments...]
+# Environment: VENV_DIR (default venv), SKIP_PIP_INSTALL=1 to skip pip.
+# Exit codes: pytest's (0 all passed, 1 failures, ...), 1 when setup fails.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+APT_PACKAGES=(sqlite3 curl)
+
+log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+install_system_packages() {
+  local missing=() pkg
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "${pkg}" >/dev/null 2>&1 || missing+=("${pkg}")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get"
+  log "installing ${missing[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+}
+
+install_python_packages() {
+  local stamp want
+  command -v python3 >/dev/null || die "python3 not found"
+  [[ -x "${VENV}/bin/python" ]] || python3 -m venv "${VENV}" || die "could not create ${VENV}"
+  [[ "${SKIP_PIP_INSTALL:-0}" == "1" ]] && return 0
+  stamp="${VENV}/.requirements-dev.sha256"
+  want="$(cat "${ROOT}/requirements.txt" "${ROOT}/requirements-dev.txt" | sha256sum | cut -d' ' -f1)"
+  [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]] && return 0
+  log "installing Python dependencies"
+  "${VENV}/bin/pip" install --quiet --disable-pip-version-check -r "${ROOT}/requirements-dev.txt" \
+    || die "pip install failed"
+  printf '%s\n' "${want}" > "${stamp}"
+  # start.sh's own stamp: the same venv now holds requirements.txt too.
+  cat "${ROOT}/requirements.txt" | sha256sum | cut -d' ' -f1 > "${VENV}/.requirements.sha256"
+}
+
+main() {
+  cd "${ROOT}"
+  VENV="${VENV_DIR:-venv}"
+  [[ "${VENV}" == /* ]] || VENV="${ROOT}/${VENV}"
+  export VENV_DIR="${VENV}"
+  install_system_packages
+  install_python_packages
+  exec "${VENV}/bin/python" -m pytest "$@"
+}
+
+main "$@"

@@ -1,0 +1,114 @@
+"""The store contract, run against every backend (CONVENTIONS 5)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from mcp.store import TaskRecord, open_store
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request, tmp_path):
+    s = open_store(f"sqlite:///{tmp_path}/store.db")
+    yield s
+    s.close()
+
+
+def make_task(store, task_id="research_1", **kw):
+    task = TaskRecord(task_id=task_id, orchestrator="research", query="q", title=None, params={"query": "q"},
+                      created_at=kw.pop("created_at", time.time()), **kw)
+    store.create_task(task)
+    return task
+
+
+def test_event_ids_are_contiguous_per_task_under_concurrent_writers(store):
+    make_task(store, "t1")
+    make_task(store, "t2")
+
+    def write(task_id):
+        for _ in range(50):
+            store.append_event(task_id, "agent_progress", {"x": 1})
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in ("t1", "t1", "t2", "t2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [e.id for e in store.events("t1")] == list(range(1, 101))
+    assert [e.id for e in store.events("t2", after=90)] == list(range(91, 101))
+    assert store.last_event_ids(["t1", "t2", "nope"]) == {"t1": 100, "t2": 100}
+
+
+def test_only_one_worker_claims_a_task_and_others_wait_for_lease_expiry(store):
+    make_task(store, "t1")
+    assert store.claim_task("t1", "w1", ttl=0.3) is not None
+    assert store.claim_task("t1", "w2", ttl=0.3) is None
+    assert store.claimable_tasks(10) == []
+    time.sleep(0.35)
+    assert store.claimable_tasks(10) == ["t1"]
+    resumed = store.claim_task("t1", "w2", ttl=5)
+    assert resumed.lease_owner == "w2" and resumed.attempts == 2
+    assert store.renew_lease("t1", "w1", 5) is False
+    assert store.renew_lease("t1", "w2", 5) is True
+
+
+def test_a_worker_that_lost_the_lease_cannot_write_events(store):
+    make_task(store, "t1")
+    store.claim_task("t1", "w1", ttl=0.1)
+    assert store.append_event("t1", "agent_start", {}, worker="w1").id == 1
+    time.sleep(0.15)
+    store.claim_task("t1", "w2", ttl=5)
+    assert store.append_event("t1", "agent_start", {}, worker="w1") is None
+    assert store.append_event("t1", "agent_start", {}, worker="w2").id == 2
+
+
+def test_finish_is_atomic_with_the_terminal_event_and_refuses_later_writes(store):
+    make_task(store, "t1")
+    store.claim_task("t1", "w1", ttl=5)
+    event = store.finish_task("t1", "w1", "completed", {"status": "completed"}, None, "workflow_complete", {})
+    assert event.id == 1 and event.event_type == "workflow_complete"
+    assert store.get_task("t1").status == "completed"
+    assert store.get_result("t1") == {"status": "completed"}
+    assert store.append_event("t1", "agent_complete", {}, worker="w1") is None
+    assert store.finish_task("t1", "w1", "failed", {}, "x", "workflow_error", {}) is None
+
+
+def test_pending_task_is_cancelled_without_a_worker(store):
+    make_task(store, "t1")
+    assert store.finish_task("t1", None, "cancelled", {}, None, "workflow_cancelled", {}) is not None
+    make_task(store, "t2")
+    store.claim_task("t2", "w1", ttl=5)
+    assert store.finish_task("t2", None, "cancelled", {}, None, "workflow_cancelled", {}) is None
+
+
+def test_cancel_requests_and_checkpoints(store):
+    make_task(store, "t1")
+    make_task(store, "t2")
+    store.request_cancel("t2")
+    assert store.cancel_requested(["t1", "t2"]) == {"t2"}
+    store.save_checkpoint("t1", "agent:agent_1", {"content": "x"})
+    store.save_checkpoint("t1", "agent:agent_1", {"content": "y"})
+    assert store.load_checkpoints("t1") == {"agent:agent_1": {"content": "y"}}
+
+
+def test_list_tasks_pages_newest_first_and_filters(store):
+    for i in range(5):
+        make_task(store, f"t{i}", created_at=1000.0 + i, owner="alice" if i % 2 else "bob")
+    page, cursor = store.list_tasks(limit=2)
+    assert [t.task_id for t in page] == ["t4", "t3"]
+    page2, cursor2 = store.list_tasks(limit=2, cursor=cursor)
+    assert [t.task_id for t in page2] == ["t2", "t1"]
+    page3, cursor3 = store.list_tasks(limit=2, cursor=cursor2)
+    assert [t.task_id for t in page3] == ["t0"] and cursor3 is None
+    alice, _ = store.list_tasks(owner="alice")
+    assert {t.task_id for t in alice} == {"t1", "t3"}
+
+
+def test_workers_heartbeat_expires(store):
+    store.heartbeat("w1", {"active_streams": 2}, ttl=0.2)
+    assert store.live_workers() == [{"worker": "w1", "active_streams": 2}]
+    time.sleep(0.25)
+    assert store.live_workers() == []
