@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from mcp import errors, observability, services
+from mcp import errors, observability, security, services
 from mcp.bridge import process_loop
 from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
-from mcp.http import health, streams, tasks, tools
+from mcp.http import health, mcp_http, streams, tasks, tools
+from mcp.protocol import McpServer
 from mcp.runtime import TaskRuntime
 from mcp.settings import Settings
 from mcp.store import open_store
@@ -31,10 +32,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     task_service = TaskService(store, runtime, catalog)
     registry = ToolRegistry()
     register_builtin_tools(registry, task_service, catalog)
-    services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry))
+    mcp_server = McpServer(settings, store, registry, task_service)
+    services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry,
+                                             mcp_server))
     errors.init_app(app)
     observability.init_app(app, settings)
-    for bp in (health.bp, tools.bp, tasks.bp, streams.bp):
+    security.init_app(app, settings)
+    for bp in (health.bp, tools.bp, tasks.bp, streams.bp, mcp_http.bp):
         app.register_blueprint(bp)
     runtime.start()
     return app

@@ -10,6 +10,7 @@ from orchestration.search import AGENT_TYPE_SOURCES
 
 from .bridge import run_sync
 from .catalog import Catalog
+from .errors import Unavailable
 from .schemas import (
     EmptyInput,
     ListTasksInput,
@@ -47,11 +48,13 @@ def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog
     def orchestrate(kind: str):
         def handler(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
             task = service.start(kind, args, ctx.owner)
+            if ctx.on_task_started:
+                ctx.on_task_started(task.task_id)
             handle = {"task_id": task.task_id, "status": task.status, **ctx.urls(task.task_id)}
             wait = args["wait"] if ctx.transport == "http" else True
             if not wait or args["wait_seconds"] <= 0:
                 return ToolOutput(handle, accepted=True)
-            task = service.wait(task.task_id, ctx.owner, args["wait_seconds"])
+            task = service.follow(task.task_id, ctx.owner, args["wait_seconds"], ctx.on_progress)
             if task.status in TERMINAL_STATUSES:
                 return ToolOutput(service.result(task.task_id, ctx.owner))
             return ToolOutput({**handle, "status": task.status, "progress": task.progress,
@@ -123,6 +126,8 @@ def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog
 
 def source_tool(name: str, source: Any) -> Tool:
     def handler(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+        if not source.enabled:
+            raise Unavailable(f"source {name} is disabled: {source.disabled_reason}")
         hits = run_sync(source.search, args["query"], args["limit"])
         return ToolOutput({"source": name, "query": args["query"],
                            "results": [{k: v for k, v in to_dict(h).items() if k != "text"} for h in hits]})

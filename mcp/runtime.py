@@ -316,6 +316,10 @@ class TaskRuntime:
         except OrchestrationError as exc:
             error = str(exc)
             status, outcome = "failed", orchestrator.partial_outcome(error)
+        except Exception as exc:  # noqa: BLE001 - a bug fails this task (logged), not the worker
+            log.exception("task %s failed with an unexpected error", task.task_id)
+            error = f"internal error ({type(exc).__name__})"
+            status, outcome = "failed", orchestrator.partial_outcome(error)
         finally:
             await provider.aclose()
         await self._finish(task, status, outcome, error)

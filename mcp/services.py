@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from flask import Flask, current_app
 
 from .catalog import Catalog
+from .protocol import McpServer
 from .runtime import TaskRuntime
 from .settings import Settings
 from .store import Store
@@ -27,6 +28,7 @@ class Services:
     runtime: TaskRuntime
     tasks: TaskService
     tools: ToolRegistry
+    mcp: McpServer
     started_at: float = field(default_factory=time.time)
 
 

@@ -129,3 +129,19 @@ def _parse(raw: str, default: Any) -> Any:
 def env_table() -> list[tuple[str, Any, str]]:
     """(variable, default, doc) for every setting, in declaration order."""
     return [(f.metadata["env"], f.default, f.metadata["doc"]) for f in fields(Settings)]
+
+
+def env_example() -> str:
+    """The text of `.env.example`: every variable, commented out at its default."""
+    lines = ["# mcp-orchestrator configuration. Every variable is optional; the values shown are the",
+             "# defaults. Copy to .env (read by start.sh) and uncomment what you change.", ""]
+    for env, default, doc in env_table():
+        value = ",".join(default) if isinstance(default, tuple) else default
+        value = str(value).lower() if isinstance(default, bool) else value
+        lines.append(f"# {doc}")
+        lines.append(f"# {env}={value}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(env_example(), end="")

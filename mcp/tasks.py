@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,24 @@ class TaskService:
         self.get(task_id, owner)
         return self.runtime.wait(task_id, seconds)
 
+    def follow(self, task_id: str, owner: str, seconds: float,
+               on_event: Callable[[dict[str, Any]], None] | None) -> TaskRecord:
+        """Wait up to `seconds` for the task to end, handing each new event to `on_event`."""
+        if on_event is None:
+            return self.wait(task_id, owner, seconds)
+        self.get(task_id, owner)
+        deadline = time.monotonic() + seconds
+        last = 0
+        while True:
+            for event in self.store.events(task_id, last):
+                on_event(event.to_dict())
+                last = event.id
+            task = self.store.get_task(task_id)
+            remaining = deadline - time.monotonic()
+            if task.status in TERMINAL_STATUSES or remaining <= 0 or self.runtime.hub.stopping:
+                return task
+            self.runtime.hub.wait(task_id, last, min(remaining, 5.0))
+
     def cancel(self, task_id: str, owner: str) -> TaskRecord:
         return self.runtime.cancel(self.get(task_id, owner))
 
@@ -67,5 +86,3 @@ class TaskService:
         self.get(task_id, owner)
         return self.store.events(task_id, after, limit)
 
-
-UrlsFor = Callable[[str], dict[str, str]]

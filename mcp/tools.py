@@ -24,6 +24,7 @@ class ToolContext:
     urls: Callable[[str], dict[str, str]]
     transport: str = "http"
     on_progress: Callable[[dict[str, Any]], None] | None = None
+    on_task_started: Callable[[str], None] | None = None
 
 
 @dataclass

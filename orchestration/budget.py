@@ -67,3 +67,23 @@ class UsageMeter:
         if reservation is not None:
             with self._lock:
                 self._reserved.pop(reservation.rid, None)
+
+
+class ScopedMeter:
+    """A view of a task's meter for one agent: every call counts against the task's budget
+    and is also summed into this agent's own `usage`."""
+
+    def __init__(self, meter: UsageMeter):
+        self.meter = meter
+        self.budget = meter.budget
+        self.usage = Usage()
+
+    def reserve(self, model: str, estimated_input: int, estimated_output: int) -> Reservation:
+        return self.meter.reserve(model, estimated_input, estimated_output)
+
+    def record(self, reservation: Reservation | None, model: str, input_tokens: int, output_tokens: int) -> None:
+        self.meter.record(reservation, model, input_tokens, output_tokens)
+        self.usage.add(model, input_tokens, output_tokens, self.meter.prices.cost(model, input_tokens, output_tokens))
+
+    def release(self, reservation: Reservation | None) -> None:
+        self.meter.release(reservation)

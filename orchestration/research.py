@@ -11,9 +11,9 @@ import asyncio
 import time
 from typing import Any
 
-from .budget import UsageMeter
+from .budget import ScopedMeter, UsageMeter
 from .citations import LOCAL_TAG, cited_ids, drop_unknown, number_sources, sources_section
-from .errors import BudgetExhausted
+from .errors import BudgetExhausted, OrchestrationError
 from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
 from .models import AgentResult, Citation, Outcome, ResearchRequest, Subtask, SynthesisResult, to_dict
 from .ranking import fuse_hits
@@ -22,6 +22,7 @@ from .retrieval import query_sources
 PASSAGES_PER_AGENT = 6
 HITS_PER_SOURCE = 5
 PLAN_CONTEXT_HITS = 8
+PROGRESS_INTERVAL = 0.5
 
 # Share of the progress bar each phase fills.
 PLAN_DONE, AGENTS_DONE = 5.0, 85.0
@@ -60,6 +61,7 @@ class ResearchOrchestrator:
         try:
             await self._plan(saved)
             await self._run_agents(saved)
+            self._fail_if_no_agent_succeeded()
             final = await self._synthesize(saved)
         except BudgetExhausted as exc:
             await self._announce_budget(str(exc))
@@ -111,14 +113,21 @@ class ResearchOrchestrator:
                                                "query": subtask.query}, agent_id=agent_id)
         lists, source_errors = await query_sources(self.sources, subtask.query, HITS_PER_SOURCE, agent_id)
         passages = fuse_hits(lists, PASSAGES_PER_AGENT)
-        before = self.meter.usage.output_tokens
+        meter = ScopedMeter(self.meter)
+
+        last_progress = [0.0]
 
         async def progress(text: str) -> None:
-            await self.events.emit("agent_progress", {"subtask_id": subtask.subtask_id, "partial": text[-400:],
-                                                      "chars": len(text)}, agent_id=agent_id)
+            # design: a streaming model calls this per token; the event log gets a few a second.
+            now = time.monotonic()
+            if now - last_progress[0] >= PROGRESS_INTERVAL:
+                last_progress[0] = now
+                await self.events.emit("agent_progress", {"subtask_id": subtask.subtask_id,
+                                                          "partial": text[-400:], "chars": len(text)},
+                                       agent_id=agent_id)
 
         try:
-            content = await self.provider.write_finding(subtask, passages, self.meter, progress)
+            content = await self.provider.write_finding(subtask, passages, meter, progress)
         except BudgetExhausted as exc:
             await self._announce_budget(str(exc))
             return
@@ -126,7 +135,8 @@ class ResearchOrchestrator:
             raise
         except Exception as exc:  # noqa: BLE001 - one agent failing must not fail the task
             result = AgentResult(agent_id, subtask.subtask_id, "research", "failed", "",
-                                 execution_time=round(time.monotonic() - started, 3), error=str(exc))
+                                 execution_time=round(time.monotonic() - started, 3), usage=meter.usage,
+                                 error=str(exc))
             self.agent_results[agent_id] = result
             await self.events.emit("agent_error", {"subtask_id": subtask.subtask_id, "error": str(exc),
                                                    "source_errors": source_errors}, agent_id=agent_id,
@@ -139,8 +149,7 @@ class ResearchOrchestrator:
             if i in refs
         ]
         result = AgentResult(agent_id, subtask.subtask_id, "research", "completed", content, citations,
-                             round(time.monotonic() - started, 3))
-        result.usage.output_tokens = self.meter.usage.output_tokens - before
+                             round(time.monotonic() - started, 3), meter.usage)
         self.agent_results[agent_id] = result
         await self.checkpoints.save(f"agent:{agent_id}", to_dict(result))
         await self.events.emit("agent_complete", {"subtask_id": subtask.subtask_id, "title": subtask.title,
@@ -148,6 +157,12 @@ class ResearchOrchestrator:
                                                   "execution_time": result.execution_time,
                                                   "source_errors": source_errors},
                                agent_id=agent_id, progress=self._agent_progress())
+
+    def _fail_if_no_agent_succeeded(self) -> None:
+        """Every agent failing (a bad key, a provider down) fails the task with the first error."""
+        results = list(self.agent_results.values())
+        if results and not self.meter.budget.exhausted and all(r.status == "failed" for r in results):
+            raise OrchestrationError(f"every worker agent failed: {results[0].error}")
 
     async def _synthesize(self, saved: dict[str, Any]) -> str:
         request = self.request

@@ -54,10 +54,18 @@ def public_prefix(settings: Settings) -> str:
 
 
 def task_urls(settings: Settings, task_id: str) -> dict[str, str]:
-    prefix = public_prefix(settings)
-    return {
-        "stream_url": f"{prefix}/stream/{task_id}",
-        "status_url": f"{prefix}/tasks/{task_id}",
-        "result_url": f"{prefix}/tasks/{task_id}/result",
-        "events_url": f"{prefix}/tasks/{task_id}/events",
-    }
+    return urls_under(public_prefix(settings))(task_id)
+
+
+def urls_under(prefix: str):
+    """A function task_id -> its public URLs under `prefix`, usable outside the request."""
+
+    def urls(task_id: str) -> dict[str, str]:
+        return {
+            "stream_url": f"{prefix}/stream/{task_id}",
+            "status_url": f"{prefix}/tasks/{task_id}",
+            "result_url": f"{prefix}/tasks/{task_id}/result",
+            "events_url": f"{prefix}/tasks/{task_id}/events",
+        }
+
+    return urls

@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from .. import SERVICE_NAME, __version__
+from ..errors import error_response
 from ..services import services
 from ..version import release
 from . import public_prefix
@@ -19,6 +20,10 @@ bp = Blueprint("health", __name__)
 @bp.get("/")
 def index():
     svc = services()
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        # design: an MCP client probing for a server stream on the root endpoint.
+        return error_response(405, "method_not_allowed", "no server-initiated stream here; POST MCP requests",
+                              headers={"Allow": "GET, POST"})
     prefix = public_prefix(svc.settings)
     return jsonify({
         "name": SERVICE_NAME,

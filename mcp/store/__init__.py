@@ -178,6 +178,17 @@ class Store(ABC):
     @abstractmethod
     def count_webhooks(self) -> int: ...
 
+    # MCP sessions
+    @abstractmethod
+    def save_session(self, session_id: str, data: dict[str, Any], ttl: float) -> None: ...
+
+    @abstractmethod
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """The session, or None when unknown or expired."""
+
+    @abstractmethod
+    def delete_session(self, session_id: str) -> bool: ...
+
     def close(self) -> None:
         """Release connections."""
 

@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS workers (
     info TEXT NOT NULL,
     expires REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    expires REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS webhooks (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -307,3 +312,21 @@ class SQLiteStore(Store):
 
     def count_webhooks(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM webhooks").fetchone()[0]
+
+    # -- MCP sessions ----------------------------------------------------------------------
+
+    def save_session(self, session_id: str, data: dict[str, Any], ttl: float) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO sessions (session_id, data, expires) VALUES (?, ?, ?)",
+                       (session_id, dumps(data), now + ttl))
+            db.execute("DELETE FROM sessions WHERE expires < ?", (now,))
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT data FROM sessions WHERE session_id = ? AND expires >= ?",
+                               (session_id, time.time())).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def delete_session(self, session_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,)).rowcount == 1

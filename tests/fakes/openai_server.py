@@ -36,11 +36,17 @@ class FakeState:
     fail_every: int = 0  # every Nth request answers `fail_status`
     fail_status: int = 429
     retry_after: str = "1"
+    max_concurrency: int = 0  # >0: requests beyond this many wait their turn (a saturated provider)
     calls: list[Call] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
     requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    gate: threading.Semaphore | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency:
+            self.gate = threading.Semaphore(self.max_concurrency)
 
     def counted(self) -> list[Call]:
         """Calls that were answered 200 (what a client is billed for)."""
@@ -108,6 +114,8 @@ class Handler(BaseHTTPRequestHandler):
             n = state.requests
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        if state.gate:
+            state.gate.acquire()
         try:
             time.sleep(state.latency)
             auth = self.headers.get("Authorization", "")
@@ -136,6 +144,8 @@ class Handler(BaseHTTPRequestHandler):
                     "usage": usage,
                 })
         finally:
+            if state.gate:
+                state.gate.release()
             with state.lock:
                 state.in_flight -= 1
 

@@ -1,0 +1,202 @@
+"""MCP Streamable HTTP transport (DESIGN §5) at POST/GET/DELETE /mcp and POST /.
+
+A thin adapter: it checks Origin/Host and the protocol version header, loads the session
+from the store (so any worker serves any session, and an unknown but authenticated session
+is rebuilt), hands the JSON-RPC payload to the dispatcher, and answers with JSON, or with
+an SSE stream when a call asks for progress."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, request, stream_with_context
+
+from ..errors import error_response
+from ..protocol import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    META_VERSION,
+    PARSE_ERROR,
+    PROTOCOL_VERSIONS,
+    SESSION_TTL,
+    STATELESS_VERSION,
+    CallContext,
+    McpServer,
+    is_request,
+    new_session_id,
+    rpc_error,
+)
+from ..services import Services, services
+from . import owner, public_prefix, urls_under
+
+bp = Blueprint("mcp_http", __name__)
+SESSION_HEADER = "Mcp-Session-Id"
+VERSION_HEADER = "MCP-Protocol-Version"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+# Versions whose transport still allows JSON-RPC batches.
+BATCH_VERSIONS = ("2024-11-05", "2025-03-26")
+
+
+def origin_and_host_errors(svc: Services) -> Response | None:
+    """DNS-rebinding protection: a foreign Origin is 403; on a loopback bind a foreign Host is 421."""
+    origin = request.headers.get("Origin")
+    if origin and origin != "null":
+        host = urlsplit(origin).hostname or ""
+        if origin not in svc.settings.allowed_origins and host not in LOOPBACK_HOSTS:
+            return error_response(403, "forbidden", f"origin {origin} is not allowed")
+    elif origin == "null":
+        return error_response(403, "forbidden", "origin null is not allowed")
+    if svc.settings.is_loopback_bind:
+        host = (urlsplit(f"//{request.host}").hostname or "").lower()
+        if host not in LOOPBACK_HOSTS and host not in svc.settings.allowed_hosts:
+            return error_response(421, "misdirected_request", f"host {request.host} is not served here")
+    return None
+
+
+def rpc_response(body: Any, status: int = 200, session_id: str | None = None) -> Response:
+    response = Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
+    if session_id:
+        response.headers[SESSION_HEADER] = session_id
+    return response
+
+
+@bp.post("/mcp")
+@bp.post("/")
+def post() -> Response:
+    svc = services()
+    refused = origin_and_host_errors(svc)
+    if refused is not None:
+        return refused
+    header_version = request.headers.get(VERSION_HEADER)
+    if header_version and header_version not in (*PROTOCOL_VERSIONS, STATELESS_VERSION):
+        return rpc_response(rpc_error(None, INVALID_REQUEST, f"unsupported {VERSION_HEADER}: {header_version}",
+                                      {"supported": list(PROTOCOL_VERSIONS)}), 400)
+    try:
+        payload = json.loads(request.get_data(cache=False) or b"")
+    except (ValueError, UnicodeDecodeError):
+        return rpc_response(rpc_error(None, PARSE_ERROR, "parse error: the body is not JSON"), 400)
+
+    caller = owner()
+    messages = payload if isinstance(payload, list) else [payload]
+    session_id, session = load_session(svc, messages, caller, header_version)
+    if session is None:
+        return rpc_response(rpc_error(None, INVALID_REQUEST, "session not found"), 404)
+    version = session.get("protocol_version") or header_version or "2025-03-26"
+    if isinstance(payload, list) and version not in BATCH_VERSIONS:
+        return rpc_response(rpc_error(None, INVALID_REQUEST, f"batches are not supported in protocol {version}"),
+                            400, session_id)
+
+    def save() -> None:
+        if session_id:
+            svc.store.save_session(session_id, session, SESSION_TTL)
+
+    ctx = CallContext(owner=caller, urls=urls_under(public_prefix(svc.settings)), session=session,
+                      save_session=save)
+    if not any(is_request(m) for m in messages):
+        svc.mcp.handle_payload(payload, ctx)
+        save()
+        return Response(status=202)
+    if wants_progress(messages) and "text/event-stream" in request.headers.get("Accept", ""):
+        return sse_call(svc.mcp, payload, ctx, session_id, svc.settings.stream_keepalive)
+    body = svc.mcp.handle_payload(payload, ctx)
+    save()
+    return rpc_response(body, 200, session_id)
+
+
+def load_session(svc: Services, messages: list[Any], caller: str,
+                 header_version: str | None) -> tuple[str | None, dict[str, Any] | None]:
+    """(session id, session) for this request. `initialize` opens a new session; a known
+    id is loaded; an unknown id is rebuilt for this caller, because clients such as Claude
+    Code never re-initialize; a request in the stateless 2026-07-28 style has no session."""
+    if any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages):
+        return new_session_id(), {"owner": caller}
+    stateless = any(isinstance(m, dict) and isinstance(m.get("params"), dict)
+                    and isinstance(m["params"].get("_meta"), dict)
+                    and m["params"]["_meta"].get(META_VERSION) == STATELESS_VERSION for m in messages)
+    session_id = request.headers.get(SESSION_HEADER)
+    if stateless or not session_id:
+        return None, {"owner": caller}
+    if len(session_id) > 200 or not session_id.isprintable():
+        return None, None
+    session = svc.store.get_session(session_id)
+    if session is None:
+        session = {"owner": caller, "protocol_version": header_version, "rebuilt": True}
+    elif session.get("owner") != caller:
+        return None, None  # design: a session belongs to the key that opened it
+    return session_id, session
+
+
+def wants_progress(messages: list[Any]) -> bool:
+    for m in messages:
+        if is_request(m) and isinstance(m.get("params"), dict):
+            meta = m["params"].get("_meta")
+            if isinstance(meta, dict) and meta.get("progressToken") is not None:
+                return True
+    return False
+
+
+def sse_call(server: McpServer, payload: Any, ctx: CallContext, session_id: str | None,
+             keepalive: float) -> Response:
+    """Answer one POST as an SSE stream: progress notifications as they happen, then the response."""
+    outbox: queue.Queue = queue.Queue()
+    ctx.notify = outbox.put
+    done = object()
+
+    def work() -> None:
+        try:
+            reply = server.handle_payload(payload, ctx)
+        except Exception:  # noqa: BLE001 - handle_payload maps errors; this is a last resort
+            reply = rpc_error(None, INTERNAL_ERROR, "internal error")
+        ctx.save_session()
+        outbox.put((done, reply))
+
+    def stream() -> Iterator[str]:
+        threading.Thread(target=work, name="mcp-call", daemon=True).start()
+        while True:
+            try:
+                item = outbox.get(timeout=keepalive)
+            except queue.Empty:
+                yield ": keep-alive\n\n"
+                continue
+            if isinstance(item, tuple) and item and item[0] is done:
+                for message in item[1] if isinstance(item[1], list) else [item[1]]:
+                    yield f"event: message\ndata: {json.dumps(message, ensure_ascii=False)}\n\n"
+                return
+            yield f"event: message\ndata: {json.dumps(item, ensure_ascii=False)}\n\n"
+
+    response = Response(stream_with_context(stream()), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    if session_id:
+        response.headers[SESSION_HEADER] = session_id
+    return response
+
+
+@bp.get("/mcp")
+def get() -> Response:
+    svc = services()
+    refused = origin_and_host_errors(svc)
+    if refused is not None:
+        return refused
+    return error_response(405, "method_not_allowed", "this server offers no server-initiated stream; POST requests",
+                          headers={"Allow": "POST, DELETE"})
+
+
+@bp.delete("/mcp")
+def delete() -> Response:
+    svc = services()
+    refused = origin_and_host_errors(svc)
+    if refused is not None:
+        return refused
+    session_id = request.headers.get(SESSION_HEADER)
+    if not session_id:
+        return rpc_response(rpc_error(None, INVALID_REQUEST, f"missing {SESSION_HEADER}"), 400)
+    session = svc.store.get_session(session_id)
+    if session is not None and session.get("owner") == owner():
+        svc.store.delete_session(session_id)
+    return Response(status=204)

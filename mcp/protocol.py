@@ -1,0 +1,432 @@
+"""The MCP server as a dispatch table (CONVENTIONS 3): `method -> handler`, plain dicts in
+and out. Transports (Streamable HTTP, legacy SSE, stdio) call `McpServer.handle_payload`
+and know nothing of methods; handlers know nothing of transports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestration.models import TERMINAL_STATUSES
+
+from . import SERVICE_NAME, __version__
+from .builtin_tools import RESEARCH_DESCRIPTION, SEARCH_DESCRIPTION
+from .errors import ApiError, NotFound
+from .schemas import ResearchInput, SearchInput
+from .settings import Settings
+from .store import Store
+from .tasks import TaskService
+from .tools import ToolContext, ToolRegistry, json_schema
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+LATEST_VERSION = PROTOCOL_VERSIONS[-1]
+STATELESS_VERSION = "2026-07-28"
+META_VERSION = "io.modelcontextprotocol/protocolVersion"
+SESSION_TTL = 24 * 3600
+PAGE_SIZE = 50
+
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
+    -32700, -32600, -32601, -32602, -32603)
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str, data: Any = None):
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+
+@dataclass
+class CallContext:
+    """What a transport knows about the caller of one message."""
+
+    owner: str
+    urls: Callable[[str], dict[str, str]]
+    session: dict[str, Any] = field(default_factory=dict)
+    notify: Callable[[dict[str, Any]], None] | None = None  # sends a JSON-RPC notification now
+    save_session: Callable[[], None] = lambda: None
+    request_id: Any = None
+
+
+def rpc_error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": msg_id, "error": error}
+
+
+def is_request(message: Any) -> bool:
+    return isinstance(message, dict) and "method" in message and "id" in message
+
+
+def negotiate(requested: Any) -> str:
+    return requested if requested in PROTOCOL_VERSIONS else LATEST_VERSION
+
+
+class McpServer:
+    def __init__(self, settings: Settings, store: Store, registry: ToolRegistry, tasks: TaskService):
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.tasks = tasks
+        self.handlers: dict[str, Callable[[dict[str, Any], CallContext], Any]] = {
+            "initialize": self.initialize,
+            "ping": lambda params, ctx: {},
+            "server/discover": self.discover,
+            "tools/list": self.tools_list,
+            "tools/call": self.tools_call,
+            "resources/list": self.resources_list,
+            "resources/templates/list": self.resource_templates,
+            "resources/read": self.resources_read,
+            "prompts/list": self.prompts_list,
+            "prompts/get": self.prompts_get,
+            "logging/setLevel": self.set_level,
+            "completion/complete": self.complete,
+            "tasks/get": self.task_get,
+            "tasks/result": self.task_result,
+            "tasks/list": self.task_list,
+            "tasks/cancel": self.task_cancel,
+        }
+        self.notification_handlers: dict[str, Callable[[dict[str, Any], CallContext], None]] = {
+            "notifications/initialized": lambda params, ctx: None,
+            "notifications/cancelled": self.on_cancelled,
+        }
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    def handle_payload(self, payload: Any, ctx: CallContext) -> Any:
+        """One JSON-RPC message or a batch; returns the response(s), or None when there is
+        nothing to answer (notifications and responses only)."""
+        if isinstance(payload, list):
+            if not payload:
+                return rpc_error(None, INVALID_REQUEST, "empty batch")
+            replies = [r for r in (self.handle(m, ctx) for m in payload) if r is not None]
+            return replies or None
+        return self.handle(payload, ctx)
+
+    def handle(self, message: Any, ctx: CallContext) -> dict[str, Any] | None:
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            return rpc_error(_safe_id(message), INVALID_REQUEST, "not a JSON-RPC 2.0 message")
+        method = message.get("method")
+        if method is None:
+            if "result" in message or "error" in message:
+                return None  # a response to a server request; we send none, so nothing to match
+            return rpc_error(_safe_id(message), INVALID_REQUEST, "missing method")
+        params = message.get("params", {})
+        if not isinstance(method, str) or not isinstance(params, dict):
+            return rpc_error(_safe_id(message), INVALID_REQUEST, "method must be a string, params an object")
+        if "id" not in message:
+            handler = self.notification_handlers.get(method)
+            if handler is not None:
+                try:
+                    handler(params, ctx)
+                except Exception:  # noqa: BLE001 - notifications get no reply, errors are only logged
+                    log.warning("notification %s failed", method, exc_info=True)
+            return None
+        msg_id = message["id"]
+        if not _valid_id(msg_id):
+            return rpc_error(None, INVALID_REQUEST, "id must be a string or an integer")
+        handler = self.handlers.get(method)
+        if handler is None:
+            return rpc_error(msg_id, METHOD_NOT_FOUND, f"method not found: {method}")
+        ctx.request_id = msg_id
+        try:
+            result = handler(params, ctx)
+        except RpcError as exc:
+            return rpc_error(msg_id, exc.code, exc.message, exc.data)
+        except ApiError as exc:
+            return rpc_error(msg_id, INVALID_PARAMS if exc.status < 500 else INTERNAL_ERROR, exc.message,
+                             {"error": exc.code, **exc.details})
+        except Exception:  # noqa: BLE001 - logged with its traceback, answered as -32603
+            log.exception("MCP method %s failed", method)
+            return rpc_error(msg_id, INTERNAL_ERROR, "internal error")
+        if _meta(params).get(META_VERSION) == STATELESS_VERSION and isinstance(result, dict):
+            result.setdefault("resultType", "complete")
+        return {"jsonrpc": "2.0", "id": msg_id, "result": result}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def capabilities(self) -> dict[str, Any]:
+        return {
+            "tools": {"listChanged": False},
+            "resources": {"subscribe": False, "listChanged": False},
+            "prompts": {"listChanged": False},
+            "logging": {},
+            "completions": {},
+            "tasks": {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}},
+        }
+
+    def server_info(self) -> dict[str, Any]:
+        return {"name": SERVICE_NAME, "title": "MCP Orchestrator", "version": __version__}
+
+    def initialize(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        version = negotiate(params.get("protocolVersion"))
+        ctx.session.update({"protocol_version": version, "client_info": params.get("clientInfo") or {},
+                            "initialized_at": time.time()})
+        return {"protocolVersion": version, "capabilities": self.capabilities(), "serverInfo": self.server_info(),
+                "instructions": INSTRUCTIONS}
+
+    def discover(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return {"supportedVersions": [*PROTOCOL_VERSIONS, STATELESS_VERSION], "capabilities": self.capabilities(),
+                "serverInfo": self.server_info(), "instructions": INSTRUCTIONS}
+
+    def set_level(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        level = params.get("level")
+        if level not in LOG_LEVELS:
+            raise RpcError(INVALID_PARAMS, f"level must be one of {', '.join(LOG_LEVELS)}")
+        ctx.session["log_level"] = level
+        return {}
+
+    # -- tools ----------------------------------------------------------------------------
+
+    def tools_list(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        tools = [t.describe() for t in self.registry.list()]
+        return self._page(tools, params, "tools")
+
+    def tools_call(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise RpcError(INVALID_PARAMS, "params.name must be a string")
+        try:
+            tool = self.registry.get(name)
+        except NotFound:
+            raise RpcError(INVALID_PARAMS, f"unknown tool: {name}") from None
+        arguments = params.get("arguments") or {}
+        progress_token = _meta(params).get("progressToken")
+        tool_ctx = ToolContext(owner=ctx.owner, urls=ctx.urls, transport="mcp")
+        request_id = ctx.request_id
+
+        def remember(task_id: str) -> None:
+            # design: kept in the stored session so a notifications/cancelled landing on
+            # another worker still finds the task this request started.
+            ctx.session.setdefault("calls", {})[str(request_id)] = task_id
+            ctx.save_session()
+
+        tool_ctx.on_task_started = remember
+        if "task" in params and tool.starts_task:
+            # 2025-11-25 task-augmented call: answer with the task handle at once.
+            arguments = {**arguments, "wait_seconds": 0} if isinstance(arguments, dict) else arguments
+        elif progress_token is not None and ctx.notify is not None:
+            tool_ctx.on_progress = _progress_sender(progress_token, ctx.notify)
+        try:
+            output = self.registry.call(tool.name, arguments, tool_ctx)
+        except ApiError as exc:
+            return tool_error(exc.message, {"error": exc.code, **exc.details})
+        if "task" in params and tool.starts_task:
+            return {"task": mcp_task(self.tasks.get(output.data["task_id"], ctx.owner))}
+        return {"content": [{"type": "text", "text": json.dumps(output.data, ensure_ascii=False, indent=1)}],
+                "structuredContent": output.data, "isError": False}
+
+    def on_cancelled(self, params: dict[str, Any], ctx: CallContext) -> None:
+        """A client gave up on a request: cancel the task that request started, if any."""
+        request_id = params.get("requestId")
+        task_id = ctx.session.get("calls", {}).get(str(request_id))
+        if task_id:
+            try:
+                self.tasks.cancel(task_id, ctx.owner)
+            except ApiError:
+                pass
+
+    # -- resources ------------------------------------------------------------------------
+
+    def resources_list(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        resources = [
+            {"uri": "orchestrator://research/info", "name": "research", "title": "Research orchestrator",
+             "description": RESEARCH_DESCRIPTION, "mimeType": "application/json"},
+            {"uri": "orchestrator://search/info", "name": "search", "title": "Search orchestrator",
+             "description": SEARCH_DESCRIPTION, "mimeType": "application/json"},
+        ]
+        return self._page(resources, params, "resources")
+
+    def resource_templates(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return {"resourceTemplates": [
+            {"uriTemplate": "orchestrator://tasks/{task_id}/status", "name": "task-status",
+             "description": "Status and progress of a task.", "mimeType": "application/json"},
+            {"uriTemplate": "orchestrator://tasks/{task_id}/result", "name": "task-result",
+             "description": "The result document of a finished task.", "mimeType": "application/json"},
+        ]}
+
+    def resources_read(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise RpcError(INVALID_PARAMS, "params.uri must be a string")
+        if uri in ("orchestrator://research/info", "orchestrator://search/info"):
+            kind = uri.split("/")[2]
+            schema = ResearchInput if kind == "research" else SearchInput
+            data: Any = {"name": kind, "tool": f"orchestrate_{kind}",
+                         "description": RESEARCH_DESCRIPTION if kind == "research" else SEARCH_DESCRIPTION,
+                         "parameters": json_schema(schema)}
+        elif uri.startswith("orchestrator://tasks/") and uri.count("/") == 4:
+            _, _, _, task_id, what = uri.split("/")
+            try:
+                task = self.tasks.get(task_id, ctx.owner)
+                if what == "status":
+                    data = self.tasks.status(task, ctx.urls(task_id))
+                elif what == "result":
+                    data = self.tasks.result(task_id, ctx.owner)
+                else:
+                    raise RpcError(-32002, f"resource not found: {uri}")
+            except NotFound:
+                raise RpcError(-32002, f"resource not found: {uri}", {"uri": uri}) from None
+        else:
+            raise RpcError(-32002, f"resource not found: {uri}", {"uri": uri})
+        return {"contents": [{"uri": uri, "mimeType": "application/json", "text": json.dumps(data)}]}
+
+    # -- prompts --------------------------------------------------------------------------
+
+    def prompts_list(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return {"prompts": [
+            {"name": "research", "title": "Research a question",
+             "description": "Ask the research orchestrator for a cited report.",
+             "arguments": [{"name": "query", "description": "The question", "required": True},
+                           {"name": "num_agents", "description": "Worker agents (1-20)", "required": False}]},
+            {"name": "search", "title": "Multi-agent search",
+             "description": "Search several sources at once and summarise.",
+             "arguments": [{"name": "query", "description": "What to search for", "required": True}]},
+        ]}
+
+    def prompts_get(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        name, args = params.get("name"), params.get("arguments") or {}
+        if name not in ("research", "search") or not isinstance(args, dict):
+            raise RpcError(INVALID_PARAMS, f"unknown prompt: {name}")
+        query = str(args.get("query", "")).strip()
+        if not query:
+            raise RpcError(INVALID_PARAMS, "argument 'query' is required")
+        if name == "research":
+            agents = str(args.get("num_agents") or 8)
+            text = (f"Use the orchestrate_research tool with query={json.dumps(query)} and num_agents={agents}. "
+                    "Then answer from its final_synthesis, keeping the [S<n>] citations and listing the sources.")
+        else:
+            text = (f"Use the orchestrate_search tool with query={json.dumps(query)}. "
+                    "Then summarise the fused results, citing them as [S<n>].")
+        return {"description": f"{name} prompt", "messages": [{"role": "user", "content": {"type": "text",
+                                                                                          "text": text}}]}
+
+    def complete(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        argument = params.get("argument") or {}
+        name, prefix = argument.get("name"), str(argument.get("value", ""))
+        values: list[str] = []
+        if name == "task_id":
+            tasks, _ = self.tasks.list(ctx.owner, None, None, 100, None)
+            values = [t.task_id for t in tasks if t.task_id.startswith(prefix)]
+        elif name in ("source", "sources"):
+            values = [s for s in self.tasks.catalog.sources if s.startswith(prefix)]
+        return {"completion": {"values": values[:100], "total": len(values), "hasMore": len(values) > 100}}
+
+    # -- tasks (2025-11-25) ---------------------------------------------------------------
+
+    def _task_id(self, params: dict[str, Any]) -> str:
+        task_id = params.get("taskId")
+        if not isinstance(task_id, str):
+            raise RpcError(INVALID_PARAMS, "params.taskId must be a string")
+        return task_id
+
+    def task_get(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return mcp_task(self.tasks.get(self._task_id(params), ctx.owner))
+
+    def task_result(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        task_id = self._task_id(params)
+        task = self.tasks.wait(task_id, ctx.owner, self.settings.timeout)
+        if task.status not in TERMINAL_STATUSES:
+            raise RpcError(INTERNAL_ERROR, f"task {task_id} is still {task.status}")
+        data = self.tasks.result(task_id, ctx.owner)
+        return {"content": [{"type": "text", "text": json.dumps(data, ensure_ascii=False)}],
+                "structuredContent": data, "isError": task.status == "failed"}
+
+    def task_list(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        cursor = params.get("cursor")
+        tasks, next_cursor = self.tasks.list(ctx.owner, None, None, PAGE_SIZE, cursor)
+        out: dict[str, Any] = {"tasks": [mcp_task(t) for t in tasks]}
+        if next_cursor:
+            out["nextCursor"] = next_cursor
+        return out
+
+    def task_cancel(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return mcp_task(self.tasks.cancel(self._task_id(params), ctx.owner))
+
+    # -- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _page(items: list[dict[str, Any]], params: dict[str, Any], key: str) -> dict[str, Any]:
+        cursor = params.get("cursor")
+        try:
+            start = int(cursor) if cursor is not None else 0
+        except (TypeError, ValueError):
+            raise RpcError(INVALID_PARAMS, "invalid cursor") from None
+        if start < 0 or start > len(items):
+            raise RpcError(INVALID_PARAMS, "invalid cursor")
+        out: dict[str, Any] = {key: items[start:start + PAGE_SIZE]}
+        if start + PAGE_SIZE < len(items):
+            out["nextCursor"] = str(start + PAGE_SIZE)
+        return out
+
+
+INSTRUCTIONS = (
+    "Use orchestrate_research for a cited, multi-agent research report and orchestrate_search for fused "
+    "multi-source search results. Long runs return a task_id: poll get_orchestration_result with it."
+)
+MCP_TASK_STATUS = {"pending": "working", "running": "working", "completed": "completed", "failed": "failed",
+                   "cancelled": "cancelled"}
+
+
+def mcp_task(task: Any) -> dict[str, Any]:
+    """A task record in the 2025-11-25 MCP tasks shape."""
+    return {
+        "taskId": task.task_id,
+        "status": MCP_TASK_STATUS[task.status],
+        "statusMessage": f"{task.orchestrator} {task.status} ({task.progress:.0f}%)",
+        "createdAt": _iso(task.created_at),
+        "lastUpdatedAt": _iso(task.completed_at or task.started_at or task.created_at),
+        "ttl": None,
+        "pollInterval": 1000,
+    }
+
+
+def tool_error(message: str, details: dict[str, Any]) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": message}], "structuredContent": {"error": message, **details},
+            "isError": True}
+
+
+def _progress_sender(token: Any, notify: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    best = {"progress": -1.0}
+
+    def send(event: dict[str, Any]) -> None:
+        progress = float(event.get("progress") if event.get("progress") is not None else best["progress"])
+        progress = max(progress, best["progress"] + 0.001) if progress <= best["progress"] else progress
+        best["progress"] = progress
+        message = event["event_type"] + (f" {event['agent_id']}" if event.get("agent_id") else "")
+        notify({"jsonrpc": "2.0", "method": "notifications/progress",
+                "params": {"progressToken": token, "progress": round(progress, 3), "total": 100, "message": message}})
+
+    return send
+
+
+def _meta(params: dict[str, Any]) -> dict[str, Any]:
+    meta = params.get("_meta")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _valid_id(msg_id: Any) -> bool:
+    if isinstance(msg_id, bool):
+        return False
+    return isinstance(msg_id, str) or (isinstance(msg_id, int) and abs(msg_id) < 2**63)
+
+
+def _safe_id(message: Any) -> Any:
+    msg_id = message.get("id") if isinstance(message, dict) else None
+    return msg_id if _valid_id(msg_id) else None
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,200 @@
+"""MCP over Streamable HTTP, in process: lifecycle, sessions kept in the store, tools,
+progress over SSE, resources, prompts, tasks, and spec-exact JSON-RPC errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app import create_app
+
+JSON = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def rpc(client, method, params=None, msg_id=1, session=None, headers=None, path="/mcp"):
+    body = {"jsonrpc": "2.0", "id": msg_id, "method": method}
+    if params is not None:
+        body["params"] = params
+    h = {**JSON, **(headers or {})}
+    if session:
+        h["Mcp-Session-Id"] = session
+    return client.post(path, data=json.dumps(body), headers=h)
+
+
+def initialize(client, version="2025-11-25", path="/mcp"):
+    response = rpc(client, "initialize", {"protocolVersion": version, "capabilities": {},
+                                          "clientInfo": {"name": "pytest", "version": "1"}}, path=path)
+    assert response.status_code == 200
+    return response
+
+
+def sse_messages(response):
+    return [json.loads(line[6:]) for line in response.get_data(as_text=True).splitlines() if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize("asked, answered", [("2024-11-05", "2024-11-05"), ("2025-03-26", "2025-03-26"),
+                                             ("2025-06-18", "2025-06-18"), ("2025-11-25", "2025-11-25"),
+                                             ("1999-01-01", "2025-11-25")])
+def test_initialize_negotiates_the_version_and_issues_a_session(client, asked, answered):
+    response = initialize(client, asked)
+    result = response.get_json()["result"]
+    assert result["protocolVersion"] == answered
+    assert result["serverInfo"]["name"] == "mcp-orchestrator"
+    assert {"tools", "resources", "prompts", "logging"} <= set(result["capabilities"])
+    assert response.headers["Mcp-Session-Id"]
+
+
+def test_session_lives_in_the_store_so_a_second_app_serves_it(client, settings):
+    session = initialize(client).headers["Mcp-Session-Id"]
+    other = create_app(settings)  # another "worker" on the same store
+    try:
+        response = rpc(other.test_client(), "tools/list", session=session)
+        assert response.status_code == 200
+        names = {t["name"] for t in response.get_json()["result"]["tools"]}
+        assert "orchestrate_research" in names and "dream_orchestrate_research" not in names
+    finally:
+        other.extensions["mcp_orchestrator"].runtime.stop()
+
+
+def test_unknown_session_is_rebuilt_not_404(client):
+    response = rpc(client, "tools/list", session="never-issued-session")
+    assert response.status_code == 200
+    assert response.headers["Mcp-Session-Id"] == "never-issued-session"
+
+
+def test_root_path_is_an_mcp_endpoint_too(client):
+    assert initialize(client, path="/").get_json()["result"]["protocolVersion"] == "2025-11-25"
+    assert client.get("/", headers={"Accept": "text/event-stream"}).status_code == 405
+
+
+def test_tool_call_returns_structured_content_and_aliases_work(client):
+    session = initialize(client).headers["Mcp-Session-Id"]
+    result = rpc(client, "tools/call", {"name": "local_search", "arguments": {"query": "gunicorn workers"}},
+                 session=session).get_json()["result"]
+    assert result["isError"] is False
+    assert result["structuredContent"]["source"] == "local"
+    assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
+    legacy = rpc(client, "tools/call", {"name": "dreamwalker_patterns", "arguments": {}}, session=session)
+    assert legacy.get_json()["result"]["isError"] is False
+
+
+def test_orchestrate_over_mcp_waits_and_streams_progress(client):
+    session = initialize(client).headers["Mcp-Session-Id"]
+    response = rpc(client, "tools/call", {"name": "orchestrate_research",
+                                          "arguments": {"query": "How are tasks resumed after a crash?",
+                                                        "num_agents": 3},
+                                          "_meta": {"progressToken": "tok-1"}}, session=session, msg_id=7)
+    assert response.mimetype == "text/event-stream"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    messages = sse_messages(response)
+    progress = [m for m in messages if m.get("method") == "notifications/progress"]
+    assert progress and all(m["params"]["progressToken"] == "tok-1" for m in progress)
+    values = [m["params"]["progress"] for m in progress]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    final = messages[-1]
+    assert final["id"] == 7
+    assert final["result"]["structuredContent"]["status"] == "completed"
+    assert "[S" in final["result"]["structuredContent"]["final_synthesis"]
+
+
+def test_input_errors_are_tool_errors_and_unknown_tools_are_invalid_params(client):
+    session = initialize(client).headers["Mcp-Session-Id"]
+    bad = rpc(client, "tools/call", {"name": "orchestrate_research", "arguments": {"query": "ok query",
+                                                                                   "num_agents": 50}},
+              session=session).get_json()["result"]
+    assert bad["isError"] is True and "num_agents" in bad["structuredContent"]["fields"]
+    unknown = rpc(client, "tools/call", {"name": "nope", "arguments": {}}, session=session).get_json()
+    assert unknown["error"]["code"] == -32602
+
+
+def test_task_augmented_call_returns_a_task_handle_and_tasks_methods_follow_it(client):
+    session = initialize(client).headers["Mcp-Session-Id"]
+    result = rpc(client, "tools/call", {"name": "orchestrate_search", "arguments": {"query": "sqlite store"},
+                                        "task": {"ttl": 60000}}, session=session).get_json()["result"]
+    task_id = result["task"]["taskId"]
+    assert result["task"]["status"] in ("working", "completed")
+    final = rpc(client, "tasks/result", {"taskId": task_id}, session=session).get_json()["result"]
+    assert final["structuredContent"]["status"] == "completed"
+    assert rpc(client, "tasks/get", {"taskId": task_id}, session=session).get_json()["result"]["status"] == "completed"
+    listed = rpc(client, "tasks/list", {}, session=session).get_json()["result"]["tasks"]
+    assert task_id in [t["taskId"] for t in listed]
+    missing = rpc(client, "tasks/get", {"taskId": "search_nope"}, session=session).get_json()
+    assert missing["error"]["code"] == -32602
+
+
+def test_resources_prompts_logging_completion(client):
+    session = initialize(client).headers["Mcp-Session-Id"]
+    uris = {r["uri"] for r in rpc(client, "resources/list", session=session).get_json()["result"]["resources"]}
+    assert uris == {"orchestrator://research/info", "orchestrator://search/info"}
+    templates = rpc(client, "resources/templates/list", session=session).get_json()["result"]["resourceTemplates"]
+    assert {t["uriTemplate"] for t in templates} == {"orchestrator://tasks/{task_id}/status",
+                                                     "orchestrator://tasks/{task_id}/result"}
+    info = rpc(client, "resources/read", {"uri": "orchestrator://research/info"}, session=session).get_json()
+    assert json.loads(info["result"]["contents"][0]["text"])["tool"] == "orchestrate_research"
+    assert rpc(client, "resources/read", {"uri": "orchestrator://tasks/x/status"},
+               session=session).get_json()["error"]["code"] == -32002
+    prompt = rpc(client, "prompts/get", {"name": "research", "arguments": {"query": "why sqlite"}},
+                 session=session).get_json()["result"]
+    assert "orchestrate_research" in prompt["messages"][0]["content"]["text"]
+    assert rpc(client, "logging/setLevel", {"level": "debug"}, session=session).get_json()["result"] == {}
+    assert rpc(client, "logging/setLevel", {"level": "loud"}, session=session).get_json()["error"]["code"] == -32602
+    done = rpc(client, "completion/complete", {"ref": {"type": "ref/prompt", "name": "research"},
+                                               "argument": {"name": "sources", "value": "lo"}},
+               session=session).get_json()["result"]
+    assert done["completion"]["values"] == ["local"]
+
+
+def test_notifications_get_202_and_get_is_405(client):
+    session = initialize(client).headers["Mcp-Session-Id"]
+    response = client.post("/mcp", data=json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                           headers={**JSON, "Mcp-Session-Id": session})
+    assert response.status_code == 202 and response.get_data() == b""
+    get = client.get("/mcp", headers={"Accept": "text/event-stream"})
+    assert get.status_code == 405 and "POST" in get.headers["Allow"]
+    assert client.delete("/mcp", headers={"Mcp-Session-Id": session}).status_code == 204
+
+
+@pytest.mark.parametrize("body, code", [
+    ("garbage{", -32700),
+    ('{"jsonrpc": "1.0", "id": 1, "method": "ping"}', -32600),
+    ('{"jsonrpc": "2.0", "id": 1, "method": "no/such"}', -32601),
+    ('{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": 5}}', -32602),
+    ('{"jsonrpc": "2.0", "id": 1, "method": 7}', -32600),
+    ('{"jsonrpc": "2.0", "id": 123456789012345678901234567890, "method": "ping"}', -32600),
+    ('{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": [1]}', -32600),
+])
+def test_bad_json_rpc_gets_the_right_error_never_500(client, body, code):
+    response = client.post("/mcp", data=body, headers=JSON)
+    assert response.status_code in (200, 400)
+    payload = response.get_json()
+    assert payload["error"]["code"] == code
+
+
+def test_batches_follow_the_negotiated_version(client):
+    batch = json.dumps([{"jsonrpc": "2.0", "id": 1, "method": "ping"}, "garbage",
+                        {"jsonrpc": "2.0", "id": 2, "method": "no/such"}])
+    old = client.post("/mcp", data=batch, headers={**JSON, "MCP-Protocol-Version": "2025-03-26"})
+    replies = old.get_json()
+    assert [r.get("result", r.get("error", {}).get("code")) for r in replies] == [{}, -32600, -32601]
+    new = client.post("/mcp", data=batch, headers={**JSON, "MCP-Protocol-Version": "2025-11-25"})
+    assert new.status_code == 400 and new.get_json()["error"]["code"] == -32600
+
+
+def test_origin_and_host_checks(client):
+    evil = rpc(client, "ping", headers={"Origin": "http://evil.example"})
+    assert evil.status_code == 403
+    assert rpc(client, "ping", headers={"Origin": "http://localhost:3000"}).status_code == 200
+    rebinding = rpc(client, "ping", headers={"Host": "evil.example:5060"})
+    assert rebinding.status_code == 421
+    assert rpc(client, "ping", headers={"MCP-Protocol-Version": "1.0"}).status_code == 400
+
+
+def test_stateless_2026_requests_and_discover(client):
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    found = rpc(client, "server/discover", {"_meta": meta}).get_json()["result"]
+    assert "2026-07-28" in found["supportedVersions"] and found["resultType"] == "complete"
+    listed = rpc(client, "tools/list", {"_meta": meta})
+    assert "Mcp-Session-Id" not in listed.headers
+    assert listed.get_json()["result"]["tools"]
