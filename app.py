@@ -10,7 +10,7 @@ from mcp import errors, observability, security, services
 from mcp.bridge import process_loop
 from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
-from mcp.http import health, mcp_http, streams, tasks, tools
+from mcp.http import health, legacy_sse, mcp_http, streams, tasks, tools
 from mcp.protocol import McpServer
 from mcp.runtime import TaskRuntime
 from mcp.settings import Settings
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     observability.init_app(app, settings)
     security.init_app(app, settings)
-    for bp in (health.bp, tools.bp, tasks.bp, streams.bp, mcp_http.bp):
+    for bp in (health.bp, tools.bp, tasks.bp, streams.bp, mcp_http.bp, legacy_sse.bp):
         app.register_blueprint(bp)
     runtime.start()
     return app

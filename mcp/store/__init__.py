@@ -189,6 +189,13 @@ class Store(ABC):
     @abstractmethod
     def delete_session(self, session_id: str) -> bool: ...
 
+    # legacy HTTP+SSE: messages for the worker that holds a session's stream
+    @abstractmethod
+    def push_session_message(self, session_id: str, message: dict[str, Any]) -> int: ...
+
+    @abstractmethod
+    def session_messages(self, session_id: str, after: int) -> list[tuple[int, dict[str, Any]]]: ...
+
     def close(self) -> None:
         """Release connections."""
 

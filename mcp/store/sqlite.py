@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     data TEXT NOT NULL,
     expires REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS session_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL,
+    message TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_messages_by_session ON session_messages (session_id, id);
 CREATE TABLE IF NOT EXISTS webhooks (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -329,4 +336,17 @@ class SQLiteStore(Store):
 
     def delete_session(self, session_id: str) -> bool:
         with self._tx() as db:
+            db.execute("DELETE FROM session_messages WHERE session_id = ?", (session_id,))
             return db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,)).rowcount == 1
+
+    def push_session_message(self, session_id: str, message: dict[str, Any]) -> int:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("DELETE FROM session_messages WHERE created_at < ?", (now - 3600,))
+            return db.execute("INSERT INTO session_messages (session_id, message, created_at) VALUES (?, ?, ?) "
+                              "RETURNING id", (session_id, dumps(message), now)).fetchone()[0]
+
+    def session_messages(self, session_id: str, after: int) -> list[tuple[int, dict[str, Any]]]:
+        rows = self._db.execute("SELECT id, message FROM session_messages WHERE session_id = ? AND id > ? "
+                                "ORDER BY id", (session_id, after)).fetchall()
+        return [(r[0], json.loads(r[1])) for r in rows]
