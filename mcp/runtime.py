@@ -281,25 +281,26 @@ class TaskRuntime:
         saved = await asyncio.to_thread(self.store.load_checkpoints, task.task_id)
         meter = UsageMeter(Budget(params.get("max_cost_usd"), params.get("max_tokens")), self.catalog.prices,
                            Usage.from_dict(saved.get("usage")))
-        history = await asyncio.to_thread(self.store.events, task.task_id, 0, 100000)
-        if history:
-            if history[-1].event_type != "workflow_interrupted":
+        last = (await asyncio.to_thread(self.store.last_event_ids, [task.task_id])).get(task.task_id, 0)
+        if last:
+            previous = await asyncio.to_thread(self.store.events, task.task_id, last - 1, 1)
+            if previous[0].event_type != "workflow_interrupted":
                 await events.emit("workflow_interrupted", {"reason": "lease expired", "attempt": task.attempts})
             await events.emit("workflow_resumed", {"worker": self.worker_id, "attempt": task.attempts,
                                                    "checkpoints": sorted(k for k in saved if k != "usage")})
-        provider = self.catalog.provider(params["provider"], params.get("model"))
-        sources = self.catalog.select_sources(params.get("sources"))
         checkpoints = StoreCheckpoints(self.store, task.task_id, meter)
-        if task.orchestrator == "research":
-            orchestrator: Any = ResearchOrchestrator(provider, sources, events, checkpoints, meter)
-        else:
-            orchestrator = SearchOrchestrator(provider, sources, events, checkpoints, meter)
-        request = REQUEST_TYPES[task.orchestrator](
-            **{k: v for k, v in params.items() if k in REQUEST_TYPES[task.orchestrator].__dataclass_fields__})
-        remaining = params["timeout"] - (time.time() - (task.started_at or time.time()))
-        outcome: Outcome
+        orchestrator: Any = None
+        provider = None
+        outcome = Outcome()
         error: str | None = None
+        remaining = params["timeout"] - (time.time() - (task.started_at or time.time()))
         try:
+            provider = self.catalog.provider(params["provider"], params.get("model"))
+            sources = self.catalog.select_sources(params.get("sources"))
+            kind = ResearchOrchestrator if task.orchestrator == "research" else SearchOrchestrator
+            orchestrator = kind(provider, sources, events, checkpoints, meter)
+            request_type = REQUEST_TYPES[task.orchestrator]
+            request = request_type(**{k: v for k, v in params.items() if k in request_type.__dataclass_fields__})
             async with asyncio.timeout(max(0.0, remaining)):
                 outcome = await orchestrator.run(request)
             status = "completed"
@@ -309,20 +310,29 @@ class TaskRuntime:
             if self._stopping:
                 await self._hand_back(task, events)
                 return
-            status, outcome = "cancelled", orchestrator.partial_outcome()
+            status, outcome = "cancelled", self._partial(orchestrator, None)
         except TimeoutError:
             error = f"timed out after {params['timeout']:g} s"
-            status, outcome = "failed", orchestrator.partial_outcome(error)
+            status, outcome = "failed", self._partial(orchestrator, error)
+        except TaskGone:
+            raise
         except OrchestrationError as exc:
             error = str(exc)
-            status, outcome = "failed", orchestrator.partial_outcome(error)
+            status, outcome = "failed", self._partial(orchestrator, error)
         except Exception as exc:  # noqa: BLE001 - a bug fails this task (logged), not the worker
             log.exception("task %s failed with an unexpected error", task.task_id)
             error = f"internal error ({type(exc).__name__})"
-            status, outcome = "failed", orchestrator.partial_outcome(error)
+            status, outcome = "failed", self._partial(orchestrator, error)
         finally:
-            await provider.aclose()
+            if provider is not None:
+                await provider.aclose()
         await self._finish(task, status, outcome, error)
+
+    @staticmethod
+    def _partial(orchestrator: Any, error: str | None) -> Outcome:
+        if orchestrator is None or orchestrator.request is None:
+            return Outcome(partial=True, error=error)
+        return orchestrator.partial_outcome(error)
 
     async def _hand_back(self, task: TaskRecord, events: StoreEvents) -> None:
         """Shutdown: record the interruption and release the lease for another worker."""

@@ -17,9 +17,7 @@ def provider_names() -> list[str]:
     return sorted(PROVIDERS)
 
 
-def create_provider(name: str, **config: Any) -> Provider:
-    """Build the provider registered as `name` with its configuration."""
-    if name not in PROVIDERS:
-        raise KeyError(name)
-    module_name, class_name = PROVIDERS[name].split(":")
+def create_provider(registered: str, /, **config: Any) -> Provider:
+    """Build the provider registered as `registered` with its configuration."""
+    module_name, class_name = PROVIDERS[registered].split(":")
     return getattr(importlib.import_module(module_name), class_name)(**config)

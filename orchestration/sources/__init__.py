@@ -16,7 +16,7 @@ def source_names() -> list[str]:
     return sorted(SOURCES)
 
 
-def create_source(name: str, **config: Any) -> SearchSource:
-    """Build the source registered as `name` with its configuration."""
-    module_name, class_name = SOURCES[name].split(":")
+def create_source(registered: str, /, **config: Any) -> SearchSource:
+    """Build the source registered as `registered` with its configuration."""
+    module_name, class_name = SOURCES[registered].split(":")
     return getattr(importlib.import_module(module_name), class_name)(**config)
