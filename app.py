@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from mcp import errors, observability, security, services
+from mcp import errors, observability, ratelimit, security, services
 from mcp.bridge import process_loop
 from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
@@ -33,11 +33,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     registry = ToolRegistry()
     register_builtin_tools(registry, task_service, catalog)
     mcp_server = McpServer(settings, store, registry, task_service)
-    services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry,
-                                             mcp_server))
     errors.init_app(app)
     observability.init_app(app, settings)
     security.init_app(app, settings)
+    limits = ratelimit.init_app(app, settings)
+    services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry,
+                                             mcp_server, limits))
     for bp in (health.bp, tools.bp, tasks.bp, streams.bp, mcp_http.bp, legacy_sse.bp):
         app.register_blueprint(bp)
     runtime.start()

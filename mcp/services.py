@@ -9,6 +9,7 @@ from flask import Flask, current_app
 
 from .catalog import Catalog
 from .protocol import McpServer
+from .ratelimit import RateLimits
 from .runtime import TaskRuntime
 from .settings import Settings
 from .store import Store
@@ -29,6 +30,7 @@ class Services:
     tasks: TaskService
     tools: ToolRegistry
     mcp: McpServer
+    limits: RateLimits
     started_at: float = field(default_factory=time.time)
 
 

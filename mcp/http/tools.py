@@ -19,7 +19,10 @@ def list_tools():
 @bp.post("/tools/<name>")
 def call_tool(name: str):
     svc = services()
-    svc.tools.get(name)  # unknown tool: 404 before the body is looked at
+    tool = svc.tools.get(name)  # unknown tool: 404 before the body is looked at
+    arguments = json_body()
+    if tool.starts_task:
+        svc.limits.hit_orchestrate()
     ctx = ToolContext(owner=owner(), urls=lambda task_id: task_urls(svc.settings, task_id))
-    output = svc.tools.call(name, json_body(), ctx)
+    output = svc.tools.call(name, arguments, ctx)
     return jsonify(output.data), 202 if output.accepted else 200

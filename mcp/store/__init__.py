@@ -189,6 +189,18 @@ class Store(ABC):
     @abstractmethod
     def delete_session(self, session_id: str) -> bool: ...
 
+    # rate-limit counters (fixed windows), shared by every worker
+    @abstractmethod
+    def incr_counter(self, key: str, expiry: float, amount: int = 1) -> int:
+        """Add to a counter that expires `expiry` seconds after its first hit; the new value."""
+
+    @abstractmethod
+    def get_counter(self, key: str) -> tuple[int, float]:
+        """(value, expires_at); (0, now) when absent or expired."""
+
+    @abstractmethod
+    def reset_counters(self, prefix: str = "") -> int: ...
+
     # legacy HTTP+SSE: messages for the worker that holds a session's stream
     @abstractmethod
     def push_session_message(self, session_id: str, message: dict[str, Any]) -> int: ...

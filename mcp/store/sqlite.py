@@ -69,6 +69,11 @@ CREATE TABLE IF NOT EXISTS session_messages (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS session_messages_by_session ON session_messages (session_id, id);
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS webhooks (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -350,3 +355,26 @@ class SQLiteStore(Store):
         rows = self._db.execute("SELECT id, message FROM session_messages WHERE session_id = ? AND id > ? "
                                 "ORDER BY id", (session_id, after)).fetchall()
         return [(r[0], json.loads(r[1])) for r in rows]
+
+    # -- rate-limit counters ---------------------------------------------------------------
+
+    def incr_counter(self, key: str, expiry: float, amount: int = 1) -> int:
+        now = time.time()
+        with self._tx() as db:
+            return db.execute(
+                "INSERT INTO counters (key, value, expires) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                "value = CASE WHEN expires < ? THEN excluded.value ELSE value + excluded.value END, "
+                "expires = CASE WHEN expires < ? THEN excluded.expires ELSE expires END RETURNING value",
+                (key, amount, now + expiry, now, now),
+            ).fetchone()[0]
+
+    def get_counter(self, key: str) -> tuple[int, float]:
+        now = time.time()
+        row = self._db.execute("SELECT value, expires FROM counters WHERE key = ? AND expires >= ?",
+                               (key, now)).fetchone()
+        return (row[0], row[1]) if row else (0, now)
+
+    def reset_counters(self, prefix: str = "") -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM counters WHERE key LIKE ? ESCAPE '\\'",
+                              (prefix.replace("%", "\\%").replace("_", "\\_") + "%",)).rowcount

@@ -1,0 +1,39 @@
+"""Rate limits are counted in the store, so every worker shares one count."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from app import create_app
+
+
+@pytest.fixture
+def limited(settings):
+    """Two apps on one store: two workers, as far as the limits can tell."""
+    config = dataclasses.replace(settings, rate_limit_orchestrate="3 per minute", rate_limit_default="8 per minute",
+                                 max_concurrent_tasks=0)
+    apps = [create_app(config), create_app(config)]
+    yield [a.test_client() for a in apps]
+    for a in apps:
+        a.extensions["mcp_orchestrator"].runtime.stop()
+
+
+def test_orchestrate_limit_is_shared_across_workers(limited):
+    a, b = limited
+    codes = [c.post("/tools/orchestrate_search", json={"query": f"query {i}"}).status_code
+             for i, c in enumerate((a, b, a, b))]
+    assert codes == [202, 202, 202, 429]
+    refused = b.post("/tools/dream_orchestrate_search", json={"query": "alias counts too"})
+    assert refused.status_code == 429
+    assert refused.get_json()["error"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert a.post("/tools/list_orchestrator_patterns", json={}).status_code == 200
+
+
+def test_default_limit_applies_everywhere_but_health(limited):
+    a, b = limited
+    codes = [c.get("/tasks").status_code for c in (a, b) * 5]
+    assert codes.count(200) == 8 and codes[-1] == 429
+    assert all(a.get("/health").status_code == 200 for _ in range(10))
