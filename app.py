@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from mcp import errors, observability, ratelimit, security, services
+from mcp import errors, metrics, observability, openapi, ratelimit, security, services
 from mcp.bridge import process_loop
 from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
@@ -37,9 +37,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     observability.init_app(app, settings)
     security.init_app(app, settings)
     limits = ratelimit.init_app(app, settings)
+    metrics.init_app(app, settings)
     services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry,
                                              mcp_server, limits))
-    for bp in (health.bp, tools.bp, tasks.bp, streams.bp, mcp_http.bp, legacy_sse.bp):
+    for bp in (health.bp, tools.bp, tasks.bp, streams.bp, mcp_http.bp, legacy_sse.bp, openapi.bp):
         app.register_blueprint(bp)
     runtime.start()
     return app

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+from pathlib import Path
 
 from mcp.settings import Settings
 
 _settings = Settings.from_env()
+
+# design: prometheus_client picks its multiprocess mode from this variable at import time, so
+# it is set here, in the master, before any worker imports the app.
+_metrics_dir = Path(_settings.prometheus_multiproc_dir or Path(_settings.data_dir) / "prometheus")
+if _settings.metrics_enabled:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir.resolve())
 
 # design: gthread, not sync: an SSE stream holds its request thread, not a whole worker.
 worker_class = "gthread"
@@ -27,6 +36,10 @@ proc_name = "mcp-orchestrator"
 
 
 def on_starting(server):
+    if _settings.metrics_enabled:
+        # samples of a previous run's processes would be added to this run's
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
+        _metrics_dir.mkdir(parents=True, exist_ok=True)
     if not _settings.is_loopback_bind and not (_settings.api_keys or _settings.api_keys_file):
         raise SystemExit(
             f"refusing to bind {_settings.bind_address}: no API_KEYS or API_KEYS_FILE configured "
@@ -51,6 +64,13 @@ def post_worker_init(worker):
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+def child_exit(server, worker):
+    if _settings.metrics_enabled:
+        from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+
+        GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
 
 
 def worker_exit(server, worker):

@@ -32,6 +32,7 @@ from orchestration.models import (
 from orchestration.research import ResearchOrchestrator
 from orchestration.search import SearchOrchestrator
 
+from . import metrics
 from .bridge import WorkerLoop
 from .catalog import Catalog
 from .errors import Conflict, NotFound
@@ -354,5 +355,6 @@ class TaskRuntime:
         if event is None:
             raise TaskGone(task.task_id)
         self.hub.notify(task.task_id, event.id)
+        metrics.record_task(task.orchestrator, status, doc["execution_time"], doc["usage"])
         log.info("task %s %s in %.2fs", task.task_id, status, doc["execution_time"],
                  extra={"task_id": task.task_id})

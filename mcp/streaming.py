@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 
+from .metrics import STREAMS
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,12 @@ class StreamHub:
     def stream_opened(self) -> None:
         with self._lock:
             self._streams += 1
+        STREAMS.inc()
 
     def stream_closed(self) -> None:
         with self._lock:
             self._streams -= 1
+        STREAMS.dec()
 
     @property
     def stopping(self) -> bool:

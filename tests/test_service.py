@@ -184,3 +184,20 @@ def test_errors_from_the_live_service_are_json(service):
         assert response.status_code == status, (path, response.text)
         assert response.headers["Content-Type"].startswith("application/json")
         assert response.json()["error"]
+
+
+def test_metrics_from_every_worker_add_up(service):
+    workers = set()
+    for _ in range(40):
+        assert service.get("/tasks").status_code == 200
+        workers.add(service.get("/health").json()["checks"]["runtime"]["worker"])
+    assert len(workers) >= 2
+    text = service.get("/metrics").text
+    counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("flask_http_request_duration_seconds_count") and 'endpoint="tasks.list_tasks"' in line]
+    assert sum(counts) == 40, [line for line in text.splitlines() if "list_tasks" in line]
+    search = start(service, "orchestrate_search", query="metrics and health checks", num_agents=2)
+    service.wait_status(search["task_id"], {"completed"})
+    text = service.get("/metrics").text
+    assert 'orchestration_tasks_total{orchestrator="search",status="completed"} 1.0' in text
+    assert "streaming_active_connections" in text

@@ -1,0 +1,194 @@
+"""The OpenAPI 3 document of the HTTP API (DESIGN §4), built with apispec from the same
+marshmallow schemas that validate requests, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, jsonify
+
+from . import SERVICE_NAME, __version__
+from .schemas import (
+    EventsQuery,
+    ListTasksInput,
+    ResearchInput,
+    SearchInput,
+    SourceSearchInput,
+    StatusInput,
+    StreamQuery,
+    TaskIdInput,
+)
+
+bp = Blueprint("openapi", __name__)
+
+OBJECT = {"type": "object", "additionalProperties": True}
+ERROR = {
+    "type": "object",
+    "required": ["error", "message", "details"],
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}},
+}
+NULLABLE_NUMBER = {"type": ["number", "null"]}
+TASK_STATUS = {
+    "type": "object",
+    "required": ["task_id", "orchestrator", "status", "progress", "created_at"],
+    "properties": {
+        "task_id": {"type": "string"},
+        "orchestrator": {"type": "string", "enum": ["research", "search"]},
+        "status": {"type": "string", "enum": ["pending", "running", "completed", "failed", "cancelled"]},
+        "progress": {"type": "number"},
+        "created_at": {"type": "number"},
+        "started_at": NULLABLE_NUMBER,
+        "completed_at": NULLABLE_NUMBER,
+        "stream_url": {"type": "string"},
+        "status_url": {"type": "string"},
+        "result_url": {"type": "string"},
+    },
+}
+HANDLE = {
+    "type": "object",
+    "required": ["task_id", "status"],
+    "properties": {"task_id": {"type": "string"}, "status": {"type": "string"}, "stream_url": {"type": "string"},
+                   "status_url": {"type": "string"}, "result_url": {"type": "string"}},
+}
+RESULT = {
+    "type": "object",
+    "required": ["task_id", "orchestrator", "status", "final_synthesis", "sources", "usage", "partial"],
+    "properties": {
+        "task_id": {"type": "string"},
+        "orchestrator": {"type": "string"},
+        "status": {"type": "string"},
+        "final_synthesis": {"type": "string"},
+        "sources": {"type": "array", "items": OBJECT},
+        "agent_results": {"type": "array", "items": OBJECT},
+        "usage": OBJECT,
+        "partial": {"type": "boolean"},
+    },
+}
+EVENT = {
+    "type": "object",
+    "required": ["id", "event_type", "task_id", "timestamp", "data"],
+    "properties": {"id": {"type": "integer"}, "event_type": {"type": "string"}, "task_id": {"type": "string"},
+                   "timestamp": {"type": "number"}, "data": {"type": "object"}},
+}
+
+# (method, path, summary, request body schema, query schema, {status: (description, schema)})
+COMMON_ERRORS = {"401": "a valid API key is required", "429": "rate limited"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _ok(description: str, schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
+
+def _task_id_param() -> dict[str, Any]:
+    return {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 100}}
+
+
+@functools.cache
+def build_spec() -> dict[str, Any]:
+    plugin = MarshmallowPlugin()
+    spec = APISpec(SERVICE_NAME, __version__, "3.1.0", plugins=[plugin], info={
+        "description": "Research and search orchestrators over HTTP. MCP is served at /mcp (not described here)."})
+    spec.components.security_scheme("ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
+    spec.components.security_scheme("Bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.schema("Error", ERROR)
+    for name, schema in (("ResearchInput", ResearchInput), ("SearchInput", SearchInput),
+                         ("TaskIdInput", TaskIdInput), ("StatusInput", StatusInput),
+                         ("ListTasksInput", ListTasksInput), ("SourceSearchInput", SourceSearchInput)):
+        spec.components.schema(name, schema=schema)
+    converter = plugin.converter
+    secured = [{"ApiKey": []}, {"Bearer": []}]
+    public: list[dict[str, Any]] = [{}]
+
+    def operation(summary: str, responses: dict[str, Any], *, body: str | None = None,
+                  query: Any = None, path_task: bool = False, security: Any = secured,
+                  extra_params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        op: dict[str, Any] = {"summary": summary, "security": security, "responses": {
+            **{code: _error(text) for code, text in (COMMON_ERRORS.items() if security is secured else ())},
+            **responses}}
+        params = [_task_id_param()] if path_task else []
+        if query is not None:
+            params += converter.schema2parameters(query(), location="query")
+        params += extra_params or []
+        if params:
+            op["parameters"] = params
+        if body:
+            op["requestBody"] = _body(body)
+            op["responses"].setdefault("400", _error("invalid input, naming the field"))
+            op["responses"].setdefault("413", _error("body too large"))
+            op["responses"].setdefault("415", _error("body is not JSON"))
+        return op
+
+    spec.path("/", operations={"get": operation("Service info", {"200": _ok("name, version, release", OBJECT)},
+                                                security=public)})
+    spec.path("/health", operations={"get": operation(
+        "Health with checks", {"200": _ok("healthy or degraded", OBJECT), "503": _ok("unhealthy", OBJECT)},
+        security=public)})
+    spec.path("/health/live", operations={"get": operation("Liveness", {"200": _ok("alive", OBJECT)},
+                                                           security=public)})
+    spec.path("/stats", operations={"get": operation("Streams, webhooks, tasks by status",
+                                                     {"200": _ok("stats", OBJECT)})})
+    spec.path("/tools", operations={"get": operation("The tool registry", {"200": _ok("tools", OBJECT)})})
+    for tool, body in (("orchestrate_research", "ResearchInput"), ("orchestrate_search", "SearchInput")):
+        spec.path(f"/tools/{tool}", operations={"post": operation(
+            f"Start {tool.split('_')[1]}", {"202": _ok("started", HANDLE),
+                                            "200": _ok("the result (wait: true)", RESULT)}, body=body)})
+    spec.path("/tools/get_orchestration_status", operations={"post": operation(
+        "Task status", {"200": _ok("status", TASK_STATUS), "404": _error("unknown task")}, body="StatusInput")})
+    spec.path("/tools/cancel_orchestration", operations={"post": operation(
+        "Cancel a task", {"200": _ok("status after the request", TASK_STATUS), "404": _error("unknown task"),
+                          "409": _error("already finished")}, body="TaskIdInput")})
+    spec.path("/tools/list_orchestrator_patterns", operations={"post": operation(
+        "Orchestrators, providers and sources", {"200": _ok("patterns", OBJECT)})})
+    spec.path("/tools/{name}", operations={"post": operation(
+        "Call any registered tool with its arguments", {
+            "200": _ok("the tool's output", OBJECT), "202": _ok("started work", HANDLE),
+            "404": _error("unknown tool or task"), "409": _error("conflict"), "400": _error("invalid arguments"),
+            "415": _error("body is not JSON"), "413": _error("body too large"), "503": _error("source disabled")},
+        extra_params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}])})
+    spec.path("/tasks", operations={"get": operation(
+        "List tasks, newest first", {"200": _ok("a page of tasks", {
+            "type": "object", "required": ["tasks", "next_cursor"],
+            "properties": {"tasks": {"type": "array", "items": TASK_STATUS},
+                           "next_cursor": {"type": ["string", "null"]}}}),
+            "400": _error("invalid filter")}, query=ListTasksInput)})
+    spec.path("/tasks/{task_id}", operations={"get": operation(
+        "Status and progress", {"200": _ok("status", TASK_STATUS), "404": _error("unknown task")},
+        path_task=True)})
+    spec.path("/tasks/{task_id}/result", operations={"get": operation(
+        "The result document", {"200": _ok("result", RESULT), "404": _error("unknown task"),
+                                "409": _error("still running")}, path_task=True)})
+    spec.path("/tasks/{task_id}/events", operations={"get": operation(
+        "The event log", {"200": _ok("events", {"type": "object", "required": ["events"],
+                                                "properties": {"events": {"type": "array", "items": EVENT}}}),
+                          "400": _error("invalid query"), "404": _error("unknown task")},
+        path_task=True, query=EventsQuery)})
+    spec.path("/tasks/{task_id}/cancel", operations={"post": operation(
+        "Request cancellation", {"202": _ok("status after the request", TASK_STATUS),
+                                 "404": _error("unknown task"), "409": _error("already finished"),
+                                 "400": _error("malformed body"), "415": _error("body is not JSON")},
+        path_task=True)})
+    spec.path("/stream/{task_id}", operations={"get": operation(
+        "Server-Sent Events of a task", {"200": _ok("text/event-stream", {"type": "string"}, "text/event-stream"),
+                                         "400": _error("invalid Last-Event-ID"), "404": _error("unknown task"),
+                                         "503": _error("too many streams")},
+        path_task=True, query=StreamQuery,
+        extra_params=[{"name": "Last-Event-ID", "in": "header", "required": False,
+                       "schema": {"type": "string", "pattern": "^[0-9]{1,15}$"}}])})
+    spec.path("/openapi.json", operations={"get": operation("This document", {"200": _ok("OpenAPI 3", OBJECT)})})
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(build_spec())
