@@ -179,13 +179,46 @@ def build_spec() -> dict[str, Any]:
                                  "400": _error("malformed body"), "415": _error("body is not JSON")},
         path_task=True)})
     spec.path("/stream/{task_id}", operations={"get": operation(
-        "Server-Sent Events of a task", {"200": _ok("text/event-stream", {"type": "string"}, "text/event-stream"),
+        "Server-Sent Events of a task", {"200": _ok("events as id/event/data lines; data is an Event", {},
+                                                    "text/event-stream"),
                                          "400": _error("invalid Last-Event-ID"), "404": _error("unknown task"),
                                          "503": _error("too many streams")},
         path_task=True, query=StreamQuery,
         extra_params=[{"name": "Last-Event-ID", "in": "header", "required": False,
                        "schema": {"type": "string", "pattern": "^[0-9]{1,15}$"}}])})
     spec.path("/openapi.json", operations={"get": operation("This document", {"200": _ok("OpenAPI 3", OBJECT)})})
+    spec.path("/metrics", operations={"get": operation(
+        "Prometheus metrics of all workers (no key needed from loopback)",
+        {"200": _ok("Prometheus text format", {"type": "string"}, "text/plain")}, security=[{}, *secured])})
+    rpc_body = {"required": True, "content": {"application/json": {"schema": {
+        "description": "a JSON-RPC 2.0 message or batch", "type": ["object", "array"]}}}}
+    mcp_post = operation("MCP Streamable HTTP: one JSON-RPC message (or a batch in 2025-03-26 and older)", {
+        "200": _ok("the JSON-RPC response", {"type": ["object", "array"]}),
+        "202": {"description": "notifications only: no body"},
+        "400": _ok("unparseable JSON, bad MCP-Protocol-Version, or a batch where not allowed", OBJECT),
+        "403": _error("Origin not allowed"), "404": _ok("session of another key", OBJECT),
+        "421": _error("Host not allowed"), "413": _error("body too large")})
+    mcp_post["requestBody"] = rpc_body
+    mcp_post["parameters"] = [{"name": "Mcp-Session-Id", "in": "header", "required": False,
+                               "schema": {"type": "string", "maxLength": 200}}]
+    spec.path("/mcp", operations={
+        "post": mcp_post,
+        "get": operation("No server-initiated stream: always 405", {"405": _error("use POST")}),
+        "delete": operation("End an MCP session", {"204": {"description": "ended"},
+                                                   "400": _ok("missing Mcp-Session-Id", OBJECT)}),
+    })
+    spec.path("/", operations={"post": {**mcp_post, "summary": "MCP Streamable HTTP (same as POST /mcp)"}})
+    spec.path("/sse", operations={"get": operation(
+        "Legacy MCP HTTP+SSE stream: an `endpoint` event, then JSON-RPC messages",
+        {"200": _ok("text/event-stream", {}, "text/event-stream"), "403": _error("Origin not allowed"),
+         "421": _error("Host not allowed")})})
+    spec.path("/messages", operations={"post": {
+        **operation("Legacy MCP HTTP+SSE: post a JSON-RPC message; the reply comes over the stream", {
+            "202": {"description": "accepted"}, "400": _error("missing session_id"),
+            "404": _error("unknown session"), "403": _error("Origin not allowed"),
+            "421": _error("Host not allowed")},
+            extra_params=[{"name": "session_id", "in": "query", "required": True, "schema": {"type": "string"}}]),
+        "requestBody": rpc_body}})
     return spec.to_dict()
 
 

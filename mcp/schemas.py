@@ -10,6 +10,12 @@ from marshmallow import RAISE, Schema, fields, post_load, pre_load, validate
 from orchestration.models import LEGACY_AGENT_TYPES, SEARCH_AGENT_TYPES
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+PROVIDER_NAMES = ("auto", "extractive", "openai", "anthropic", "xai", "groq", "mistral", "openrouter", "ollama")
+
+
+def Flag(**kwargs: Any) -> fields.Boolean:  # noqa: N802 - reads like a field class
+    """A boolean that accepts only JSON true/false, not 0/1 or "yes"."""
+    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
 
 
 class StrictSchema(Schema):
@@ -21,14 +27,15 @@ class OrchestrateCommon(StrictSchema):
     query = fields.String(required=True, validate=validate.Length(min=3, max=2000),
                           metadata={"description": "What to research or search for (alias: task)."})
     title = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
-    provider = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=40),
-                             metadata={"description": "LLM provider for this task (default: LLM_PROVIDER)."})
+    provider = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(PROVIDER_NAMES),
+                             metadata={"description": "LLM provider for this task (default: LLM_PROVIDER); "
+                                                      "it must be configured."})
     model = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
     max_cost_usd = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, max=10000))
     max_tokens = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1, max=100_000_000))
     timeout = fields.Float(load_default=300, validate=validate.Range(min=10, max=3600),
                            metadata={"description": "Seconds before the task stops with what it has."})
-    wait = fields.Boolean(load_default=False,
+    wait = Flag(load_default=False,
                           metadata={"description": "HTTP only: answer 200 with the result when done."})
     wait_seconds = fields.Float(load_default=240, validate=validate.Range(min=0, max=3600),
                                metadata={"description": "How long a waiting call waits before it answers "
@@ -46,9 +53,9 @@ class OrchestrateCommon(StrictSchema):
 
 class ResearchInput(OrchestrateCommon):
     num_agents = fields.Integer(load_default=8, validate=validate.Range(min=1, max=20))
-    enable_drummer = fields.Boolean(load_default=True,
+    enable_drummer = Flag(load_default=True,
                                     metadata={"description": "Run mid-tier synthesizers over groups of agents."})
-    enable_camina = fields.Boolean(load_default=True, metadata={"description": "Run the final synthesizer."})
+    enable_camina = Flag(load_default=True, metadata={"description": "Run the final synthesizer."})
     drummer_group_size = fields.Integer(load_default=5, validate=validate.Range(min=2, max=10))
     sources = fields.List(fields.String(validate=validate.Length(min=1, max=40)), load_default=None,
                           allow_none=True, validate=validate.Length(min=1, max=20),
@@ -75,7 +82,7 @@ class TaskIdInput(StrictSchema):
 
 
 class StatusInput(TaskIdInput):
-    include_events = fields.Boolean(load_default=False)
+    include_events = Flag(load_default=False)
 
 
 class ListTasksInput(StrictSchema):

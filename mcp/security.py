@@ -16,7 +16,7 @@ from flask import Flask, g, request
 from .errors import Unauthorized
 from .settings import Settings
 
-PUBLIC_PATHS = frozenset({"/", "/health", "/health/live"})
+PUBLIC_PATHS = frozenset({"/health", "/health/live"})
 
 
 def digest(key: str) -> str:
@@ -78,6 +78,8 @@ def init_app(app: Flask, settings: Settings) -> None:
         path = request.path
         if path in PUBLIC_PATHS or path.startswith("/.well-known/") or request.method == "OPTIONS":
             return
+        if path == "/" and request.method in ("GET", "HEAD"):
+            return  # service info; POST / is the MCP endpoint and needs a key
         presented = presented_key()
         name = match(keys, presented) if presented else None
         if name is None:

@@ -201,3 +201,29 @@ def test_metrics_from_every_worker_add_up(service):
     text = service.get("/metrics").text
     assert 'orchestration_tasks_total{orchestrator="search",status="completed"} 1.0' in text
     assert "streaming_active_connections" in text
+
+
+def test_sigterm_hands_tasks_back_and_the_restarted_service_finishes_them(service_factory, fake_llm, tmp_path):
+    fake_llm.state.latency = 0.8
+    fake_llm.state.max_concurrency = 2
+    env = {"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": fake_llm.base_url, "OPENAI_API_KEY": "sk-test"}
+    first = service_factory(env, data_dir=tmp_path / "shared")
+    handle = start(first, "orchestrate_research", query=QUERY, num_agents=6)
+    task_id = handle["task_id"]
+    stream = first.get(handle["stream_url"], stream=True, timeout=60)
+    deadline = time.monotonic() + 30
+    while not any(e["event_type"] == "agent_complete" for e in event_log(first, task_id)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first.stop()  # SIGTERM to the whole process group, as systemd does
+    tail = sse_events(stream)
+    assert tail[-1]["event"] == "reconnect"
+    second = service_factory(env, data_dir=tmp_path / "shared")
+    final = second.wait_status(task_id, {"completed", "failed", "cancelled"}, timeout=90)
+    assert final["status"] == "completed"
+    events = event_log(second, task_id)
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    types = [e["event_type"] for e in events]
+    interrupted = types.index("workflow_interrupted")
+    assert events[interrupted]["data"]["reason"] == "worker shutting down"
+    assert types[interrupted + 1] == "workflow_resumed"

@@ -29,8 +29,8 @@ def sse_event(event: Event) -> str:
 def resume_point() -> int:
     """Where a reconnecting client left off: `Last-Event-ID`, else `?last_event_id=`, else 0."""
     header = request.headers.get("Last-Event-ID")
-    if header is not None and header.strip():
-        if not header.strip().isdigit():
+    if header is not None:
+        if not header.strip().isdigit() or len(header.strip()) > 15:
             raise ValidationError("Last-Event-ID must be an event id",
                                   {"fields": {"Last-Event-ID": ["not a non-negative integer"]}})
         return int(header.strip())
