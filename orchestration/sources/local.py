@@ -46,6 +46,12 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+def _lines(lines: list[str]) -> str:
+    """Section text with its line structure (lists, code, paragraphs) kept and blank runs folded."""
+    text = "\n".join(" ".join(line.split()) if line.strip() else "" for line in lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
 def _inline(text: str) -> str:
     """Markdown inline markup to plain text (links, images, emphasis stars, backticks)."""
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)
@@ -80,7 +86,8 @@ def _markdown(text: str, out: _Sections) -> None:
         marker = re.match(r"\s{0,3}(`{3,}|~{3,})", line)
         if marker and (not fence or marker.group(1).startswith(fence)):
             fence = "" if fence else marker.group(1)
-            continue  # fences are dropped, the code lines between them are kept
+            out.add(marker.group(1))  # kept so readers of the text can tell code from prose
+            continue
         head = None if fence else re.match(r"\s{0,3}(#{1,3})\s+(.*?)(?:\s+#+)?\s*$", line)
         if head:
             out.heading(len(head.group(1)), _inline(head.group(2)))
@@ -168,7 +175,9 @@ def _plain(text: str, out: _Sections) -> None:
 def _pieces(text: str, size: int) -> Iterator[str]:
     """`text` cut at word boundaries into pieces of at most about `size` characters."""
     while len(text) > size:
-        cut = text.rfind(" ", 0, size)
+        cut = text.rfind("\n\n", 0, size)
+        if cut <= size // 2:
+            cut = text.rfind(" ", 0, size)
         cut = cut if cut > size // 2 else size
         yield text[:cut]
         text = text[cut:].lstrip()
@@ -192,7 +201,9 @@ def chunk_file(path: Path, rel: str, prefix: str, text: str) -> list[tuple[str, 
         _plain(text, out)
     title, base, seen, rows = out.title or path.stem, f"{prefix}/{rel}", {}, []
     for heading, lines in out.items:
-        body = _squash(" ".join(lines))
+        # design: Markdown and plain text keep their lines (lists, code fences) for sentence
+        # splitting; HTML and reST pieces are inline fragments, joined into running text.
+        body = _lines(lines) if suffix in (".md", ".markdown", ".txt") else _squash(" ".join(lines))
         if not body and not heading:
             continue
         url = base
@@ -217,6 +228,7 @@ def match_expression(query: str) -> str:
 
 def snippet(text: str, terms: list[str], size: int = SNIPPET_CHARS) -> str:
     """About `size` characters starting at the sentence with most query-term matches."""
+    text = _squash(re.sub(r"(?m)^(`{3,}|~{3,})$", " ", text))
     starts = [0] + [m.end() for m in re.finditer(r"[.!?]\s+", text)]
 
     def hits(start: int) -> int:

@@ -56,11 +56,13 @@ def test_finds_a_markdown_section_and_its_anchor(tmp_path):
     assert intro.url == "docs/ops/guide.md" and intro.title == "Deployment Guide"
 
 
-def test_code_fences_are_dropped_but_code_is_kept(tmp_path):
+def test_code_is_kept_fenced_in_the_text_and_out_of_the_snippet(tmp_path):
     write(tmp_path / "docs" / "guide.md", GUIDE)
     hit = search(make(tmp_path), "frobnicate")[0]
     assert hit.url == "docs/guide.md#systemd-unit"
-    assert "--frobnicate" in hit.text and "```" not in hit.text and "# not a heading" in hit.text
+    assert "--frobnicate" in hit.text and "# not a heading" in hit.text
+    assert "```\n# not a heading" in hit.text  # the fence stays so sentence splitting can skip code
+    assert "```" not in hit.snippet
 
 
 def test_heading_words_outrank_body_mentions(tmp_path):
