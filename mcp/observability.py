@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import uuid
@@ -12,15 +13,29 @@ from pythonjsonlogger.json import JsonFormatter
 from .settings import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# The task a log line is about; set by the runtime around a task's coroutines, which
+# asyncio copies into every agent's task.
+current_task_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("task_id", default=None)
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 
 
 class ContextFilter(logging.Filter):
-    """Adds request_id and key_name from the current request, when there is one."""
+    """Adds request_id and key_name from the current request, and task_id from the
+    running task, when there are such."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if has_request_context():
             record.request_id = getattr(g, "request_id", None)
             record.key_name = getattr(g, "api_key_name", None)
+        task_id = current_task_id.get()
+        if task_id and not hasattr(record, "task_id"):
+            record.task_id = task_id
         return True
 
 
@@ -45,6 +60,30 @@ def init_app(app: Flask, settings: Settings) -> None:
         g.request_id = incoming if valid else uuid.uuid4().hex
 
     @app.after_request
-    def echo_request_id(response):
+    def finish_headers(response):
         response.headers[REQUEST_ID_HEADER] = getattr(g, "request_id", "")
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response
+
+    if settings.cors_origins:
+        from flask_cors import CORS
+
+        CORS(app, origins=list(settings.cors_origins), supports_credentials=False,
+             allow_headers=["Content-Type", "Authorization", "X-API-Key", "Last-Event-ID", "Mcp-Session-Id",
+                            "MCP-Protocol-Version", "X-Request-ID"],
+             expose_headers=["Mcp-Session-Id", "X-Request-ID", "Retry-After"])
+    if settings.sentry_dsn:
+        init_sentry(settings)
+
+
+def init_sentry(settings: Settings) -> None:
+    """Errors (and sampled traces) to Sentry; no request bodies, headers or user data."""
+    import sentry_sdk
+    from sentry_sdk.integrations.flask import FlaskIntegration
+
+    from .version import release
+
+    sentry_sdk.init(dsn=settings.sentry_dsn, environment=settings.sentry_environment, release=release(),
+                    traces_sample_rate=settings.sentry_traces_sample_rate,
+                    integrations=[FlaskIntegration()], max_request_body_size="never")

@@ -34,6 +34,7 @@ from orchestration.search import SearchOrchestrator
 
 from . import metrics
 from .bridge import WorkerLoop
+from .observability import current_task_id
 from .catalog import Catalog
 from .errors import Conflict, NotFound
 from .results import result_document
@@ -263,6 +264,7 @@ class TaskRuntime:
         self._running[task_id] = asyncio.create_task(self._run(task), name=task_id)
 
     async def _run(self, task: TaskRecord) -> None:
+        current_task_id.set(task.task_id)
         try:
             await self._execute(task)
         except TaskGone:
