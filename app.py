@@ -10,7 +10,7 @@ from mcp import errors, metrics, observability, openapi, ratelimit, security, se
 from mcp.bridge import process_loop
 from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
-from mcp.http import health, legacy_sse, mcp_http, streams, tasks, tools
+from mcp.http import health, legacy_sse, mcp_http, streams, tasks, tools, webhooks
 from mcp.protocol import McpServer
 from mcp.runtime import TaskRuntime
 from mcp.settings import Settings
@@ -18,6 +18,7 @@ from mcp.store import open_store
 from mcp.streaming import StreamHub
 from mcp.tasks import TaskService
 from mcp.tools import ToolRegistry
+from mcp.webhooks import Webhooks
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -28,8 +29,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = open_store(settings.resolved_store_url)
     catalog = Catalog(settings)
     hub = StreamHub(store)
-    runtime = TaskRuntime(settings, store, catalog, hub, process_loop())
-    task_service = TaskService(store, runtime, catalog)
+    hooks = Webhooks(settings, store)
+    runtime = TaskRuntime(settings, store, catalog, hub, process_loop(), hooks)
+    task_service = TaskService(store, runtime, catalog, hooks)
     registry = ToolRegistry()
     register_builtin_tools(registry, task_service, catalog)
     mcp_server = McpServer(settings, store, registry, task_service)
@@ -39,8 +41,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     limits = ratelimit.init_app(app, settings)
     metrics.init_app(app, settings)
     services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry,
-                                             mcp_server, limits))
-    for bp in (health.bp, tools.bp, tasks.bp, streams.bp, mcp_http.bp, legacy_sse.bp, openapi.bp):
+                                             mcp_server, limits, hooks))
+    for bp in (health.bp, tools.bp, tasks.bp, streams.bp, webhooks.bp, mcp_http.bp, legacy_sse.bp, openapi.bp):
         app.register_blueprint(bp)
     runtime.start()
     return app

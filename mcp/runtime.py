@@ -18,6 +18,8 @@ import socket
 import time
 from typing import Any
 
+import httpx
+
 from orchestration.budget import UsageMeter
 from orchestration.errors import OrchestrationError
 from orchestration.models import (
@@ -41,6 +43,7 @@ from .results import result_document
 from .settings import Settings
 from .store import Store, TaskRecord
 from .streaming import StreamHub
+from .webhooks import DELIVERY_TIMEOUT, Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,12 @@ TERMINAL_EVENT = {"completed": "workflow_complete", "failed": "workflow_error", 
 REQUEST_TYPES = {"research": ResearchRequest, "search": SearchRequest}
 CANCEL_POLL = 0.2
 HEARTBEAT_INTERVAL = 5.0
+WEBHOOK_POLL = 1.0
+
+
+def new_task_id(orchestrator: str) -> str:
+    """`research_<hex>` / `search_<hex>` with 96 random bits."""
+    return f"{orchestrator}_{secrets.token_hex(12)}"
 
 
 class TaskGone(Exception):
@@ -57,9 +66,10 @@ class TaskGone(Exception):
 class StoreEvents:
     """EventSink of one running task: appends to the store, fenced by this worker's lease."""
 
-    def __init__(self, runtime: TaskRuntime, task_id: str):
+    def __init__(self, runtime: TaskRuntime, task: TaskRecord):
         self.runtime = runtime
-        self.task_id = task_id
+        self.task = task
+        self.task_id = task.task_id
 
     async def emit(self, event_type: str, data: dict[str, Any] | None = None, agent_id: str | None = None,
                    progress: float | None = None) -> None:
@@ -69,6 +79,7 @@ class StoreEvents:
         if event is None:
             raise TaskGone(self.task_id)
         rt.hub.notify(self.task_id, event.id)
+        await rt.webhooks.enqueue(self.task, event)
 
 
 class StoreCheckpoints:
@@ -91,12 +102,14 @@ class StoreCheckpoints:
 
 
 class TaskRuntime:
-    def __init__(self, settings: Settings, store: Store, catalog: Catalog, hub: StreamHub, loop: WorkerLoop):
+    def __init__(self, settings: Settings, store: Store, catalog: Catalog, hub: StreamHub, loop: WorkerLoop,
+                 webhooks: Webhooks):
         self.settings = settings
         self.store = store
         self.catalog = catalog
         self.hub = hub
         self.loop = loop
+        self.webhooks = webhooks
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._running: dict[str, asyncio.Task] = {}
         self._cancelling: set[str] = set()
@@ -136,9 +149,9 @@ class TaskRuntime:
 
     # -- request-side API (request threads) ------------------------------------------------
 
-    def create(self, orchestrator: str, params: dict[str, Any], owner: str) -> TaskRecord:
+    def create(self, orchestrator: str, params: dict[str, Any], owner: str, task_id: str | None = None) -> TaskRecord:
         task = TaskRecord(
-            task_id=f"{orchestrator}_{secrets.token_hex(12)}",
+            task_id=task_id or new_task_id(orchestrator),
             orchestrator=orchestrator,
             query=params["query"],
             title=params.get("title"),
@@ -163,6 +176,7 @@ class TaskRuntime:
                                            {"status": "cancelled", "partial": True})
             if event:
                 self.hub.notify(task.task_id, event.id)
+                self.loop.submit(self.webhooks.enqueue(task, event))
         elif task.task_id in self._running:
             self.loop.call_soon(self._cancel_local, task.task_id)
         return self.store.get_task(task.task_id) or task
@@ -186,7 +200,8 @@ class TaskRuntime:
     # -- background services (worker loop) ------------------------------------------------
 
     async def _services(self) -> None:
-        await asyncio.gather(self._scan_loop(), self._lease_loop(), self._cancel_loop(), self._heartbeat_loop())
+        await asyncio.gather(self._scan_loop(), self._lease_loop(), self._cancel_loop(), self._heartbeat_loop(),
+                             self._webhook_loop())
 
     async def _scan_loop(self) -> None:
         while not self._stopping:
@@ -227,6 +242,14 @@ class TaskRuntime:
             await self._guarded(asyncio.to_thread, self.store.heartbeat, self.worker_id, info,
                                 HEARTBEAT_INTERVAL * 3)
             await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    async def _webhook_loop(self) -> None:
+        # design: one client for all deliveries of this worker; redirects are not followed,
+        # so a receiver cannot bounce a signed event to an address the SSRF check refused.
+        async with httpx.AsyncClient(timeout=DELIVERY_TIMEOUT, follow_redirects=False) as client:
+            while not self._stopping:
+                await self._guarded(self.webhooks.deliver_due, self.worker_id, client)
+                await asyncio.sleep(WEBHOOK_POLL)
 
     async def _guarded(self, fn: Any, *args: Any) -> Any:
         """Run one step of a background service; a failing step is logged and retried next tick."""
@@ -280,7 +303,7 @@ class TaskRuntime:
 
     async def _execute(self, task: TaskRecord) -> None:
         params = task.params
-        events = StoreEvents(self, task.task_id)
+        events = StoreEvents(self, task)
         saved = await asyncio.to_thread(self.store.load_checkpoints, task.task_id)
         meter = UsageMeter(Budget(params.get("max_cost_usd"), params.get("max_tokens")), self.catalog.prices,
                            Usage.from_dict(saved.get("usage")))
@@ -357,6 +380,8 @@ class TaskRuntime:
         if event is None:
             raise TaskGone(task.task_id)
         self.hub.notify(task.task_id, event.id)
+        await self.webhooks.enqueue(task, event)
+        self.webhooks.forget(task.task_id)
         metrics.record_task(task.orchestrator, status, doc["execution_time"], doc["usage"])
         log.info("task %s %s in %.2fs", task.task_id, status, doc["execution_time"],
                  extra={"task_id": task.task_id})

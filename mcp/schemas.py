@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, fields, post_load, pre_load, validate
 
-from orchestration.models import LEGACY_AGENT_TYPES, SEARCH_AGENT_TYPES
+from orchestration.models import EVENT_TYPES, LEGACY_AGENT_TYPES, SEARCH_AGENT_TYPES
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 PROVIDER_NAMES = ("auto", "extractive", "openai", "anthropic", "xai", "groq", "mistral", "openrouter", "ollama")
@@ -108,3 +108,19 @@ class StreamQuery(StrictSchema):
 class SourceSearchInput(StrictSchema):
     query = fields.String(required=True, validate=validate.Length(min=1, max=500))
     limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=50))
+
+
+class WebhookInput(StrictSchema):
+    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"}, validate=validate.Length(max=2000))
+    events = fields.List(fields.String(validate=validate.OneOf((*EVENT_TYPES, "*"))), load_default=None,
+                         allow_none=True, validate=validate.Length(min=1, max=len(EVENT_TYPES) + 1),
+                         metadata={"description": "Event types to deliver; default the three terminal ones; "
+                                                  "[\"*\"] for all."})
+    task_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    secret = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16, max=200),
+                           metadata={"description": "HMAC secret; default WEBHOOK_SECRET, else one is generated "
+                                                    "and returned once."})
+
+
+class WebhookIdInput(StrictSchema):
+    id = fields.String(required=True, validate=validate.Length(min=1, max=100))

@@ -16,6 +16,7 @@ from .store import Store
 from .streaming import StreamHub
 from .tasks import TaskService
 from .tools import ToolRegistry
+from .webhooks import Webhooks
 
 EXTENSION = "mcp_orchestrator"
 
@@ -31,6 +32,7 @@ class Services:
     tools: ToolRegistry
     mcp: McpServer
     limits: RateLimits
+    webhooks: Webhooks
     started_at: float = field(default_factory=time.time)
 
 

@@ -87,6 +87,8 @@ class Settings:
     # Webhooks and observability
     webhook_secret: str = setting("WEBHOOK_SECRET", "", "Default HMAC secret for webhook signatures.")
     webhook_allow_private: bool = setting("WEBHOOK_ALLOW_PRIVATE", False, "Allow webhooks to private addresses.")
+    webhook_retry_base: float = setting("WEBHOOK_RETRY_BASE", 5.0, "Seconds before a failed webhook is retried "
+                                        "(doubling after each failure, 8 attempts).")
     sentry_dsn: str = setting("SENTRY_DSN", "", "Sentry DSN; empty disables Sentry.")
     sentry_environment: str = setting("SENTRY_ENVIRONMENT", "production", "Sentry environment name.")
     sentry_traces_sample_rate: float = setting("SENTRY_TRACES_SAMPLE_RATE", 0.0, "Sentry traces sample rate.")

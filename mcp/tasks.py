@@ -12,25 +12,32 @@ from orchestration.models import TERMINAL_STATUSES
 from .catalog import Catalog
 from .errors import Conflict, NotFound, ValidationError
 from .results import status_document
-from .runtime import TaskRuntime
+from .runtime import TaskRuntime, new_task_id
 from .store import Event, Store, TaskRecord
+from .webhooks import Webhooks
 
 # Fields of a start request that configure the task (the rest are about the call).
 CALL_FIELDS = ("wait", "wait_seconds")
 
 
 class TaskService:
-    def __init__(self, store: Store, runtime: TaskRuntime, catalog: Catalog):
+    def __init__(self, store: Store, runtime: TaskRuntime, catalog: Catalog, webhooks: Webhooks):
         self.store = store
         self.runtime = runtime
         self.catalog = catalog
+        self.webhooks = webhooks
 
     def start(self, orchestrator: str, args: dict[str, Any], owner: str) -> TaskRecord:
-        params = {k: v for k, v in args.items() if k not in CALL_FIELDS}
+        params = {k: v for k, v in args.items() if k not in (*CALL_FIELDS, "webhook_url", "webhook_secret")}
         params["provider"] = self.catalog.resolve_provider(params.get("provider"))
         if orchestrator == "research":
             self.catalog.select_sources(params.get("sources"))
-        return self.runtime.create(orchestrator, params, owner)
+        task_id = new_task_id(orchestrator)
+        if args.get("webhook_url"):
+            # design: the task's own subscription exists before its first event is written.
+            self.webhooks.subscribe(owner, args["webhook_url"], None, task_id, args.get("webhook_secret"),
+                                    field="webhook_url")
+        return self.runtime.create(orchestrator, params, owner, task_id)
 
     def get(self, task_id: str, owner: str) -> TaskRecord:
         task = self.store.get_task(task_id)

@@ -178,6 +178,40 @@ class Store(ABC):
     @abstractmethod
     def count_webhooks(self) -> int: ...
 
+    # webhook subscriptions and the delivery outbox
+    @abstractmethod
+    def create_webhook(self, hook: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def get_webhook(self, webhook_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def list_webhooks(self, owner: str) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def delete_webhook(self, webhook_id: str) -> bool: ...
+
+    @abstractmethod
+    def webhooks_for(self, owner: str, task_id: str) -> list[dict[str, Any]]:
+        """Subscriptions of `owner` that cover `task_id` (global ones and the task's own)."""
+
+    @abstractmethod
+    def enqueue_delivery(self, delivery: dict[str, Any]) -> None:
+        """Add to the outbox; a (webhook_id, task_id, event_id) already queued is ignored."""
+
+    @abstractmethod
+    def due_deliveries(self, limit: int) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def update_delivery(self, delivery_id: str, **fields: Any) -> None: ...
+
+    @abstractmethod
+    def deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        """Hold a named lock (taken when free, expired, or already ours); renewed by calling again."""
+
     # MCP sessions
     @abstractmethod
     def save_session(self, session_id: str, data: dict[str, Any], ttl: float) -> None: ...

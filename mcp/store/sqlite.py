@@ -83,6 +83,29 @@ CREATE TABLE IF NOT EXISTS webhooks (
     secret TEXT,
     created_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS webhooks_by_owner ON webhooks (owner, task_id);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    webhook_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_status INTEGER,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    delivered_at REAL,
+    UNIQUE (webhook_id, task_id, event_id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
 """
 
 TASK_COLUMNS = (
@@ -378,3 +401,68 @@ class SQLiteStore(Store):
         with self._tx() as db:
             return db.execute("DELETE FROM counters WHERE key LIKE ? ESCAPE '\\'",
                               (prefix.replace("%", "\\%").replace("_", "\\_") + "%",)).rowcount
+
+    # -- webhooks ------------------------------------------------------------------------
+
+    @staticmethod
+    def _hook(row: sqlite3.Row | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        hook = dict(row)
+        hook["events"] = json.loads(hook["events"])
+        return hook
+
+    def create_webhook(self, hook: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO webhooks (id, owner, url, events, task_id, secret, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (hook["id"], hook["owner"], hook["url"], dumps(hook["events"]), hook.get("task_id"),
+                        hook["secret"], hook["created_at"]))
+
+    def get_webhook(self, webhook_id: str) -> dict[str, Any] | None:
+        return self._hook(self._db.execute("SELECT * FROM webhooks WHERE id = ?", (webhook_id,)).fetchone())
+
+    def list_webhooks(self, owner: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM webhooks WHERE owner = ? ORDER BY created_at", (owner,)).fetchall()
+        return [self._hook(r) for r in rows]
+
+    def delete_webhook(self, webhook_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,)).rowcount == 1
+
+    def webhooks_for(self, owner: str, task_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM webhooks WHERE owner = ? AND (task_id IS NULL OR task_id = ?)",
+                                (owner, task_id)).fetchall()
+        return [self._hook(r) for r in rows]
+
+    def enqueue_delivery(self, delivery: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO deliveries (id, webhook_id, task_id, event_id, event_type, payload, "
+                       "status, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                       (delivery["id"], delivery["webhook_id"], delivery["task_id"], delivery["event_id"],
+                        delivery["event_type"], delivery["payload"], delivery["next_attempt_at"],
+                        delivery["created_at"]))
+
+    def due_deliveries(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? "
+                                "ORDER BY next_attempt_at LIMIT ?", (time.time(), limit)).fetchall()
+        return [dict(r) for r in rows]
+
+    def update_delivery(self, delivery_id: str, **fields: Any) -> None:
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE deliveries SET {columns} WHERE id = ?", (*fields.values(), delivery_id))
+
+    def deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM deliveries WHERE webhook_id = ? ORDER BY created_at DESC LIMIT ?",
+                                (webhook_id, limit)).fetchall()
+        return [dict(r) for r in rows]
+
+    def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "INSERT INTO locks (name, owner, expires) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "owner = excluded.owner, expires = excluded.expires WHERE locks.expires < ? OR locks.owner = ? "
+                "RETURNING owner", (name, owner, now + ttl, now, owner)).fetchone()
+        return row is not None

@@ -1,0 +1,176 @@
+"""Webhooks (DESIGN §9): subscriptions in the store, a persisted outbox, and one deliverer
+at a time (a store lock) posting signed events with exponential backoff.
+
+A delivery is enqueued when its event is written, and sent out of band of the
+orchestration by whichever worker holds the deliverer lock; the outbox survives restarts.
+Each POST carries the event JSON, `X-Webhook-Id` (the delivery id, for idempotency),
+`X-Webhook-Timestamp` and `X-Webhook-Signature: sha256=<hex HMAC of "timestamp.body">`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from orchestration.models import TERMINAL_EVENTS
+
+from . import SERVICE_NAME, __version__, metrics
+from .errors import NotFound, ValidationError
+from .settings import Settings
+from .store import Event, Store, TaskRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVENTS = sorted(TERMINAL_EVENTS)
+MAX_ATTEMPTS = 8
+DELIVERY_TIMEOUT = 10.0
+LOCK_NAME = "webhook-deliverer"
+SUBSCRIPTION_CACHE_SECONDS = 5.0
+METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def resolve(host: str, port: int) -> list[str]:
+    return sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+
+
+def refusal(url: str, allow_private: bool, resolver: Resolver = resolve) -> str | None:
+    """Why `url` may not be a webhook target, or None. Loopback, private, link-local,
+    reserved and cloud-metadata addresses are refused after resolution unless allowed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "only http and https URLs with a host are accepted"
+    if allow_private:
+        return None
+    try:
+        addresses = resolver(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except (OSError, UnicodeError) as exc:
+        return f"cannot resolve {parts.hostname}: {exc}"
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        if (str(ip) in METADATA_ADDRESSES or ip.is_loopback or ip.is_private or ip.is_link_local
+                or ip.is_reserved or ip.is_multicast or ip.is_unspecified):
+            return f"{parts.hostname} resolves to {ip}, a non-public address (WEBHOOK_ALLOW_PRIVATE=1 allows it)"
+    return None
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def backoff(attempts: int, base: float) -> float:
+    """Delay before the next try after `attempts` failures: base x 2^(n-1), with jitter."""
+    return base * 2 ** (attempts - 1) * random.uniform(0.9, 1.1)
+
+
+class Webhooks:
+    def __init__(self, settings: Settings, store: Store, resolver: Resolver = resolve):
+        self.settings = settings
+        self.store = store
+        self.resolver = resolver
+        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+
+    # -- subscriptions (request threads) ---------------------------------------------------
+
+    def subscribe(self, owner: str, url: str, events: list[str] | None, task_id: str | None,
+                  secret: str | None, field: str = "url") -> dict[str, Any]:
+        why = refusal(url, self.settings.webhook_allow_private, self.resolver)
+        if why:
+            raise ValidationError(f"webhook URL refused: {why}", {"fields": {field: [why]}})
+        hook = {"id": f"wh_{secrets.token_hex(12)}", "owner": owner, "url": url,
+                "events": events or list(DEFAULT_EVENTS), "task_id": task_id,
+                "secret": secret or self.settings.webhook_secret or secrets.token_hex(32),
+                "created_at": time.time()}
+        self.store.create_webhook(hook)
+        return hook
+
+    def get(self, webhook_id: str, owner: str) -> dict[str, Any]:
+        hook = self.store.get_webhook(webhook_id)
+        if hook is None or hook["owner"] != owner:
+            raise NotFound(f"webhook {webhook_id!r} not found")
+        return hook
+
+    def unsubscribe(self, webhook_id: str, owner: str) -> None:
+        self.get(webhook_id, owner)
+        self.store.delete_webhook(webhook_id)
+
+    # -- the outbox (worker loop) ----------------------------------------------------------
+
+    async def enqueue(self, task: TaskRecord, event: Event) -> None:
+        """Queue `event` for every subscription of the task's owner that wants it."""
+        for hook in await self._subscriptions(task):
+            if "*" in hook["events"] or event.event_type in hook["events"]:
+                await asyncio.to_thread(self.store.enqueue_delivery, {
+                    "id": f"whd_{secrets.token_hex(12)}", "webhook_id": hook["id"], "task_id": task.task_id,
+                    "event_id": event.id, "event_type": event.event_type,
+                    "payload": json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False),
+                    "next_attempt_at": time.time(), "created_at": time.time()})
+
+    async def _subscriptions(self, task: TaskRecord) -> list[dict[str, Any]]:
+        cached = self._cache.get(task.task_id)
+        if cached and time.monotonic() - cached[0] < SUBSCRIPTION_CACHE_SECONDS:
+            return cached[1]
+        hooks = await asyncio.to_thread(self.store.webhooks_for, task.owner, task.task_id)
+        self._cache[task.task_id] = (time.monotonic(), hooks)
+        return hooks
+
+    def forget(self, task_id: str) -> None:
+        self._cache.pop(task_id, None)
+
+    async def deliver_due(self, worker: str, client: httpx.AsyncClient) -> int:
+        """Send what is due, if this worker holds the deliverer lock; how many were tried."""
+        if not await asyncio.to_thread(self.store.try_lock, LOCK_NAME, worker, DELIVERY_TIMEOUT * 3):
+            return 0
+        due = await asyncio.to_thread(self.store.due_deliveries, 20)
+        await asyncio.gather(*(self._attempt(d, client) for d in due))
+        return len(due)
+
+    async def _attempt(self, delivery: dict[str, Any], client: httpx.AsyncClient) -> None:
+        hook = await asyncio.to_thread(self.store.get_webhook, delivery["webhook_id"])
+        attempts = delivery["attempts"] + 1
+        if hook is None:
+            await asyncio.to_thread(self.store.update_delivery, delivery["id"], status="dropped",
+                                    attempts=attempts, last_error="subscription deleted")
+            return
+        body = delivery["payload"].encode()
+        timestamp = str(int(time.time()))
+        status, error = None, None
+        why = refusal(hook["url"], self.settings.webhook_allow_private, self.resolver)
+        if why:
+            error = why  # design: checked again at delivery, since DNS may have changed since registration
+        else:
+            try:
+                response = await client.post(hook["url"], content=body, headers={
+                    "Content-Type": "application/json", "User-Agent": f"{SERVICE_NAME}/{__version__}",
+                    "X-Webhook-Id": delivery["id"], "X-Webhook-Event": delivery["event_type"],
+                    "X-Webhook-Timestamp": timestamp, "X-Webhook-Signature": sign(hook["secret"], timestamp, body)})
+                status = response.status_code
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        if status is not None and 200 <= status < 300:
+            metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
+            await asyncio.to_thread(self.store.update_delivery, delivery["id"], status="delivered",
+                                    attempts=attempts, last_status=status, last_error=None,
+                                    delivered_at=time.time())
+            return
+        final = attempts >= MAX_ATTEMPTS
+        metrics.WEBHOOK_DELIVERIES.labels("failed" if final else "retry").inc()
+        await asyncio.to_thread(
+            self.store.update_delivery, delivery["id"], status="failed" if final else "pending", attempts=attempts,
+            last_status=status, last_error=error or f"HTTP {status}",
+            next_attempt_at=time.time() + backoff(attempts, self.settings.webhook_retry_base))
