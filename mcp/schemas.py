@@ -13,9 +13,13 @@ STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 PROVIDER_NAMES = ("auto", "extractive", "openai", "anthropic", "xai", "groq", "mistral", "openrouter", "ollama")
 
 
-def Flag(**kwargs: Any) -> fields.Boolean:  # noqa: N802 - reads like a field class
+class Flag(fields.Boolean):
     """A boolean that accepts only JSON true/false, not 0/1 or "yes"."""
-    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class StrictSchema(Schema):

@@ -28,13 +28,14 @@ def sse_event(event: Event) -> str:
 
 def resume_point() -> int:
     """Where a reconnecting client left off: `Last-Event-ID`, else `?last_event_id=`, else 0."""
+    from_query = load_query(StreamQuery)["last_event_id"]
     header = request.headers.get("Last-Event-ID")
     if header is not None:
         if not header.strip().isdigit() or len(header.strip()) > 15:
             raise ValidationError("Last-Event-ID must be an event id",
                                   {"fields": {"Last-Event-ID": ["not a non-negative integer"]}})
         return int(header.strip())
-    return load_query(StreamQuery)["last_event_id"] or 0
+    return from_query or 0
 
 
 def event_stream(svc: Services, task_id: str, after: int) -> Iterator[str]:
