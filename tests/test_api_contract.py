@@ -55,6 +55,6 @@ def test_schemathesis_finds_nothing(keyed_service, tmp_path):
          "--checks", ",".join(CHECKS), "--max-examples", "6", "--request-timeout", "30",
          # /sse is an endless stream by design; the stateful phase adds minutes and no new checks
          "--exclude-path", "/sse", "--phases", "examples,coverage,fuzzing", "--generation-deterministic"],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     tail = run.stdout[-6000:]
     assert run.returncode == 0, tail
