@@ -227,3 +227,14 @@ def test_sigterm_hands_tasks_back_and_the_restarted_service_finishes_them(servic
     interrupted = types.index("workflow_interrupted")
     assert events[interrupted]["data"]["reason"] == "worker shutting down"
     assert types[interrupted + 1] == "workflow_resumed"
+
+
+def test_orchestrate_rate_limit_holds_across_workers(service_factory):
+    service = service_factory({"RATE_LIMIT_ORCHESTRATE": "3 per minute"})
+    codes = [service.post("/tools/orchestrate_search", json={"query": f"limits {i}", "num_agents": 1}).status_code
+             for i in range(4)]
+    assert codes == [202, 202, 202, 429]
+    refused = service.post("/tools/orchestrate_research", json={"query": "one more"})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["error"] == "rate_limited"
+    assert service.get("/health").status_code == 200
