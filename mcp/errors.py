@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 import marshmallow
+import redis.exceptions
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -103,6 +104,13 @@ def init_app(app: Flask) -> None:
         status = exc.code or 500
         headers = {k: v for k, v in exc.get_headers() if k.lower() in ("allow", "retry-after")}
         return error_response(status, HTTP_CODES.get(status, "http_error"), exc.description or exc.name, {}, headers)
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def store_down(exc: Exception):
+        log.warning("store unavailable: %s", exc)
+        return error_response(503, "unavailable", "the store is unavailable; retry shortly", {},
+                              {"Retry-After": "5"})
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

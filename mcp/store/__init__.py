@@ -1,7 +1,8 @@
 """The store: every piece of state that all workers (and hosts) must see (DESIGN §3).
 
 `Store` is the small interface; backends are one module each, registered by URL scheme
-and imported lazily (CONVENTIONS 5): `sqlite:///path` (mcp.store.sqlite)."""
+and imported lazily (CONVENTIONS 5): `sqlite:///path` (mcp.store.sqlite) and
+`redis://host:port/db` (mcp.store.redis)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-BACKENDS = {"sqlite": "mcp.store.sqlite:SQLiteStore"}
+BACKENDS = {"sqlite": "mcp.store.sqlite:SQLiteStore", "redis": "mcp.store.redis:RedisStore"}
 
 
 @dataclass

@@ -10,9 +10,13 @@ import pytest
 from mcp.store import TaskRecord, open_store
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "redis"])
 def store(request, tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/store.db")
+    if request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path}/store.db")
+    else:
+        s = open_store(f"{request.getfixturevalue('redis_server')}/0")
+        s.r.flushdb()
     yield s
     s.close()
 
@@ -112,3 +116,39 @@ def test_workers_heartbeat_expires(store):
     assert store.live_workers() == [{"worker": "w1", "active_streams": 2}]
     time.sleep(0.25)
     assert store.live_workers() == []
+
+
+def test_webhooks_outbox_and_locks(store):
+    hook = {"id": "wh_1", "owner": "alice", "url": "https://x.example/h", "events": ["*"], "task_id": None,
+            "secret": "s" * 32, "created_at": 1.0}
+    store.create_webhook(hook)
+    store.create_webhook({**hook, "id": "wh_2", "task_id": "t9", "created_at": 2.0})
+    assert [h["id"] for h in store.webhooks_for("alice", "t1")] == ["wh_1"]
+    assert {h["id"] for h in store.webhooks_for("alice", "t9")} == {"wh_1", "wh_2"}
+    assert store.count_webhooks() == 2
+    delivery = {"id": "d1", "webhook_id": "wh_1", "task_id": "t1", "event_id": 3, "event_type": "workflow_complete",
+                "payload": "{}", "next_attempt_at": time.time() - 1, "created_at": time.time()}
+    store.enqueue_delivery(delivery)
+    store.enqueue_delivery({**delivery, "id": "d2"})  # the same event again is ignored
+    assert [d["id"] for d in store.due_deliveries(10)] == ["d1"]
+    store.update_delivery("d1", status="pending", attempts=1, next_attempt_at=time.time() + 60)
+    assert store.due_deliveries(10) == []
+    assert store.deliveries("wh_1")[0]["attempts"] == 1
+    assert store.try_lock("deliverer", "w1", 0.3) and not store.try_lock("deliverer", "w2", 0.3)
+    assert store.try_lock("deliverer", "w1", 0.3)
+    time.sleep(0.35)
+    assert store.try_lock("deliverer", "w2", 5)
+    assert store.delete_webhook("wh_1") and store.get_webhook("wh_1") is None
+
+
+def test_sessions_and_counters(store):
+    store.save_session("s1", {"owner": "a"}, ttl=0.3)
+    assert store.get_session("s1") == {"owner": "a"}
+    assert store.push_session_message("s1", {"n": 1}) == 1 and store.push_session_message("s1", {"n": 2}) == 2
+    assert store.session_messages("s1", 1) == [(2, {"n": 2})]
+    time.sleep(0.35)
+    assert store.get_session("s1") is None
+    assert [store.incr_counter("rl:a", 0.3) for _ in range(3)] == [1, 2, 3]
+    assert store.get_counter("rl:a")[0] == 3
+    time.sleep(0.35)
+    assert store.get_counter("rl:a")[0] == 0 and store.incr_counter("rl:a", 5) == 1

@@ -1,0 +1,409 @@
+"""Redis store: one Redis shared by every worker of every host (DESIGN §3, issue 9).
+
+Tasks are hashes, each task's event log a Redis Stream whose entry ids are `0-<n>` so the
+stream id is the event id; leases, fencing and the terminal transition are Lua scripts, so
+each is one atomic step. Key names are constants of this class (CONVENTIONS 6)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from . import Event, Store, TaskRecord, decode_cursor, dumps, encode_cursor
+
+FENCE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if ARGV[1] ~= '' then
+  if status ~= 'running' or redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return nil end
+end
+"""
+APPEND = FENCE + """
+local n = redis.call('HINCRBY', KEYS[1], 'last_event_id', 1)
+redis.call('XADD', KEYS[2], '0-' .. n, 'event_type', ARGV[2], 'timestamp', ARGV[3], 'agent_id', ARGV[4],
+           'progress', ARGV[5], 'data', ARGV[6])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'progress', ARGV[5]) end
+return n
+"""
+CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'pending' and status ~= 'running' then return 0 end
+local owner = redis.call('HGET', KEYS[1], 'lease_owner')
+local expires = tonumber(redis.call('HGET', KEYS[1], 'lease_expires') or '0') or 0
+local now = tonumber(ARGV[2])
+if owner and owner ~= '' and expires >= now then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[1], 'worker', ARGV[1],
+           'lease_expires', tostring(now + tonumber(ARGV[3])))
+if (redis.call('HGET', KEYS[1], 'started_at') or '') == '' then redis.call('HSET', KEYS[1], 'started_at', ARGV[2]) end
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return 1
+"""
+RENEW = """
+if redis.call('HGET', KEYS[1], 'status') == 'running' and redis.call('HGET', KEYS[1], 'lease_owner') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'lease_expires', ARGV[2])
+  return 1
+end
+return 0
+"""
+RELEASE = """
+if redis.call('HGET', KEYS[1], 'lease_owner') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'lease_owner', '', 'lease_expires', '')
+end
+return 1
+"""
+FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'pending' and status ~= 'running' then return nil end
+local owner = redis.call('HGET', KEYS[1], 'lease_owner') or ''
+if ARGV[1] ~= '' then
+  if owner ~= ARGV[1] then return nil end
+elseif status ~= 'pending' or owner ~= '' then return nil end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'error', ARGV[3], 'completed_at', ARGV[4], 'lease_owner', '',
+           'lease_expires', '')
+if ARGV[2] == 'completed' then redis.call('HSET', KEYS[1], 'progress', '100') end
+redis.call('SET', KEYS[3], ARGV[5])
+redis.call('SREM', KEYS[4], ARGV[8])
+local n = redis.call('HINCRBY', KEYS[1], 'last_event_id', 1)
+redis.call('XADD', KEYS[2], '0-' .. n, 'event_type', ARGV[6], 'timestamp', ARGV[4], 'agent_id', '',
+           'progress', '', 'data', ARGV[7])
+return n
+"""
+INCR_COUNTER = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if value == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return value
+"""
+LOCK = """
+local owner = redis.call('GET', KEYS[1])
+if not owner or owner == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class RedisStore(Store):
+    TASK_KEY = "orch:task:{}"
+    EVENTS_KEY = "orch:events:{}"
+    RESULT_KEY = "orch:result:{}"
+    CHECKPOINTS_KEY = "orch:checkpoints:{}"
+    TASKS_KEY = "orch:tasks"  # zset of every task by created_at
+    OWNER_TASKS_KEY = "orch:tasks:owner:{}"
+    OPEN_KEY = "orch:tasks:open"  # set of pending and running tasks
+    WORKER_KEY = "orch:worker:{}"
+    SESSION_KEY = "orch:session:{}"
+    SESSION_MESSAGES_KEY = "orch:session-messages:{}"
+    COUNTER_KEY = "orch:counter:{}"
+    WEBHOOK_KEY = "orch:webhook:{}"
+    OWNER_WEBHOOKS_KEY = "orch:webhooks:owner:{}"
+    DELIVERY_KEY = "orch:delivery:{}"
+    DUE_KEY = "orch:deliveries:due"
+    WEBHOOK_DELIVERIES_KEY = "orch:deliveries:webhook:{}"
+    DELIVERY_DEDUPE_KEY = "orch:deliveries:seen"
+    LOCK_KEY = "orch:lock:{}"
+
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        self._append = client.register_script(APPEND)
+        self._claim = client.register_script(CLAIM)
+        self._renew = client.register_script(RENEW)
+        self._release = client.register_script(RELEASE)
+        self._finish = client.register_script(FINISH)
+        self._incr = client.register_script(INCR_COUNTER)
+        self._lock = client.register_script(LOCK)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
+                                        health_check_interval=30, retry_on_timeout=True))
+
+    def ping(self) -> None:
+        self.r.ping()
+
+    def close(self) -> None:
+        self.r.close()
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    def create_task(self, task: TaskRecord) -> None:
+        fields = {
+            "task_id": task.task_id, "orchestrator": task.orchestrator, "query": task.query,
+            "title": task.title if task.title is not None else "", "has_title": int(task.title is not None),
+            "params": dumps(task.params), "owner": task.owner, "status": task.status,
+            "created_at": repr(task.created_at), "started_at": "", "completed_at": "", "progress": "0",
+            "error": "", "worker": "", "lease_owner": "", "lease_expires": "", "cancel_requested": "0",
+            "attempts": "0", "last_event_id": "0",
+        }
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.TASK_KEY.format(task.task_id), mapping=fields)
+        pipe.zadd(self.TASKS_KEY, {task.task_id: task.created_at})
+        pipe.zadd(self.OWNER_TASKS_KEY.format(task.owner), {task.task_id: task.created_at})
+        pipe.sadd(self.OPEN_KEY, task.task_id)
+        pipe.execute()
+
+    @staticmethod
+    def _task(raw: dict[str, str]) -> TaskRecord | None:
+        if not raw:
+            return None
+
+        def number(name: str) -> float | None:
+            return float(raw[name]) if raw.get(name) else None
+
+        return TaskRecord(
+            task_id=raw["task_id"], orchestrator=raw["orchestrator"], query=raw["query"],
+            title=raw["title"] if raw.get("has_title") == "1" else None, params=json.loads(raw["params"]),
+            owner=raw["owner"], status=raw["status"], created_at=float(raw["created_at"]),
+            started_at=number("started_at"), completed_at=number("completed_at"),
+            progress=float(raw.get("progress") or 0), error=raw.get("error") or None,
+            worker=raw.get("worker") or None, lease_owner=raw.get("lease_owner") or None,
+            lease_expires=number("lease_expires"), cancel_requested=raw.get("cancel_requested") == "1",
+            attempts=int(raw.get("attempts") or 0),
+        )
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        return self._task(self.r.hgetall(self.TASK_KEY.format(task_id)))
+
+    def list_tasks(self, owner=None, status=None, orchestrator=None, limit=50, cursor=None):
+        key = self.OWNER_TASKS_KEY.format(owner) if owner is not None else self.TASKS_KEY
+        start_score, start_id = decode_cursor(cursor) if cursor else (float("inf"), None)
+        found: list[TaskRecord] = []
+        offset, batch = 0, max(limit * 2, 50)
+        while len(found) <= limit:
+            page = self.r.zrevrangebyscore(key, start_score, "-inf", start=offset, num=batch, withscores=True)
+            if not page:
+                break
+            offset += len(page)
+            ordered = sorted(page, key=lambda item: (-item[1], [-ord(c) for c in item[0]]))
+            pipe = self.r.pipeline(transaction=False)
+            for task_id, _ in ordered:
+                pipe.hgetall(self.TASK_KEY.format(task_id))
+            for (task_id, score), raw in zip(ordered, pipe.execute()):
+                if start_id is not None and score == start_score and task_id >= start_id:
+                    continue
+                task = self._task(raw)
+                if task and (status is None or task.status == status) and (
+                        orchestrator is None or task.orchestrator == orchestrator):
+                    found.append(task)
+        tasks = found[:limit]
+        next_cursor = encode_cursor(tasks[-1].created_at, tasks[-1].task_id) if len(found) > limit else None
+        return tasks, next_cursor
+
+    def count_tasks_by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        task_ids = self.r.zrange(self.TASKS_KEY, 0, -1)
+        pipe = self.r.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(self.TASK_KEY.format(task_id), "status")
+        for status in pipe.execute():
+            if status:
+                counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def claim_task(self, task_id: str, worker: str, ttl: float) -> TaskRecord | None:
+        if not self._claim(keys=[self.TASK_KEY.format(task_id)], args=[worker, repr(time.time()), ttl]):
+            return None
+        return self.get_task(task_id)
+
+    def renew_lease(self, task_id: str, worker: str, ttl: float) -> bool:
+        return bool(self._renew(keys=[self.TASK_KEY.format(task_id)], args=[worker, repr(time.time() + ttl)]))
+
+    def release_lease(self, task_id: str, worker: str) -> None:
+        self._release(keys=[self.TASK_KEY.format(task_id)], args=[worker])
+
+    def claimable_tasks(self, limit: int) -> list[str]:
+        now = time.time()
+        task_ids = sorted(self.r.smembers(self.OPEN_KEY))
+        pipe = self.r.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hmget(self.TASK_KEY.format(task_id), "status", "lease_owner", "lease_expires", "created_at")
+        ready = []
+        for task_id, (status, owner, expires, created) in zip(task_ids, pipe.execute()):
+            if status in ("pending", "running") and (not owner or float(expires or 0) < now):
+                ready.append((float(created or 0), task_id))
+        return [task_id for _, task_id in sorted(ready)[:limit]]
+
+    def finish_task(self, task_id, worker, status, result, error, event_type, event_data):
+        now = repr(time.time())
+        event_id = self._finish(
+            keys=[self.TASK_KEY.format(task_id), self.EVENTS_KEY.format(task_id), self.RESULT_KEY.format(task_id),
+                  self.OPEN_KEY],
+            args=[worker or "", status, error or "", now, dumps(result), event_type, dumps(event_data), task_id])
+        if event_id is None:
+            return None
+        return Event(int(event_id), event_type, task_id, float(now), event_data)
+
+    # -- cancel -------------------------------------------------------------------------------
+
+    def request_cancel(self, task_id: str) -> None:
+        if self.r.exists(self.TASK_KEY.format(task_id)):
+            self.r.hset(self.TASK_KEY.format(task_id), "cancel_requested", "1")
+
+    def cancel_requested(self, task_ids: list[str]) -> set[str]:
+        pipe = self.r.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(self.TASK_KEY.format(task_id), "cancel_requested")
+        return {t for t, flag in zip(task_ids, pipe.execute()) if flag == "1"}
+
+    # -- events -------------------------------------------------------------------------------
+
+    def append_event(self, task_id, event_type, data, agent_id=None, progress=None, worker=None):
+        now = time.time()
+        event_id = self._append(
+            keys=[self.TASK_KEY.format(task_id), self.EVENTS_KEY.format(task_id)],
+            args=[worker or "", event_type, repr(now), agent_id or "", "" if progress is None else repr(progress),
+                  dumps(data)])
+        if event_id is None:
+            return None
+        return Event(int(event_id), event_type, task_id, now, data, agent_id, progress)
+
+    def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        rows = self.r.xrange(self.EVENTS_KEY.format(task_id), min=f"(0-{after}", max="+", count=limit)
+        return [Event(int(entry_id.split("-")[1]), f["event_type"], task_id, float(f["timestamp"]),
+                      json.loads(f["data"]), f["agent_id"] or None, float(f["progress"]) if f["progress"] else None)
+                for entry_id, f in rows]
+
+    def last_event_ids(self, task_ids: list[str]) -> dict[str, int]:
+        pipe = self.r.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(self.TASK_KEY.format(task_id), "last_event_id")
+        return {t: int(n) for t, n in zip(task_ids, pipe.execute()) if n and n != "0"}
+
+    # -- checkpoints and results ------------------------------------------------------------
+
+    def save_checkpoint(self, task_id: str, key: str, value: Any) -> None:
+        self.r.hset(self.CHECKPOINTS_KEY.format(task_id), key, dumps(value))
+
+    def load_checkpoints(self, task_id: str) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.r.hgetall(self.CHECKPOINTS_KEY.format(task_id)).items()}
+
+    def get_result(self, task_id: str) -> dict[str, Any] | None:
+        raw = self.r.get(self.RESULT_KEY.format(task_id))
+        return json.loads(raw) if raw else None
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def heartbeat(self, worker: str, info: dict[str, Any], ttl: float) -> None:
+        self.r.set(self.WORKER_KEY.format(worker), dumps(info), px=int(ttl * 1000))
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        keys = list(self.r.scan_iter(self.WORKER_KEY.format("*"), count=500))
+        values = self.r.mget(keys) if keys else []
+        prefix = len(self.WORKER_KEY.format(""))
+        return [{"worker": k[prefix:], **json.loads(v)} for k, v in zip(keys, values) if v]
+
+    # -- MCP sessions ----------------------------------------------------------------------
+
+    def save_session(self, session_id: str, data: dict[str, Any], ttl: float) -> None:
+        self.r.set(self.SESSION_KEY.format(session_id), dumps(data), px=int(ttl * 1000))
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        raw = self.r.get(self.SESSION_KEY.format(session_id))
+        return json.loads(raw) if raw else None
+
+    def delete_session(self, session_id: str) -> bool:
+        self.r.delete(self.SESSION_MESSAGES_KEY.format(session_id))
+        return bool(self.r.delete(self.SESSION_KEY.format(session_id)))
+
+    def push_session_message(self, session_id: str, message: dict[str, Any]) -> int:
+        key = self.SESSION_MESSAGES_KEY.format(session_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.rpush(key, dumps(message))
+        pipe.expire(key, 3600)
+        return int(pipe.execute()[0])
+
+    def session_messages(self, session_id: str, after: int) -> list[tuple[int, dict[str, Any]]]:
+        rows = self.r.lrange(self.SESSION_MESSAGES_KEY.format(session_id), after, -1)
+        return [(after + i + 1, json.loads(raw)) for i, raw in enumerate(rows)]
+
+    # -- rate-limit counters ----------------------------------------------------------------
+
+    def incr_counter(self, key: str, expiry: float, amount: int = 1) -> int:
+        return int(self._incr(keys=[self.COUNTER_KEY.format(key)], args=[amount, int(expiry * 1000)]))
+
+    def get_counter(self, key: str) -> tuple[int, float]:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.get(self.COUNTER_KEY.format(key))
+        pipe.pttl(self.COUNTER_KEY.format(key))
+        value, ttl = pipe.execute()
+        now = time.time()
+        return (int(value), now + max(ttl, 0) / 1000) if value else (0, now)
+
+    def reset_counters(self, prefix: str = "") -> int:
+        keys = list(self.r.scan_iter(self.COUNTER_KEY.format(prefix) + "*", count=500))
+        return self.r.delete(*keys) if keys else 0
+
+    # -- webhooks -----------------------------------------------------------------------------
+
+    def count_webhooks(self) -> int:
+        return sum(1 for _ in self.r.scan_iter(self.WEBHOOK_KEY.format("*"), count=500))
+
+    def create_webhook(self, hook: dict[str, Any]) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self.WEBHOOK_KEY.format(hook["id"]), dumps(hook))
+        pipe.zadd(self.OWNER_WEBHOOKS_KEY.format(hook["owner"]), {hook["id"]: hook["created_at"]})
+        pipe.execute()
+
+    def get_webhook(self, webhook_id: str) -> dict[str, Any] | None:
+        raw = self.r.get(self.WEBHOOK_KEY.format(webhook_id))
+        return json.loads(raw) if raw else None
+
+    def list_webhooks(self, owner: str) -> list[dict[str, Any]]:
+        ids = self.r.zrange(self.OWNER_WEBHOOKS_KEY.format(owner), 0, -1)
+        values = self.r.mget([self.WEBHOOK_KEY.format(i) for i in ids]) if ids else []
+        return [json.loads(v) for v in values if v]
+
+    def delete_webhook(self, webhook_id: str) -> bool:
+        hook = self.get_webhook(webhook_id)
+        if hook is None:
+            return False
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(self.WEBHOOK_KEY.format(webhook_id))
+        pipe.zrem(self.OWNER_WEBHOOKS_KEY.format(hook["owner"]), webhook_id)
+        pipe.execute()
+        return True
+
+    def webhooks_for(self, owner: str, task_id: str) -> list[dict[str, Any]]:
+        return [h for h in self.list_webhooks(owner) if h.get("task_id") in (None, task_id)]
+
+    def enqueue_delivery(self, delivery: dict[str, Any]) -> None:
+        seen = f"{delivery['webhook_id']}:{delivery['task_id']}:{delivery['event_id']}"
+        if not self.r.sadd(self.DELIVERY_DEDUPE_KEY, seen):
+            return
+        row = {**delivery, "status": "pending", "attempts": 0, "last_status": None, "last_error": None,
+               "delivered_at": None}
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self.DELIVERY_KEY.format(delivery["id"]), dumps(row))
+        pipe.zadd(self.DUE_KEY, {delivery["id"]: delivery["next_attempt_at"]})
+        pipe.zadd(self.WEBHOOK_DELIVERIES_KEY.format(delivery["webhook_id"]), {delivery["id"]: delivery["created_at"]})
+        pipe.execute()
+
+    def due_deliveries(self, limit: int) -> list[dict[str, Any]]:
+        ids = self.r.zrangebyscore(self.DUE_KEY, "-inf", time.time(), start=0, num=limit)
+        values = self.r.mget([self.DELIVERY_KEY.format(i) for i in ids]) if ids else []
+        return [json.loads(v) for v in values if v]
+
+    def update_delivery(self, delivery_id: str, **fields: Any) -> None:
+        raw = self.r.get(self.DELIVERY_KEY.format(delivery_id))
+        if not raw:
+            return
+        row = {**json.loads(raw), **fields}
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self.DELIVERY_KEY.format(delivery_id), dumps(row))
+        if row["status"] == "pending":
+            pipe.zadd(self.DUE_KEY, {delivery_id: row["next_attempt_at"]})
+        else:
+            pipe.zrem(self.DUE_KEY, delivery_id)
+        pipe.execute()
+
+    def deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        ids = self.r.zrevrange(self.WEBHOOK_DELIVERIES_KEY.format(webhook_id), 0, limit - 1)
+        values = self.r.mget([self.DELIVERY_KEY.format(i) for i in ids]) if ids else []
+        return [json.loads(v) for v in values if v]
+
+    def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        return bool(self._lock(keys=[self.LOCK_KEY.format(name)], args=[owner, int(ttl * 1000)]))
