@@ -69,3 +69,49 @@ def test_rate_limits_hold_across_instances(pair):
     codes = [s.post("/tools/orchestrate_search", json={"query": f"limits {i}"}).status_code
              for i, s in enumerate((a, b, a, b))]
     assert codes == [202, 202, 202, 429]
+
+
+def test_redis_outage_is_a_503_and_the_service_recovers_by_itself(service_factory, tmp_path, fake_llm):
+    from tests.conftest import free_port
+
+    port = free_port()
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+               "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+
+    def start_redis() -> subprocess.Popen:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        return proc
+
+    redis_proc = start_redis()
+    fake_llm.state.latency = 0.5
+    fake_llm.state.max_concurrency = 2
+    service = service_factory({"STORE_URL": f"redis://127.0.0.1:{port}/0", "WORKERS": "2", "LLM_PROVIDER": "openai",
+                               "OPENAI_BASE_URL": fake_llm.base_url, "OPENAI_API_KEY": "sk-test"})
+    try:
+        done = start(service, "orchestrate_search", query="results survive a restart", num_agents=2)
+        service.wait_status(done["task_id"], {"completed"})
+        running = start(service, "orchestrate_research", query=QUERY, num_agents=6)
+        time.sleep(1.0)
+        redis_proc.terminate()
+        redis_proc.wait(10)
+        health = service.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+        outage = service.get(f"/tasks/{done['task_id']}")
+        assert outage.status_code == 503 and outage.json()["error"] == "unavailable"
+        redis_proc = start_redis()
+        deadline = time.monotonic() + 30
+        while service.get("/health").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert service.get(f"/tasks/{done['task_id']}/result").json()["status"] == "completed"
+        final = service.wait_status(running["task_id"], {"completed", "failed", "cancelled"}, timeout=90)
+        assert final["status"] == "completed"
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(10)
