@@ -45,14 +45,11 @@ def to_dict(obj: Any) -> Any:
 
 
 @dataclass
-class ResearchRequest:
+class OrchestrationRequest:
+    """What both orchestrators are asked: the query, who answers it, and its limits."""
+
     query: str
     title: str | None = None
-    num_agents: int = 8
-    enable_drummer: bool = True
-    enable_camina: bool = True
-    drummer_group_size: int = 5
-    sources: list[str] | None = None
     provider: str | None = None
     model: str | None = None
     max_cost_usd: float | None = None
@@ -61,17 +58,19 @@ class ResearchRequest:
 
 
 @dataclass
-class SearchRequest:
-    query: str
-    title: str | None = None
+class ResearchRequest(OrchestrationRequest):
+    num_agents: int = 8
+    enable_drummer: bool = True
+    enable_camina: bool = True
+    drummer_group_size: int = 5
+    sources: list[str] | None = None
+
+
+@dataclass
+class SearchRequest(OrchestrationRequest):
     num_agents: int = 5
     agent_types: list[str] | None = None
     max_results: int = 20
-    provider: str | None = None
-    model: str | None = None
-    max_cost_usd: float | None = None
-    max_tokens: int | None = None
-    timeout: float = 300
 
 
 @dataclass
