@@ -97,10 +97,14 @@ def post() -> Response:
 
     ctx = CallContext(owner=caller, urls=urls_under(public_prefix(svc.settings)), session=session,
                       save_session=save)
+    if not isinstance(payload, (dict, list)) or payload == []:
+        return rpc_response(rpc_error(None, INVALID_REQUEST, "expected a JSON-RPC message object or a batch"), 400,
+                            session_id)
     if not any(is_request(m) for m in messages):
-        svc.mcp.handle_payload(payload, ctx)
+        errors = svc.mcp.handle_payload(payload, ctx)
         save()
-        return Response(status=202)
+        # notifications and responses get 202 and no body; a malformed one gets its error
+        return rpc_response(errors, 400, session_id) if errors else Response(status=202)
     if wants_progress(messages) and "text/event-stream" in request.headers.get("Accept", ""):
         return sse_call(svc.mcp, payload, ctx, session_id, svc.settings.stream_keepalive)
     body = svc.mcp.handle_payload(payload, ctx)
