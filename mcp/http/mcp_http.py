@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from ..errors import error_response
+from ..errors import NotFound, error_response
 from ..protocol import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -100,6 +100,7 @@ def post() -> Response:
     if not isinstance(payload, (dict, list)) or payload == []:
         return rpc_response(rpc_error(None, INVALID_REQUEST, "expected a JSON-RPC message object or a batch"), 400,
                             session_id)
+    svc.limits.hit_orchestrate(sum(1 for m in messages if starts_task(svc, m)))
     if not any(is_request(m) for m in messages):
         errors = svc.mcp.handle_payload(payload, ctx)
         save()
@@ -133,6 +134,16 @@ def load_session(svc: Services, messages: list[Any], caller: str,
     elif session.get("owner") != caller:
         return None, None  # design: a session belongs to the key that opened it
     return session_id, session
+
+
+def starts_task(svc: Services, message: Any) -> bool:
+    """A tools/call of a tool that starts a task: counted against RATE_LIMIT_ORCHESTRATE."""
+    if not (is_request(message) and message.get("method") == "tools/call" and isinstance(message.get("params"), dict)):
+        return False
+    try:
+        return svc.tools.get(str(message["params"].get("name"))).starts_task
+    except NotFound:
+        return False
 
 
 def wants_progress(messages: list[Any]) -> bool:

@@ -37,3 +37,18 @@ def test_default_limit_applies_everywhere_but_health(limited):
     codes = [c.get("/tasks").status_code for c in (a, b) * 5]
     assert codes.count(200) == 8 and codes[-1] == 429
     assert all(a.get("/health").status_code == 200 for _ in range(10))
+
+
+def test_the_same_orchestrate_limit_applies_over_mcp(limited):
+    a, b = limited
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+
+    def call(client, n):
+        body = {"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                "params": {"name": "orchestrate_search", "arguments": {"query": f"mcp query {n}"}, "task": {}}}
+        return client.post("/mcp", json=body, headers=headers)
+
+    assert a.post("/tools/orchestrate_search", json={"query": "rest counts too"}).status_code == 202
+    codes = [call(c, n).status_code for n, c in enumerate((b, a, b))]
+    assert codes == [200, 200, 429]
+    assert call(a, 9).headers["Retry-After"]
