@@ -33,6 +33,10 @@ accesslog = None
 errorlog = "-"
 wsgi_app = "app:app"
 proc_name = "mcp-orchestrator"
+# design: gunicorn's control socket defaults to one path per user ($HOME/.gunicorn), which two
+# instances on one host (tests, scale-out, a deploy switching releases) would fight over; each
+# instance keeps its own beside its data, which is also writable under systemd's ProtectHome.
+control_socket = str((Path(_settings.data_dir) / "gunicorn.ctl").resolve())
 
 
 def on_starting(server):
