@@ -28,7 +28,7 @@ class PriceTable:
         self.prices = dict(DEFAULT_PRICES if prices is None else prices)
 
     @classmethod
-    def load(cls, path: str | None) -> "PriceTable":
+    def load(cls, path: str | None) -> PriceTable:
         """Defaults, overridden by a JSON file `{"model": [input_per_m, output_per_m]}`."""
         table = cls()
         if path:
