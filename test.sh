@@ -9,6 +9,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 APT_PACKAGES=(sqlite3 curl redis-server)
+MCP_SDK_VERSION="2.3.0"
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -42,6 +43,20 @@ install_python_packages() {
   cat "${ROOT}/requirements.txt" | sha256sum | cut -d' ' -f1 > "${VENV}/.requirements.sha256"
 }
 
+install_mcp_sdk() {
+  # design: the official MCP SDK is a test client only; its `mcp` package would be shadowed
+  # by ours, so it lives in its own venv outside the repository.
+  local dir="${MCP_CLIENTS_DIR:-${HOME}/.cache/mcp-orchestrator}/sdk-venv"
+  if ! "${dir}/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '${MCP_SDK_VERSION}')" \
+      2>/dev/null; then
+    log "installing the MCP Python SDK ${MCP_SDK_VERSION} into ${dir}"
+    python3 -m venv "${dir}" || die "could not create ${dir}"
+    "${dir}/bin/pip" install --quiet --disable-pip-version-check "mcp==${MCP_SDK_VERSION}" \
+      || die "pip install mcp failed"
+  fi
+  export MCP_SDK_PYTHON="${dir}/bin/python"
+}
+
 main() {
   cd "${ROOT}"
   VENV="${VENV_DIR:-venv}"
@@ -49,6 +64,7 @@ main() {
   export VENV_DIR="${VENV}"
   install_system_packages
   install_python_packages
+  install_mcp_sdk
   exec "${VENV}/bin/python" -m pytest "$@"
 }
 
