@@ -3,6 +3,7 @@ against a live 4-worker server: every generic server scenario that needs no test
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -45,3 +46,18 @@ def test_conformance_scenario_passes(service, scenario):
     assert summary, output[-3000:]
     passed, total, failed = map(int, summary.groups())
     assert failed == 0 and passed == total, output[-3000:]
+
+
+def test_inspector_cli_lists_and_calls_tools(service):
+    inspector = HOME / "node_modules" / ".bin" / "mcp-inspector-cli"
+    base = [str(NODE), str(inspector), "--cli", f"http://localhost:{service.port}/mcp", "--transport", "http"]
+    listed = subprocess.run([*base, "--method", "tools/list"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    names = {tool["name"] for tool in json.loads(listed.stdout)["tools"]}
+    assert {"orchestrate_research", "orchestrate_search", "local_search"} <= names
+    called = subprocess.run([*base, "--method", "tools/call", "--tool-name", "orchestrate_search",
+                             "--tool-arg", "query=SSE streams behind Caddy", "--tool-arg", "num_agents=2"],
+                            capture_output=True, text=True, timeout=120)
+    assert called.returncode == 0, called.stderr[-2000:]
+    result = json.loads(called.stdout)
+    assert result["isError"] is False and result["structuredContent"]["status"] == "completed"
