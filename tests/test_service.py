@@ -238,3 +238,20 @@ def test_orchestrate_rate_limit_holds_across_workers(service_factory):
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert refused.json()["error"] == "rate_limited"
     assert service.get("/health").status_code == 200
+
+
+def test_a_wrong_provider_key_fails_the_task_naming_the_provider_and_never_leaks(service_factory, fake_llm):
+    canary = "sk-leak-canary-7f3a9c"
+    fake_llm.state.api_key = "sk-the-right-one"
+    service = service_factory({"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": fake_llm.base_url,
+                               "OPENAI_API_KEY": canary, "LOG_LEVEL": "debug"})
+    handle = start(service, "orchestrate_research", query=QUERY, num_agents=3)
+    final = service.wait_status(handle["task_id"], {"completed", "failed", "cancelled"}, timeout=60)
+    assert final["status"] == "failed"
+    result = service.get(handle["result_url"]).json()
+    assert "openai" in result["error"] and "401" in result["error"]
+    seen = json.dumps(result) + json.dumps(event_log(service, handle["task_id"])) + json.dumps(final)
+    seen += service.get("/health").text + service.get("/metrics").text
+    time.sleep(0.5)
+    seen += service.log_path.read_text()
+    assert canary not in seen
