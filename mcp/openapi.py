@@ -195,7 +195,8 @@ def build_spec() -> dict[str, Any]:
     mcp_post = operation("MCP Streamable HTTP: one JSON-RPC message (or a batch in 2025-03-26 and older)", {
         "200": _ok("the JSON-RPC response", {"type": ["object", "array"]}),
         "202": {"description": "notifications only: no body"},
-        "400": _ok("unparseable JSON, bad MCP-Protocol-Version, or a batch where not allowed", OBJECT),
+        "400": _ok("unparseable JSON, bad MCP-Protocol-Version, a batch where not allowed, or JSON-RPC "
+                   "errors for invalid messages", {"type": ["object", "array"]}),
         "403": _error("Origin not allowed"), "404": _ok("session of another key", OBJECT),
         "421": _error("Host not allowed"), "413": _error("body too large")})
     mcp_post["requestBody"] = rpc_body

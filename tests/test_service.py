@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -45,7 +46,15 @@ def event_log(service, task_id: str) -> list[dict]:
 
 
 def test_requests_on_fresh_connections_reach_several_workers_and_see_the_same_task(service):
-    workers = {service.get("/health").json()["checks"]["runtime"]["worker"] for _ in range(24)}
+    # The kernel hands each new connection to whichever worker accepts first; under
+    # concurrent load that is several of them.
+    workers: set[str] = set()
+    with ThreadPoolExecutor(16) as pool:
+        for _ in range(10):
+            workers |= set(pool.map(lambda _: service.get("/health").json()["checks"]["runtime"]["worker"],
+                                    range(48)))
+            if len(workers) >= 2:
+                break
     assert len(workers) >= 2, workers
     handle = start(service, "orchestrate_search", query="gunicorn workers and threads", num_agents=3)
     seen = set()

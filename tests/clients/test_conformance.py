@@ -49,7 +49,7 @@ def test_conformance_scenario_passes(service, scenario):
 
 
 def test_inspector_cli_lists_and_calls_tools(service):
-    inspector = HOME / "node_modules" / ".bin" / "mcp-inspector-cli"
+    inspector = HOME / "node_modules" / ".bin" / "mcp-inspector"
     base = [str(NODE), str(inspector), "--cli", f"http://localhost:{service.port}/mcp", "--transport", "http"]
     listed = subprocess.run([*base, "--method", "tools/list"], capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr[-2000:]
