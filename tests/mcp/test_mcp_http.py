@@ -198,3 +198,38 @@ def test_stateless_2026_requests_and_discover(client):
     listed = rpc(client, "tools/list", {"_meta": meta})
     assert "Mcp-Session-Id" not in listed.headers
     assert listed.get_json()["result"]["tools"]
+
+
+def test_notifications_cancelled_cancels_the_task_its_request_started(settings, fake_llm):
+    import dataclasses
+    import threading
+    import time
+
+    fake_llm.state.latency = 0.5
+    fake_llm.state.max_concurrency = 1
+    app = create_app(dataclasses.replace(settings, llm_provider="openai", openai_base_url=fake_llm.base_url,
+                                         openai_api_key="sk-test"))
+    try:
+        session = initialize(app.test_client()).headers["Mcp-Session-Id"]
+        replies = {}
+
+        def call():
+            replies["call"] = rpc(app.test_client(), "tools/call", {
+                "name": "orchestrate_research", "arguments": {"query": "a long research run", "num_agents": 6}},
+                msg_id=41, session=session)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        client = app.test_client()
+        deadline = time.monotonic() + 10
+        while not (tasks := client.get("/tasks").get_json()["tasks"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        cancel = client.post("/mcp", headers={**JSON, "Mcp-Session-Id": session}, data=json.dumps(
+            {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 41, "reason": "user"}}))
+        assert cancel.status_code == 202
+        caller.join(30)
+        result = replies["call"].get_json()["result"]["structuredContent"]
+        assert result["task_id"] == tasks[0]["task_id"] and result["status"] == "cancelled"
+    finally:
+        app.extensions["mcp_orchestrator"].runtime.stop()
