@@ -54,8 +54,9 @@ build_release() {
   venv="${DEPLOY_ROOT}/venvs/${hash}"
   if [[ ! -x "${venv}/bin/gunicorn" ]]; then
     log "creating venv ${venv}"
-    python3 -m venv "${venv}.tmp" && "${venv}.tmp/bin/pip" install --quiet -r "${dir}/requirements.txt" \
-      || die "could not install the requirements of ${sha}"
+    if ! python3 -m venv "${venv}.tmp" || ! "${venv}.tmp/bin/pip" install --quiet -r "${dir}/requirements.txt"; then
+      die "could not install the requirements of ${sha}"
+    fi
     mv "${venv}.tmp" "${venv}"
   fi
   ln -sfn "${venv}" "${dir}/venv"
@@ -101,12 +102,13 @@ prune() {
 }
 
 deploy() {
-  local ref="${1:-HEAD}" sha before
+  local ref="${1:-HEAD}" sha before before_previous
   sha="$(git -C "${REPO}" rev-parse --verify "${ref}^{commit}")" || die "unknown ref ${ref}"
   take_lock
   service_env
   build_release "${sha}"
   before="$(current_sha)"
+  before_previous="$(previous_sha)"
   if ! (cd "${DEPLOY_ROOT}/releases/${sha}" && VENV_DIR="${DEPLOY_ROOT}/releases/${sha}/venv" ./preflight.sh >&2); then
     die "preflight of ${sha} failed; nothing changed"
   fi
@@ -123,6 +125,7 @@ deploy() {
   fi
   log "release ${sha} failed its health check; switching back to ${before}"
   switch_to "${before}"
+  printf '%s\n' "${before_previous}" > "${DEPLOY_ROOT}/previous"
   restart
   healthy_release "${before}" || log "the previous release ${before} is not healthy either"
   exit 1
