@@ -78,6 +78,6 @@ def test_a_stale_pid_file_is_not_trusted(env, tmp_path):
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is installed by ./test.sh")
 def test_shell_scripts_pass_shellcheck():
-    scripts = [str(ROOT / name) for name in ("start.sh", "test.sh", "preflight.sh", ".ci/run")]
+    scripts = [str(ROOT / name) for name in ("start.sh", "test.sh", "preflight.sh", "deploy.sh", ".ci/run")]
     checked = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout
