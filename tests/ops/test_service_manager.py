@@ -81,3 +81,14 @@ def test_shell_scripts_pass_shellcheck():
     scripts = [str(ROOT / name) for name in ("start.sh", "test.sh", "preflight.sh", "deploy.sh", ".ci/run")]
     checked = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_unit_verifies(tmp_path):
+    unit = (ROOT / "deploy" / "mcp-orchestrator.service").read_text()
+    assert "Type=notify" in unit and "NoNewPrivileges=yes" in unit and "ProtectSystem=strict" in unit
+    # the unit names the deployed paths; point them at this checkout so verify can resolve them
+    local = tmp_path / "mcp-orchestrator.service"
+    local.write_text(unit.replace("/opt/mcp-orchestrator/current", str(ROOT)))
+    checked = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and not checked.stderr.strip(), checked.stderr
