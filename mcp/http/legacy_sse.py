@@ -17,18 +17,16 @@ from ..errors import NotFound, ValidationError
 from ..protocol import PARSE_ERROR, SESSION_TTL, CallContext, new_session_id, rpc_error
 from ..services import Services, services
 from . import owner, public_prefix, urls_under
-from .mcp_http import origin_and_host_errors
+from .mcp_http import dns_rebinding_guard
 
 bp = Blueprint("legacy_sse", __name__)
+bp.before_request(dns_rebinding_guard)
 POLL_INTERVAL = 0.1
 
 
 @bp.get("/sse")
 def open_stream() -> Response:
     svc = services()
-    refused = origin_and_host_errors(svc)
-    if refused is not None:
-        return refused
     session_id = new_session_id()
     svc.store.save_session(session_id, {"owner": owner(), "protocol_version": "2024-11-05", "legacy": True},
                            SESSION_TTL)
@@ -63,9 +61,6 @@ def relay(svc: Services, session_id: str, endpoint: str) -> Iterator[str]:
 @bp.post("/messages")
 def post_message() -> Response:
     svc = services()
-    refused = origin_and_host_errors(svc)
-    if refused is not None:
-        return refused
     session_id = request.args.get("session_id", "")
     if not session_id:
         raise ValidationError("session_id is required", {"fields": {"session_id": ["missing"]}})

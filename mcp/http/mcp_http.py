@@ -58,6 +58,12 @@ def origin_and_host_errors(svc: Services) -> Response | None:
     return None
 
 
+@bp.before_request
+def dns_rebinding_guard() -> Response | None:
+    """Every MCP route refuses a foreign Origin or Host before anything else happens."""
+    return origin_and_host_errors(services())
+
+
 def rpc_response(body: Any, status: int = 200, session_id: str | None = None) -> Response:
     response = Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
     if session_id:
@@ -69,9 +75,6 @@ def rpc_response(body: Any, status: int = 200, session_id: str | None = None) ->
 @bp.post("/")
 def post() -> Response:
     svc = services()
-    refused = origin_and_host_errors(svc)
-    if refused is not None:
-        return refused
     header_version = request.headers.get(VERSION_HEADER)
     if header_version and header_version not in (*PROTOCOL_VERSIONS, STATELESS_VERSION):
         return rpc_response(rpc_error(None, INVALID_REQUEST, f"unsupported {VERSION_HEADER}: {header_version}",
@@ -194,10 +197,6 @@ def sse_call(server: McpServer, payload: Any, ctx: CallContext, session_id: str 
 
 @bp.get("/mcp")
 def get() -> Response:
-    svc = services()
-    refused = origin_and_host_errors(svc)
-    if refused is not None:
-        return refused
     return error_response(405, "method_not_allowed", "this server offers no server-initiated stream; POST requests",
                           headers={"Allow": "POST, DELETE"})
 
@@ -205,9 +204,6 @@ def get() -> Response:
 @bp.delete("/mcp")
 def delete() -> Response:
     svc = services()
-    refused = origin_and_host_errors(svc)
-    if refused is not None:
-        return refused
     session_id = request.headers.get(SESSION_HEADER)
     if not session_id:
         return rpc_response(rpc_error(None, INVALID_REQUEST, f"missing {SESSION_HEADER}"), 400)
