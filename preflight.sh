@@ -18,16 +18,8 @@ fail() { printf 'FAIL  %-14s %s\n' "$1" "$2"; FAILED+=("$1"); }
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 
-load_dotenv() {
-  local file="${ROOT}/.env" line key
-  [[ -f "${file}" ]] || return 0
-  while IFS= read -r line || [[ -n "${line}" ]]; do
-    [[ "${line}" =~ ^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
-    key="${BASH_REMATCH[1]}"
-    [[ -n "${!key+x}" ]] && continue
-    export "${key}=${BASH_REMATCH[2]}"
-  done < "${file}"
-}
+# shellcheck source=scripts/dotenv.sh
+source "${ROOT}/scripts/dotenv.sh"
 
 check_python() {
   local version
@@ -164,7 +156,7 @@ main() {
     exit 0
   fi
   cd "${ROOT}"
-  load_dotenv
+  load_dotenv "${ROOT}"
   PORT="${PORT:-5060}"
   DATA_DIR="${DATA_DIR:-${ROOT}/data}"
   VENV="${VENV_DIR:-venv}"

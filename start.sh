@@ -19,16 +19,8 @@ usage() {
   sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
 }
 
-load_dotenv() {
-  local file="${ROOT}/.env" line key
-  [[ -f "${file}" ]] || return 0
-  while IFS= read -r line || [[ -n "${line}" ]]; do
-    [[ "${line}" =~ ^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
-    key="${BASH_REMATCH[1]}"
-    [[ -n "${!key+x}" ]] && continue
-    export "${key}=${BASH_REMATCH[2]}"
-  done < "${file}"
-}
+# shellcheck source=scripts/dotenv.sh
+source "${ROOT}/scripts/dotenv.sh"
 
 ensure_venv() {
   command -v python3 >/dev/null || die "python3 not found"
@@ -60,7 +52,7 @@ main() {
     exit 0
   fi
   cd "${ROOT}"
-  load_dotenv
+  load_dotenv "${ROOT}"
   VENV="${VENV_DIR:-venv}"
   [[ "${VENV}" == /* ]] || VENV="${ROOT}/${VENV}"
   ensure_venv
