@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ..interfaces import Provider
+from ..registry import build
 
 PROVIDERS: dict[str, str] = {
     "extractive": "orchestration.providers.extractive:ExtractiveProvider",
@@ -19,5 +19,4 @@ def provider_names() -> list[str]:
 
 def create_provider(registered: str, /, **config: Any) -> Provider:
     """Build the provider registered as `registered` with its configuration."""
-    module_name, class_name = PROVIDERS[registered].split(":")
-    return getattr(importlib.import_module(module_name), class_name)(**config)
+    return build(PROVIDERS, registered, **config)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ..interfaces import SearchSource
+from ..registry import build
 
 SOURCES: dict[str, str] = {
     "local": "orchestration.sources.local:LocalDocsSource",
@@ -18,5 +18,4 @@ def source_names() -> list[str]:
 
 def create_source(registered: str, /, **config: Any) -> SearchSource:
     """Build the source registered as `registered` with its configuration."""
-    module_name, class_name = SOURCES[registered].split(":")
-    return getattr(importlib.import_module(module_name), class_name)(**config)
+    return build(SOURCES, registered, **config)
