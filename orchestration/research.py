@@ -174,12 +174,13 @@ class ResearchOrchestrator:
         if request.enable_drummer and len(done) > 1:
             size = request.drummer_group_size
             groups = [(parts[i:i + size], ids[i:i + size]) for i in range(0, len(parts), size)]
-            merged = []
-            for n, (group_parts, group_ids) in enumerate(groups, start=1):
-                synthesis = await self._synthesis(f"drummer_{n}", "drummer", group_parts, group_ids,
-                                                  AGENTS_DONE + 10.0 * n / len(groups))
-                merged.append((f"Synthesis {n}: " + ", ".join(label for label, _ in group_parts), synthesis.content))
-            parts = merged
+            # design: the mid-tier synthesizers are independent, so they run side by side and
+            # the level costs one synthesis call of wall time, not one per group.
+            syntheses = await asyncio.gather(*(
+                self._synthesis(f"drummer_{n}", "drummer", group_parts, group_ids, AGENTS_DONE + 10.0)
+                for n, (group_parts, group_ids) in enumerate(groups, start=1)))
+            parts = [(f"Synthesis {n}: " + ", ".join(label for label, _ in group_parts), synthesis.content)
+                     for n, ((group_parts, _), synthesis) in enumerate(zip(groups, syntheses), start=1)]
         if request.enable_camina and parts:
             return (await self._synthesis("camina", "camina", parts, ids, 99.0)).content
         return "\n\n".join(f"### {label}\n\n{text}" for label, text in parts)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Run the benchmarks against a live service started as start.sh starts it (4 workers) and
+# print one table of figures and ratios; results go to bench/results/latest.json.
+#
+# Usage: bench/run.sh [--quick]      --quick: shorter loads (about 2 minutes on 2 cores)
+# Environment: VENV_DIR (default venv; ./test.sh or ./start.sh create it).
+# Exit codes: 0 done; 1 setup failed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REDIS_PID=""
+
+log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
+die() { log "$*"; exit 1; }
+cleanup() {
+  if [[ -n "${REDIS_PID}" ]]; then
+    kill "${REDIS_PID}" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+
+ensure_tools() {
+  local missing=() tool
+  for tool in wrk redis-server; do
+    command -v "${tool}" >/dev/null || missing+=("${tool}")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  log "installing ${missing[*]}"
+  apt-get update -qq >/dev/null || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || die "could not install ${missing[*]}"
+}
+
+start_redis() {
+  local port
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  redis-server --port "${port}" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+  REDIS_PID=$!
+  sleep 0.5
+  REDIS_URL="redis://127.0.0.1:${port}/0"
+}
+
+main() {
+  local venv="${VENV_DIR:-venv}"
+  [[ "${venv}" == /* ]] || venv="${ROOT}/${venv}"
+  [[ -x "${venv}/bin/python" ]] || die "no venv at ${venv}: run ./test.sh first"
+  ensure_tools
+  start_redis
+  cd "${ROOT}"
+  "${venv}/bin/python" bench/bench.py --redis-url "${REDIS_URL}" "$@"
+}
+
+main "$@"
