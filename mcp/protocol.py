@@ -221,7 +221,7 @@ class McpServer:
             return tool_error(exc.message, {"error": exc.code, **exc.details})
         if "task" in params and tool.starts_task:
             return {"task": mcp_task(self.tasks.get(output.data["task_id"], ctx.owner))}
-        return {"content": [{"type": "text", "text": json.dumps(output.data, ensure_ascii=False, indent=1)}],
+        return {"content": [{"type": "text", "text": json.dumps(output.data, ensure_ascii=False)}],
                 "structuredContent": output.data, "isError": False}
 
     def on_cancelled(self, params: dict[str, Any], ctx: CallContext) -> None:

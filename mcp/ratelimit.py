@@ -8,6 +8,7 @@ to starting a task, on REST and MCP alike. Both are per API key, else per client
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Any
 
@@ -23,6 +24,8 @@ from .store import Store, open_store
 
 EXEMPT_PATHS = frozenset({"/health", "/health/live"})
 SCHEME = "orchestrator-store"
+# How long a thread trusts the figures its own last increment returned.
+JUST_HIT_SECONDS = 0.05
 
 
 class StoreStorage(Storage):
@@ -33,6 +36,7 @@ class StoreStorage(Storage):
     def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: Any):
         # design: `limits` builds storages from a URI; ours wraps the store URL after the scheme.
         self.store: Store = open_store(uri.split("+", 1)[1])
+        self._last = threading.local()
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
     @property
@@ -40,13 +44,24 @@ class StoreStorage(Storage):
         return (Exception,)
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        return self.store.incr_counter(key, expiry, amount)
+        value, expires = self.store.incr_counter(key, expiry, amount)
+        self._last.hit = (key, value, expires, time.monotonic())
+        return value
+
+    def _just_hit(self, key: str) -> tuple[int, float] | None:
+        """The counter this thread incremented a moment ago: flask-limiter reads it back
+        for the X-RateLimit headers right after the hit, and the increment already told us
+        both figures, so those two reads need not cost two more store round trips."""
+        last = getattr(self._last, "hit", None)
+        if last and last[0] == key and time.monotonic() - last[3] < JUST_HIT_SECONDS:
+            return last[1], last[2]
+        return None
 
     def get(self, key: str) -> int:
-        return self.store.get_counter(key)[0]
+        return (self._just_hit(key) or self.store.get_counter(key))[0]
 
     def get_expiry(self, key: str) -> float:
-        return self.store.get_counter(key)[1]
+        return (self._just_hit(key) or self.store.get_counter(key))[1]
 
     def check(self) -> bool:
         try:

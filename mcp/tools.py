@@ -46,9 +46,7 @@ class Tool:
 
     @functools.cached_property
     def input_schema(self) -> dict[str, Any]:
-        schema = json_schema(self.schema)
-        schema["additionalProperties"] = False
-        return schema
+        return {**json_schema(self.schema), "additionalProperties": False}
 
     def describe(self) -> dict[str, Any]:
         out = {"name": self.name, "description": self.description, "inputSchema": self.input_schema,
@@ -65,7 +63,10 @@ def _converter() -> Any:
     return plugin.converter
 
 
+@functools.cache
 def json_schema(schema: type[marshmallow.Schema]) -> dict[str, Any]:
+    """The JSON Schema of a marshmallow schema class, built once per process (apispec's
+    conversion costs more than the rest of a cheap tool call); callers must not mutate it."""
     return _converter().schema2jsonschema(schema())
 
 

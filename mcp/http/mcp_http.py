@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +39,8 @@ bp = Blueprint("mcp_http", __name__)
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+# A session unchanged by a request is written back (sliding its expiry) at most this often.
+SESSION_REFRESH = SESSION_TTL / 24
 # Versions whose transport still allows JSON-RPC batches.
 BATCH_VERSIONS = ("2024-11-05", "2025-03-26")
 
@@ -94,9 +97,21 @@ def post() -> Response:
         return rpc_response(rpc_error(None, INVALID_REQUEST, f"batches are not supported in protocol {version}"),
                             400, session_id)
 
+    stored = json.dumps(session, sort_keys=True) if session_id and not session.get("unsaved") else None
+
     def save() -> None:
-        if session_id:
-            svc.store.save_session(session_id, session, SESSION_TTL)
+        """Write the session when it changed, or to slide its expiry once in a while: most
+        calls change nothing, and a store write per MCP request halved throughput."""
+        nonlocal stored
+        if not session_id:
+            return
+        session.pop("unsaved", None)
+        now = time.time()
+        if stored == json.dumps(session, sort_keys=True) and now - session.get("seen", 0) < SESSION_REFRESH:
+            return
+        session["seen"] = now
+        svc.store.save_session(session_id, session, SESSION_TTL)
+        stored = json.dumps(session, sort_keys=True)
 
     ctx = CallContext(owner=caller, urls=urls_under(public_prefix(svc.settings)), session=session,
                       save_session=save)
@@ -122,7 +137,7 @@ def load_session(svc: Services, messages: list[Any], caller: str,
     id is loaded; an unknown id is rebuilt for this caller, because clients such as Claude
     Code never re-initialize; a request in the stateless 2026-07-28 style has no session."""
     if any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages):
-        return new_session_id(), {"owner": caller}
+        return new_session_id(), {"owner": caller, "unsaved": True}
     stateless = any(isinstance(m, dict) and isinstance(m.get("params"), dict)
                     and isinstance(m["params"].get("_meta"), dict)
                     and m["params"]["_meta"].get(META_VERSION) == STATELESS_VERSION for m in messages)
@@ -133,7 +148,7 @@ def load_session(svc: Services, messages: list[Any], caller: str,
         return None, None
     session = svc.store.get_session(session_id)
     if session is None:
-        session = {"owner": caller, "protocol_version": header_version, "rebuilt": True}
+        session = {"owner": caller, "protocol_version": header_version, "rebuilt": True, "unsaved": True}
     elif session.get("owner") != caller:
         return None, None  # design: a session belongs to the key that opened it
     return session_id, session

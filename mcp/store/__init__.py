@@ -226,8 +226,9 @@ class Store(ABC):
 
     # rate-limit counters (fixed windows), shared by every worker
     @abstractmethod
-    def incr_counter(self, key: str, expiry: float, amount: int = 1) -> int:
-        """Add to a counter that expires `expiry` seconds after its first hit; the new value."""
+    def incr_counter(self, key: str, expiry: float, amount: int = 1) -> tuple[int, float]:
+        """Add to a counter that expires `expiry` seconds after its first hit; (new value,
+        expires_at), so a caller needs no second round trip to learn the window."""
 
     @abstractmethod
     def get_counter(self, key: str) -> tuple[int, float]:

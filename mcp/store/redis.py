@@ -73,7 +73,7 @@ return n
 INCR_COUNTER = """
 local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 if value == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return value
+return {value, redis.call('PTTL', KEYS[1])}
 """
 LOCK = """
 local owner = redis.call('GET', KEYS[1])
@@ -322,8 +322,9 @@ class RedisStore(Store):
 
     # -- rate-limit counters ----------------------------------------------------------------
 
-    def incr_counter(self, key: str, expiry: float, amount: int = 1) -> int:
-        return int(self._incr(keys=[self.COUNTER_KEY.format(key)], args=[amount, int(expiry * 1000)]))
+    def incr_counter(self, key: str, expiry: float, amount: int = 1) -> tuple[int, float]:
+        value, ttl = self._incr(keys=[self.COUNTER_KEY.format(key)], args=[amount, int(expiry * 1000)])
+        return int(value), time.time() + max(int(ttl), 0) / 1000
 
     def get_counter(self, key: str) -> tuple[int, float]:
         pipe = self.r.pipeline(transaction=True)

@@ -381,15 +381,16 @@ class SQLiteStore(Store):
 
     # -- rate-limit counters ---------------------------------------------------------------
 
-    def incr_counter(self, key: str, expiry: float, amount: int = 1) -> int:
+    def incr_counter(self, key: str, expiry: float, amount: int = 1) -> tuple[int, float]:
         now = time.time()
         with self._tx() as db:
-            return db.execute(
+            value, expires = db.execute(
                 "INSERT INTO counters (key, value, expires) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
                 "value = CASE WHEN expires < ? THEN excluded.value ELSE value + excluded.value END, "
-                "expires = CASE WHEN expires < ? THEN excluded.expires ELSE expires END RETURNING value",
+                "expires = CASE WHEN expires < ? THEN excluded.expires ELSE expires END RETURNING value, expires",
                 (key, amount, now + expiry, now, now),
-            ).fetchone()[0]
+            ).fetchone()
+        return value, expires
 
     def get_counter(self, key: str) -> tuple[int, float]:
         now = time.time()
