@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import random
 import secrets
-import socket
 import time
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
+from orchestration import netguard
 from orchestration.models import TERMINAL_EVENTS
+from orchestration.netguard import Resolver, resolve
 
 from . import SERVICE_NAME, __version__, metrics
 from .errors import NotFound, ValidationError
@@ -38,35 +36,11 @@ MAX_ATTEMPTS = 8
 DELIVERY_TIMEOUT = 10.0
 LOCK_NAME = "webhook-deliverer"
 SUBSCRIPTION_CACHE_SECONDS = 5.0
-METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
-
-Resolver = Callable[[str, int], list[str]]
-
-
-def resolve(host: str, port: int) -> list[str]:
-    return sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
 
 
 def refusal(url: str, allow_private: bool, resolver: Resolver = resolve) -> str | None:
-    """Why `url` may not be a webhook target, or None. Loopback, private, link-local,
-    reserved and cloud-metadata addresses are refused after resolution unless allowed."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "only http and https URLs with a host are accepted"
-    if allow_private:
-        return None
-    try:
-        addresses = resolver(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except (OSError, UnicodeError) as exc:
-        return f"cannot resolve {parts.hostname}: {exc}"
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        if (str(ip) in METADATA_ADDRESSES or ip.is_loopback or ip.is_private or ip.is_link_local
-                or ip.is_reserved or ip.is_multicast or ip.is_unspecified):
-            return f"{parts.hostname} resolves to {ip}, a non-public address (WEBHOOK_ALLOW_PRIVATE=1 allows it)"
-    return None
+    """Why `url` may not be a webhook target, or None (orchestration.netguard decides)."""
+    return netguard.refusal(url, allow_private, resolver, " (WEBHOOK_ALLOW_PRIVATE=1 allows it)")
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
