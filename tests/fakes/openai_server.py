@@ -179,6 +179,9 @@ class Handler(BaseHTTPRequestHandler):
 
 class FakeServer(ThreadingHTTPServer):
     daemon_threads = True
+    # design: the default listen backlog of 5 drops the SYNs of a burst of 20 agents, and
+    # each dropped one costs a 1 s retransmit: the fake, not the client, would set the pace.
+    request_queue_size = 256
 
     def __init__(self, port: int = 0, **state: Any):
         super().__init__(("127.0.0.1", port), Handler)
