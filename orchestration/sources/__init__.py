@@ -9,6 +9,12 @@ from ..registry import build
 
 SOURCES: dict[str, str] = {
     "local": "orchestration.sources.local:LocalDocsSource",
+    "wikipedia": "orchestration.sources.wikipedia:WikipediaSource",
+    "arxiv": "orchestration.sources.arxiv:ArxivSource",
+    "web": "orchestration.sources.web:WebSource",
+    "github": "orchestration.sources.github:GitHubSource",
+    "hackernews": "orchestration.sources.hackernews:HackerNewsSource",
+    "semantic_scholar": "orchestration.sources.semantic_scholar:SemanticScholarSource",
 }
 
 
