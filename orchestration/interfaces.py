@@ -78,6 +78,8 @@ class Meter(Protocol):
 
     def record(self, reservation: Any, model: str, input_tokens: int, output_tokens: int) -> None: ...
 
+    def release(self, reservation: Any) -> None: ...
+
 
 class EventSink(Protocol):
     async def emit(

@@ -13,6 +13,7 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1": (2.00, 8.00),
     "gpt-4.1-mini": (0.40, 1.60),
     "claude-3-5-haiku-latest": (0.80, 4.00),
+    "claude-haiku-4-5": (1.00, 5.00),
     "claude-sonnet-4-5": (3.00, 15.00),
     "claude-opus-4-1": (15.00, 75.00),
     "grok-3-mini": (0.30, 0.50),
@@ -39,5 +40,16 @@ class PriceTable:
     def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
         if model.startswith("ollama/") or model == "extractive":
             return 0.0
-        per_in, per_out = self.prices.get(model, FALLBACK_PRICE)
+        per_in, per_out = self.price(model)
         return (input_tokens * per_in + output_tokens * per_out) / 1_000_000
+
+    def price(self, model: str) -> tuple[float, float]:
+        """The entry for `model` (without an OpenRouter `vendor/` prefix), else for the longest
+        listed name it starts with (servers answer with dated snapshots such as
+        `gpt-4o-mini-2024-07-18`), else the fallback."""
+        if model in self.prices:
+            return self.prices[model]
+        if "/" in model:  # OpenRouter's vendor/model names
+            return self.price(model.split("/", 1)[1])
+        prefixes = [name for name in self.prices if model.startswith(name + "-")]
+        return self.prices[max(prefixes, key=len)] if prefixes else FALLBACK_PRICE

@@ -10,6 +10,7 @@ from ..registry import build
 PROVIDERS: dict[str, str] = {
     "extractive": "orchestration.providers.extractive:ExtractiveProvider",
     "openai": "orchestration.providers.openai_compat:OpenAIProvider",
+    "anthropic": "orchestration.providers.anthropic_messages:AnthropicProvider",
 }
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ..errors import ProviderError
 from ..interfaces import Meter, ProgressCallback, Provider
 from ..models import Hit, Source, Subtask
+from .resilience import RETRYABLE_STATUS, Governor, RetryPolicy, call_with_retry, status_of
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,34 @@ def estimate_tokens(text: str) -> int:
 
 
 class ChatProvider(Provider):
-    """Roles as prompts. Subclasses provide `complete` and the per-role model names."""
+    """Roles as prompts. Subclasses provide `complete` (raising their SDK's own errors), the
+    SDK's error classes, and the per-role model names.
 
-    def __init__(self, model: str, planner_model: str = "", worker_model: str = "", synthesis_model: str = ""):
+    Every call reserves its estimate on the task's meter, goes through the provider's
+    governor, is retried on transient errors per `retry`, and is recorded with the usage the
+    server reported; a call that fails for good becomes a ProviderError naming the provider."""
+
+    # The SDK's base error class(es), and those of them that mean the connection failed.
+    sdk_errors: tuple[type[BaseException], ...] = ()
+    connection_errors: tuple[type[BaseException], ...] = ()
+    # Prepended to model names in usage and pricing ("ollama/" makes local models free).
+    account_prefix: str = ""
+
+    def __init__(self, model: str, planner_model: str = "", worker_model: str = "", synthesis_model: str = "",
+                 retry: RetryPolicy | None = None, governor: Governor | None = None):
         self.models = {
             "planner": planner_model or model,
             "worker": worker_model or model,
             "synthesis": synthesis_model or model,
         }
+        self.retry = retry or RetryPolicy()
+        # design: the catalog hands in one governor per provider per process; a provider
+        # built on its own still never has more than this many requests in flight.
+        self.governor = governor or Governor(8)
+
+    def transient(self, exc: BaseException) -> bool:
+        """Worth retrying: rate limited, overloaded, a 5xx, or the connection failed."""
+        return status_of(exc) in RETRYABLE_STATUS or isinstance(exc, self.connection_errors)
 
     @abstractmethod
     async def complete(
@@ -108,15 +129,22 @@ class ChatProvider(Provider):
                     on_delta: DeltaCallback | None = None) -> str:
         model = self.models[role]
         max_tokens = MAX_OUTPUT_TOKENS[role]
-        reservation = meter.reserve(model, estimate_tokens(system + user), max_tokens)
+        reservation = meter.reserve(self.account_prefix + model, estimate_tokens(system + user), max_tokens)
+
+        async def attempt() -> ChatReply:
+            async with self.governor:
+                return await self.complete(model, system, user, max_tokens, json_schema, on_delta)
+
         try:
-            reply = await self.complete(model, system, user, max_tokens, json_schema, on_delta)
-        except BaseException:
-            release = getattr(meter, "release", None)
-            if release:
-                release(reservation)
+            reply = await call_with_retry(attempt, self.retry, self.transient)
+        except BaseException as exc:
+            # Cancelled, failed for good or refused: nothing was bought, the estimate goes back.
+            meter.release(reservation)
+            if isinstance(exc, self.sdk_errors):
+                raise provider_error(self.name, exc) from None
             raise
-        meter.record(reservation, reply.model or model, reply.input_tokens, reply.output_tokens)
+        meter.record(reservation, self.account_prefix + (reply.model or model), reply.input_tokens,
+                     reply.output_tokens)
         return reply.text
 
     async def plan(self, query: str, num_subtasks: int, context: list[Hit], meter: Meter) -> list[Subtask]:

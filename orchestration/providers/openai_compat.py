@@ -1,50 +1,61 @@
-"""OpenAI and every OpenAI-compatible service, through the official `openai` SDK."""
+"""OpenAI and every OpenAI-compatible service (xAI, Groq, Mistral, OpenRouter, Ollama),
+through the official `openai` SDK."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 
-from .chat import ChatProvider, ChatReply, DeltaCallback, provider_error
+from .chat import ChatProvider, ChatReply, DeltaCallback
+from .resilience import Governor, RetryPolicy
 
 DEFAULT_MODEL = "gpt-4o-mini"
+# How a service is asked for the planner's JSON: "json_schema" (structured outputs),
+# "json_object" (JSON mode; the prompt carries the shape) or "" (the prompt alone).
+JSON_MODES = ("json_schema", "json_object", "")
 
 
 class OpenAIProvider(ChatProvider):
+    sdk_errors = (openai.APIError,)
+    connection_errors = (openai.APIConnectionError,)
+
     def __init__(self, api_key: str, base_url: str = "", model: str = "", planner_model: str = "",
                  worker_model: str = "", synthesis_model: str = "", name: str = "openai",
-                 max_retries: int = 4, request_timeout: float = 120.0):
-        super().__init__(model or DEFAULT_MODEL, planner_model, worker_model, synthesis_model)
+                 json_mode: str = "json_schema", account_prefix: str = "", request_timeout: float = 120.0,
+                 retry: RetryPolicy | None = None, governor: Governor | None = None):
+        super().__init__(model or DEFAULT_MODEL, planner_model, worker_model, synthesis_model, retry, governor)
         self.name = name
-        # design: the SDK's own retry honours Retry-After and backs off with jitter on 429/5xx.
+        self.json_mode = json_mode if json_mode in JSON_MODES else ""
+        self.account_prefix = account_prefix
+        # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
         self.client = openai.AsyncOpenAI(api_key=api_key or "unused", base_url=base_url or None,
-                                         max_retries=max_retries, timeout=request_timeout)
+                                         max_retries=0, timeout=request_timeout)
 
     async def complete(self, model: str, system: str, user: str, max_tokens: int,
                        json_schema: dict | None = None, on_delta: DeltaCallback | None = None) -> ChatReply:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        extra = {}
-        if json_schema is not None:
+        extra: dict[str, Any] = {}
+        if json_schema is not None and self.json_mode == "json_schema":
             extra["response_format"] = {"type": "json_schema",
                                         "json_schema": {"name": "plan", "schema": json_schema, "strict": True}}
-        try:
-            if on_delta is None:
-                response = await self.client.chat.completions.create(
-                    model=model, messages=messages, max_tokens=max_tokens, **extra)
-                usage = response.usage
-                return ChatReply(response.choices[0].message.content or "",
-                                 usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
-                                 response.model or model)
+        elif json_schema is not None and self.json_mode == "json_object":
+            extra["response_format"] = {"type": "json_object"}
+        if on_delta is not None:
             return await self._stream(model, messages, max_tokens, on_delta)
-        except openai.APIStatusError as exc:
-            raise provider_error(self.name, exc) from None
-        except openai.APIConnectionError as exc:
-            raise provider_error(self.name, exc) from None
+        response = await self.client.chat.completions.create(
+            model=model, messages=messages, max_tokens=max_tokens, **extra)
+        usage = response.usage
+        return ChatReply(response.choices[0].message.content or "",
+                         usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
+                         response.model or model)
 
     async def _stream(self, model: str, messages: list[dict], max_tokens: int, on_delta: DeltaCallback) -> ChatReply:
         stream = await self.client.chat.completions.create(
             model=model, messages=messages, max_tokens=max_tokens, stream=True,
             stream_options={"include_usage": True})
         text, input_tokens, output_tokens, served_by = "", 0, 0, model
+        # design: leaving this block, cancelled or not, closes the response and so its connection.
         async with stream:
             async for chunk in stream:
                 served_by = chunk.model or served_by

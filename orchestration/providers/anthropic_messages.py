@@ -1,0 +1,75 @@
+"""Anthropic's Messages API through the official `anthropic` SDK. The planner's structured
+output is a forced tool call whose input schema is the plan schema; worker agents stream."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+
+from .chat import ChatProvider, ChatReply, DeltaCallback
+from .resilience import Governor, RetryPolicy
+
+DEFAULT_MODEL = "claude-haiku-4-5"
+PLAN_TOOL = "submit_plan"
+
+
+class AnthropicProvider(ChatProvider):
+    sdk_errors = (anthropic.APIError,)
+    connection_errors = (anthropic.APIConnectionError,)
+
+    def __init__(self, api_key: str, base_url: str = "", model: str = "", planner_model: str = "",
+                 worker_model: str = "", synthesis_model: str = "", name: str = "anthropic",
+                 request_timeout: float = 120.0, retry: RetryPolicy | None = None,
+                 governor: Governor | None = None):
+        super().__init__(model or DEFAULT_MODEL, planner_model, worker_model, synthesis_model, retry, governor)
+        self.name = name
+        # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
+        self.client = anthropic.AsyncAnthropic(api_key=api_key or "unused", base_url=base_url or None,
+                                               max_retries=0, timeout=request_timeout)
+
+    async def complete(self, model: str, system: str, user: str, max_tokens: int,
+                       json_schema: dict | None = None, on_delta: DeltaCallback | None = None) -> ChatReply:
+        messages = [{"role": "user", "content": user}]
+        if on_delta is not None:
+            return await self._stream(model, system, messages, max_tokens, on_delta)
+        extra: dict = {}
+        if json_schema is not None:
+            extra["tools"] = [{"name": PLAN_TOOL, "description": "Submit the research plan.",
+                               "input_schema": json_schema}]
+            extra["tool_choice"] = {"type": "tool", "name": PLAN_TOOL}
+        message = await self.client.messages.create(model=model, system=system, messages=messages,
+                                                    max_tokens=max_tokens, **extra)
+        parts = []
+        for block in message.content:
+            if block.type == "tool_use":
+                # The plan arrives as the tool's input; the planner validates it like any text.
+                parts.append(json.dumps(block.input))
+            elif block.type == "text":
+                parts.append(block.text)
+        return ChatReply("".join(parts), message.usage.input_tokens, message.usage.output_tokens,
+                         message.model or model)
+
+    async def _stream(self, model: str, system: str, messages: list[dict], max_tokens: int,
+                      on_delta: DeltaCallback) -> ChatReply:
+        stream = await self.client.messages.create(model=model, system=system, messages=messages,
+                                                   max_tokens=max_tokens, stream=True)
+        text, input_tokens, output_tokens, served_by = "", 0, 0, model
+        # design: leaving this block, cancelled or not, closes the response and so its connection.
+        async with stream:
+            async for event in stream:
+                if event.type == "message_start":
+                    served_by = event.message.model or served_by
+                    input_tokens = event.message.usage.input_tokens or 0
+                    output_tokens = event.message.usage.output_tokens or 0
+                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    text += event.delta.text
+                    await on_delta(text)
+                elif event.type == "message_delta" and event.usage is not None:
+                    # message_delta's usage is cumulative for the whole message.
+                    output_tokens = event.usage.output_tokens or output_tokens
+                    input_tokens = getattr(event.usage, "input_tokens", None) or input_tokens
+        return ChatReply(text, input_tokens, output_tokens, served_by)
+
+    async def aclose(self) -> None:
+        await self.client.close()
