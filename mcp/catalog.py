@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orchestration.interfaces import Provider, SearchSource
 from orchestration.pricing import PriceTable
 from orchestration.providers import create_provider
+from orchestration.providers.resilience import Governor, RetryPolicy
 from orchestration.sources import create_source
 
 from .errors import ValidationError
@@ -17,16 +19,39 @@ from .settings import Settings
 
 @dataclass(frozen=True)
 class ChatService:
-    """An OpenAI-compatible service: the setting holding its key and its default base URL."""
+    """A chat-model service: the provider module speaking its API, the setting holding its
+    key, its default base URL and model, the setting overriding that URL (with the path the
+    API lives under), and extra options of the provider module."""
 
+    module: str
     key_field: str
     base_url: str
-    module: str = "openai"
+    default_model: str
+    url_field: str = ""
+    url_suffix: str = ""
+    options: tuple[tuple[str, Any], ...] = ()
 
+
+# design: services without OpenAI's structured outputs get JSON mode; the planner's prompt
+# carries the shape and its answer is validated either way.
+JSON_MODE = (("json_mode", "json_object"),)
 
 # design: order matters: LLM_PROVIDER=auto picks the first one that has a key.
 CHAT_SERVICES: dict[str, ChatService] = {
-    "openai": ChatService("openai_api_key", ""),
+    "openai": ChatService("openai", "openai_api_key", "https://api.openai.com/v1", "gpt-4o-mini",
+                          url_field="openai_base_url"),
+    "anthropic": ChatService("anthropic", "anthropic_api_key", "https://api.anthropic.com", "claude-haiku-4-5",
+                             url_field="anthropic_base_url"),
+    "xai": ChatService("openai", "xai_api_key", "https://api.x.ai/v1", "grok-3-mini"),
+    "groq": ChatService("openai", "groq_api_key", "https://api.groq.com/openai/v1", "llama-3.3-70b-versatile",
+                        options=JSON_MODE),
+    "mistral": ChatService("openai", "mistral_api_key", "https://api.mistral.ai/v1", "mistral-small-latest",
+                           options=JSON_MODE),
+    "openrouter": ChatService("openai", "openrouter_api_key", "https://openrouter.ai/api/v1", "openai/gpt-4o-mini",
+                              options=JSON_MODE),
+    # Ollama needs no key: OLLAMA_HOST set is what configures it (for `auto` too).
+    "ollama": ChatService("openai", "ollama_host", "http://127.0.0.1:11434", "llama3.2", url_field="ollama_host",
+                          url_suffix="/v1", options=(*JSON_MODE, ("account_prefix", "ollama/"))),
 }
 
 
@@ -34,6 +59,8 @@ class Catalog:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.prices = PriceTable.load(settings.model_prices_file or None)
+        self.retry = RetryPolicy(attempts=settings.llm_max_attempts, max_seconds=settings.llm_retry_max_seconds)
+        self._governors: dict[str, Governor] = {}
         self._sources: dict[str, SearchSource] | None = None
 
     # -- providers ------------------------------------------------------------------
@@ -51,20 +78,53 @@ class Catalog:
         if name not in self.provider_names():
             raise ValidationError(f"unknown provider {name!r}",
                                   {"fields": {"provider": [f"one of {', '.join(self.provider_names())}"]}})
+        service = CHAT_SERVICES.get(name)
+        if (requested and service and name != self.settings.llm_provider.lower()
+                and not getattr(self.settings, service.key_field)):
+            variable = service.key_field.upper()
+            raise ValidationError(f"provider {name!r} is not configured",
+                                  {"fields": {"provider": [f"{name} needs {variable}"]}})
         return name
 
     def provider(self, name: str, model: str | None = None) -> Provider:
-        """A fresh provider for one task (its HTTP client lives on the task's loop)."""
+        """A fresh provider for one task (its HTTP client lives on the task's loop), sharing
+        this process's governor of that provider.
+
+        Models: a per-call `model` is used for every role; else, for the configured default
+        provider, LLM_MODEL and PLANNER_/WORKER_/SYNTHESIS_MODEL; else the service's default
+        (those settings name models of the default provider, not of one picked per call)."""
         if name == "extractive":
             return create_provider("extractive")
         service = CHAT_SERVICES[name]
         s = self.settings
-        base_url = getattr(s, f"{name}_base_url", "") or service.base_url
+        if model:
+            models = {"model": model}
+        elif name == self.resolve_provider(None):
+            models = {"model": s.llm_model or service.default_model, "planner_model": s.planner_model,
+                      "worker_model": s.worker_model, "synthesis_model": s.synthesis_model}
+        else:
+            models = {"model": service.default_model}
+        api_key = "" if service.key_field == service.url_field else getattr(s, service.key_field)
         return create_provider(
-            service.module, api_key=getattr(s, service.key_field), base_url=base_url, name=name,
-            model=model or s.llm_model, planner_model=s.planner_model, worker_model=s.worker_model,
-            synthesis_model=s.synthesis_model,
+            service.module, api_key=api_key, base_url=self.base_url(name), name=name, **models,
+            request_timeout=s.llm_request_timeout, retry=self.retry, governor=self.governor(name),
+            **dict(service.options),
         )
+
+    def base_url(self, name: str) -> str:
+        service = CHAT_SERVICES[name]
+        configured = getattr(self.settings, service.url_field, "") if service.url_field else ""
+        if not configured:
+            return service.base_url + service.url_suffix
+        if "://" not in configured:
+            configured = f"http://{configured}"  # OLLAMA_HOST is often written host:port
+        return configured.rstrip("/") + service.url_suffix
+
+    def governor(self, name: str) -> Governor:
+        """The governor of provider `name` in this process (LLM_MAX_CONCURRENCY requests in flight)."""
+        if name not in self._governors:
+            self._governors[name] = Governor(self.settings.llm_max_concurrency)
+        return self._governors[name]
 
     # -- sources --------------------------------------------------------------------
 

@@ -71,6 +71,14 @@ class Settings:
     openrouter_api_key: str = setting("OPENROUTER_API_KEY", "", "OpenRouter key.")
     ollama_host: str = setting("OLLAMA_HOST", "", "Ollama server, e.g. http://127.0.0.1:11434.")
     model_prices_file: str = setting("MODEL_PRICES_FILE", "", "JSON price table overriding the defaults.")
+    llm_max_concurrency: int = setting("LLM_MAX_CONCURRENCY", 8, "Requests one worker process has in flight "
+                                       "to one provider at most, over all its tasks.")
+    llm_max_attempts: int = setting("LLM_MAX_ATTEMPTS", 4, "Tries of one provider call on 429, 5xx or a "
+                                    "connection error (1 = no retry).")
+    llm_retry_max_seconds: float = setting("LLM_RETRY_MAX_SECONDS", 60.0, "No retry of a provider call is "
+                                           "started whose wait would end later than this after its first try.")
+    llm_request_timeout: float = setting("LLM_REQUEST_TIMEOUT", 120.0, "Seconds one provider request may "
+                                         "wait to connect or for its next bytes.")
     # Sources
     docs_dir: str = setting("DOCS_DIR", "./docs", "Directory the local documents source indexes.")
     wikipedia_api_url: str = setting("WIKIPEDIA_API_URL", "", "MediaWiki Action API URL.")

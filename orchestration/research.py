@@ -115,15 +115,17 @@ class ResearchOrchestrator:
         passages = fuse_hits(lists, PASSAGES_PER_AGENT)
         meter = ScopedMeter(self.meter)
 
-        last_progress = [0.0]
+        last_progress, deltas = [0.0], [0]
 
         async def progress(text: str) -> None:
-            # design: a streaming model calls this per token; the event log gets a few a second.
+            # design: a streaming model calls this per delta (a token or a few); the event log
+            # gets a few a second, each carrying the whole answer so far.
+            deltas[0] += 1
             now = time.monotonic()
             if now - last_progress[0] >= PROGRESS_INTERVAL:
                 last_progress[0] = now
-                await self.events.emit("agent_progress", {"subtask_id": subtask.subtask_id,
-                                                          "partial": text[-400:], "chars": len(text)},
+                await self.events.emit("agent_progress", {"subtask_id": subtask.subtask_id, "text": text,
+                                                          "tokens": deltas[0], "chars": len(text)},
                                        agent_id=agent_id)
 
         try:
