@@ -111,7 +111,8 @@ class ChatProvider(Provider):
 
     def transient(self, exc: BaseException) -> bool:
         """Worth retrying: rate limited, overloaded, a 5xx, or the connection failed."""
-        return status_of(exc) in RETRYABLE_STATUS or isinstance(exc, self.connection_errors)
+        status = status_of(exc)
+        return status in RETRYABLE_STATUS or (status or 0) >= 500 or isinstance(exc, self.connection_errors)
 
     @abstractmethod
     async def complete(
