@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestration.models import TERMINAL_STATUSES, to_dict
+from orchestration.errors import SourceError
+from orchestration.fetch import FetchFailed, FetchRefused, PageFetcher
+from orchestration.models import LEGACY_AGENT_TYPES, TERMINAL_STATUSES, to_dict
 from orchestration.search import AGENT_TYPE_SOURCES
 
 from .bridge import run_sync
 from .catalog import Catalog
-from .errors import Unavailable
+from .errors import Unavailable, UpstreamError, ValidationError
+from .plugins import load_plugins
 from .schemas import (
     EmptyInput,
+    FetchInput,
     ListTasksInput,
     ResearchInput,
     SearchInput,
@@ -88,7 +92,8 @@ def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog
                  "description": RESEARCH_DESCRIPTION, "parameters": json_schema(ResearchInput)},
                 {"name": "search", "tool": "orchestrate_search", "aliases": ["swarm"],
                  "description": SEARCH_DESCRIPTION, "parameters": json_schema(SearchInput),
-                 "agent_types": {t: list(s) for t, s in AGENT_TYPE_SOURCES.items()}},
+                 "agent_types": {t: list(s) for t, s in AGENT_TYPE_SOURCES.items()},
+                 "legacy_agent_types": dict(LEGACY_AGENT_TYPES)},
             ],
             "providers": {"default": catalog.resolve_provider(None), "available": catalog.provider_names()},
             "sources": [s.describe() for s in catalog.sources.values()],
@@ -118,20 +123,56 @@ def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog
              {"type": "object", "properties": {"patterns": {"type": "array"}}, "required": ["patterns"]},
              ("dreamwalker_patterns",)),
     ]
+    # design: source searches and page reads run on the worker loop, where the shared
+    # per-loop HTTP client lives, rather than on a throwaway loop per request.
+    run = service.runtime.loop.call
     for name, source in catalog.sources.items():
-        tools.append(source_tool(name, source))
+        tools.append(source_tool(name, source, run))
+    tools.append(fetch_tool(catalog.fetcher(), run))
     for tool in tools:
         registry.register(tool)
+    registry.plugins = load_plugins(registry, catalog.settings)
 
 
-def source_tool(name: str, source: Any) -> Tool:
+def source_tool(name: str, source: Any, run: Any = None) -> Tool:
     def handler(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
         if not source.enabled:
             raise Unavailable(f"source {name} is disabled: {source.disabled_reason}")
-        hits = run_sync(source.search, args["query"], args["limit"])
+        try:
+            if run is None:
+                hits = run_sync(source.search, args["query"], args["limit"])
+            else:
+                hits = run(source.search(args["query"], args["limit"]))
+        except SourceError as exc:
+            raise UpstreamError(str(exc), {"source": name}) from None
         return ToolOutput({"source": name, "query": args["query"],
                            "results": [{k: v for k, v in to_dict(h).items() if k != "text"} for h in hits]})
 
     return Tool(f"{name}_search", f"Search the `{name}` source directly: {source.description}", SourceSearchInput,
                 handler, {**READ_ONLY, "openWorldHint": name != "local"},
                 {"type": "object", "properties": {"results": {"type": "array"}}, "required": ["results"]})
+
+
+FETCH_DESCRIPTION = (
+    "Read one web page: fetch it (public addresses only, text-like content, size and time capped) and return "
+    "its main text, extracted from the HTML, with the final URL after redirects."
+)
+
+
+def fetch_tool(fetcher: PageFetcher, run: Any) -> Tool:
+    def handler(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+        try:
+            page = run(fetcher.fetch(args["url"]))
+        except FetchRefused as exc:
+            raise ValidationError(f"fetch refused: {exc}", {"fields": {"url": [str(exc)]}}) from None
+        except FetchFailed as exc:
+            raise UpstreamError(f"fetch failed: {exc}", {"url": args["url"]}) from None
+        data = fetcher.to_dict(page)
+        if len(data["text"]) > args["max_chars"]:
+            data.update(text=data["text"][:args["max_chars"]], chars=args["max_chars"], truncated=True)
+        return ToolOutput(data)
+
+    return Tool("fetch_url", FETCH_DESCRIPTION, FetchInput, handler, {**READ_ONLY, "openWorldHint": True},
+                {"type": "object", "properties": {"url": {"type": "string"}, "title": {"type": "string"},
+                                                  "text": {"type": "string"}, "truncated": {"type": "boolean"}},
+                 "required": ["url", "text"]})

@@ -7,14 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestration.fetch import PageFetcher
 from orchestration.interfaces import Provider, SearchSource
 from orchestration.pricing import PriceTable
 from orchestration.providers import create_provider
 from orchestration.providers.resilience import Governor, RetryPolicy
 from orchestration.sources import create_source
+from orchestration.webclient import HttpClients, MemoryCache, ResponseCache
 
+from . import SERVICE_NAME, __version__
+from .cache import StoreCache
 from .errors import ValidationError
 from .settings import Settings
+from .store import Store
+
+USER_AGENT = f"{SERVICE_NAME}/{__version__} (research orchestrator; polite API client)"
 
 
 @dataclass(frozen=True)
@@ -56,8 +63,12 @@ CHAT_SERVICES: dict[str, ChatService] = {
 
 
 class Catalog:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
+        # design: with a store, every worker shares cached search answers; without one
+        # (a bare Catalog in a script) each process keeps its own.
+        self.cache: ResponseCache = StoreCache(store) if store is not None else MemoryCache()
+        self.http = HttpClients(user_agent=USER_AGENT)
         self.prices = PriceTable.load(settings.model_prices_file or None)
         self.retry = RetryPolicy(attempts=settings.llm_max_attempts, max_seconds=settings.llm_retry_max_seconds)
         self._governors: dict[str, Governor] = {}
@@ -132,12 +143,26 @@ class Catalog:
     def sources(self) -> dict[str, SearchSource]:
         """Every registered source, enabled or not, built once per process."""
         if self._sources is None:
-            data_dir = Path(self.settings.data_dir)
+            s = self.settings
+            data_dir = Path(s.data_dir)
+            # design: a network source is enabled only by its own setting (an URL, or a key whose
+            # service has a public URL), so the embedded default never leaves the host.
+            shared: dict[str, Any] = {"http": self.http, "cache": self.cache}
             self._sources = {
-                "local": create_source("local", docs_dir=self.settings.docs_dir,
-                                       index_path=data_dir / "docs_index.db"),
+                "local": create_source("local", docs_dir=s.docs_dir, index_path=data_dir / "docs_index.db"),
+                "web": create_source("web", searxng_url=s.searxng_url, brave_api_key=s.brave_api_key,
+                                     brave_api_url=s.brave_api_url, **shared),
+                "wikipedia": create_source("wikipedia", base_url=s.wikipedia_api_url, **shared),
+                "arxiv": create_source("arxiv", base_url=s.arxiv_api_url, **shared),
+                "semantic_scholar": create_source("semantic_scholar", base_url=s.semantic_scholar_api_url, **shared),
+                "github": create_source("github", api_url=s.github_api_url, token=s.github_token, **shared),
+                "hackernews": create_source("hackernews", base_url=s.hn_api_url, **shared),
             }
         return self._sources
+
+    def fetcher(self) -> PageFetcher:
+        """The page reader of fetch_url and worker agents."""
+        return PageFetcher(allow_private=self.settings.fetch_allow_private, user_agent=USER_AGENT)
 
     def select_sources(self, names: list[str] | None) -> list[SearchSource]:
         if not names:

@@ -64,6 +64,12 @@ class Unavailable(ApiError):
     status, code = 503, "unavailable"
 
 
+class UpstreamError(ApiError):
+    """A search API or a fetched page failed: not the client's fault, not ours."""
+
+    status, code = 502, "upstream_error"
+
+
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",

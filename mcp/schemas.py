@@ -114,6 +114,13 @@ class SourceSearchInput(StrictSchema):
     limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=50))
 
 
+class FetchInput(StrictSchema):
+    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"}, validate=validate.Length(max=2000),
+                     metadata={"description": "The page to read (http or https; public addresses only)."})
+    max_chars = fields.Integer(load_default=20000, validate=validate.Range(min=100, max=100000),
+                               metadata={"description": "Longest text returned; longer pages are cut."})
+
+
 class WebhookInput(StrictSchema):
     url = fields.Url(required=True, require_tld=False, schemes={"http", "https"}, validate=validate.Length(max=2000))
     events = fields.List(fields.String(validate=validate.OneOf((*EVENT_TYPES, "*"))), load_default=None,

@@ -74,6 +74,7 @@ class ToolRegistry:
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
         self._aliases: dict[str, str] = {}
+        self.plugins: list[dict[str, Any]] = []  # what mcp.plugins loaded or skipped, for /health
 
     def register(self, tool: Tool) -> None:
         self._tools[tool.name] = tool
@@ -85,6 +86,10 @@ class ToolRegistry:
         if tool is None:
             raise NotFound(f"unknown tool {name!r}", {"tools": sorted(self._tools)})
         return tool
+
+    def names(self) -> set[str]:
+        """Every name a tool answers to, aliases included."""
+        return set(self._tools) | set(self._aliases)
 
     def list(self) -> list[Tool]:
         return list(self._tools.values())

@@ -73,6 +73,10 @@ def health():
     if not Path(svc.settings.docs_dir).is_dir():
         checks["sources"]["local"]["status"] = "degraded"
         checks["sources"]["local"]["error"] = f"DOCS_DIR {svc.settings.docs_dir} does not exist"
+    checks["plugins"] = {"status": "error" if any(p["status"] != "ok" for p in svc.tools.plugins) else "ok",
+                         "loaded": svc.tools.plugins}
+    if checks["plugins"]["status"] == "error" and status == "healthy":
+        status = "degraded"  # design: the service runs without the broken plug-in; operators should see it
     checks["provider"] = {"status": "ok", "default": svc.catalog.resolve_provider(None)}
     body = {
         "status": status,

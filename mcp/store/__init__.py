@@ -237,6 +237,14 @@ class Store(ABC):
     @abstractmethod
     def reset_counters(self, prefix: str = "") -> int: ...
 
+    # short-lived cache of search API answers, shared by every worker
+    @abstractmethod
+    def cache_get(self, key: str) -> str | None:
+        """The cached value, or None when absent or expired."""
+
+    @abstractmethod
+    def cache_set(self, key: str, value: str, ttl: float) -> None: ...
+
     # legacy HTTP+SSE: messages for the worker that holds a session's stream
     @abstractmethod
     def push_session_message(self, session_id: str, message: dict[str, Any]) -> int: ...

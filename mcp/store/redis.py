@@ -104,6 +104,7 @@ class RedisStore(Store):
     WEBHOOK_DELIVERIES_KEY = "orch:deliveries:webhook:{}"
     DELIVERY_DEDUPE_KEY = "orch:deliveries:seen"
     LOCK_KEY = "orch:lock:{}"
+    CACHE_KEY = "orch:cache:{}"
 
     def __init__(self, client: redis.Redis):
         self.r = client
@@ -295,6 +296,14 @@ class RedisStore(Store):
         values = self.r.mget(keys) if keys else []
         prefix = len(self.WORKER_KEY.format(""))
         return [{"worker": k[prefix:], **json.loads(v)} for k, v in zip(keys, values) if v]
+
+    # -- response cache ----------------------------------------------------------------------
+
+    def cache_get(self, key: str) -> str | None:
+        return self.r.get(self.CACHE_KEY.format(key))
+
+    def cache_set(self, key: str, value: str, ttl: float) -> None:
+        self.r.set(self.CACHE_KEY.format(key), value, px=max(1, int(ttl * 1000)))
 
     # -- MCP sessions ----------------------------------------------------------------------
 

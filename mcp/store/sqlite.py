@@ -101,6 +101,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     UNIQUE (webhook_id, task_id, event_id)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS locks (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -347,6 +352,19 @@ class SQLiteStore(Store):
 
     def count_webhooks(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM webhooks").fetchone()[0]
+
+    # -- response cache ----------------------------------------------------------------------
+
+    def cache_get(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM cache WHERE key = ? AND expires >= ?",
+                               (key, time.time())).fetchone()
+        return row[0] if row else None
+
+    def cache_set(self, key: str, value: str, ttl: float) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)", (key, value, now + ttl))
+            db.execute("DELETE FROM cache WHERE expires < ?", (now,))
 
     # -- MCP sessions ----------------------------------------------------------------------
 

@@ -155,3 +155,11 @@ def test_sessions_and_counters(store):
     assert store.get_counter("rl:a") == (3, pytest.approx(hits[0][1], abs=0.01))
     time.sleep(0.35)
     assert store.get_counter("rl:a")[0] == 0 and store.incr_counter("rl:a", 5)[0] == 1
+
+
+def test_response_cache_is_shared_and_expires(store):
+    assert store.cache_get("src:k") is None
+    store.cache_set("src:k", '{"hits": []}', ttl=0.3)
+    assert store.cache_get("src:k") == '{"hits": []}'
+    time.sleep(0.35)
+    assert store.cache_get("src:k") is None
