@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from mcp import errors, metrics, observability, openapi, ratelimit, security, services
+from mcp import errors, jsonio, metrics, observability, openapi, ratelimit, security, services
 from mcp.bridge import process_loop
 from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     observability.configure_logging(settings)
     app = Flask("mcp-orchestrator")
+    app.json = jsonio.JsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     store = open_store(settings.resolved_store_url)
     catalog = Catalog(settings, store)

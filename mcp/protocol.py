@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestration.models import TERMINAL_STATUSES
 
-from . import SERVICE_NAME, __version__
+from . import SERVICE_NAME, __version__, jsonio
 from .builtin_tools import RESEARCH_DESCRIPTION, SEARCH_DESCRIPTION
 from .errors import ApiError, NotFound
 from .schemas import ResearchInput, SearchInput
@@ -221,7 +221,7 @@ class McpServer:
             return tool_error(exc.message, {"error": exc.code, **exc.details})
         if "task" in params and tool.starts_task:
             return {"task": mcp_task(self.tasks.get(output.data["task_id"], ctx.owner))}
-        return {"content": [{"type": "text", "text": json.dumps(output.data, ensure_ascii=False)}],
+        return {"content": [{"type": "text", "text": jsonio.dumps(output.data)}],
                 "structuredContent": output.data, "isError": False}
 
     def on_cancelled(self, params: dict[str, Any], ctx: CallContext) -> None:
@@ -337,7 +337,7 @@ class McpServer:
         if task.status not in TERMINAL_STATUSES:
             raise RpcError(INTERNAL_ERROR, f"task {task_id} is still {task.status}")
         data = self.tasks.result(task_id, ctx.owner)
-        return {"content": [{"type": "text", "text": json.dumps(data, ensure_ascii=False)}],
+        return {"content": [{"type": "text", "text": jsonio.dumps(data)}],
                 "structuredContent": data, "isError": task.status == "failed"}
 
     def task_list(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:

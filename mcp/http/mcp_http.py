@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, request, stream_with_context
 
+from .. import jsonio
 from ..errors import NotFound, error_response
 from ..protocol import (
     INTERNAL_ERROR,
@@ -68,7 +69,7 @@ def dns_rebinding_guard() -> Response | None:
 
 
 def rpc_response(body: Any, status: int = 200, session_id: str | None = None) -> Response:
-    response = Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
+    response = Response(jsonio.dumpb(body), status=status, mimetype="application/json")
     if session_id:
         response.headers[SESSION_HEADER] = session_id
     return response
@@ -97,7 +98,7 @@ def post() -> Response:
         return rpc_response(rpc_error(None, INVALID_REQUEST, f"batches are not supported in protocol {version}"),
                             400, session_id)
 
-    stored = json.dumps(session, sort_keys=True) if session_id and not session.get("unsaved") else None
+    stored = jsonio.dumps(session, sort_keys=True) if session_id and not session.get("unsaved") else None
 
     def save() -> None:
         """Write the session when it changed, or to slide its expiry once in a while: most
@@ -107,11 +108,11 @@ def post() -> Response:
             return
         session.pop("unsaved", None)
         now = time.time()
-        if stored == json.dumps(session, sort_keys=True) and now - session.get("seen", 0) < SESSION_REFRESH:
+        if stored == jsonio.dumps(session, sort_keys=True) and now - session.get("seen", 0) < SESSION_REFRESH:
             return
         session["seen"] = now
         svc.store.save_session(session_id, session, SESSION_TTL)
-        stored = json.dumps(session, sort_keys=True)
+        stored = jsonio.dumps(session, sort_keys=True)
 
     ctx = CallContext(owner=caller, urls=urls_under(public_prefix(svc.settings)), session=session,
                       save_session=save)
@@ -198,9 +199,9 @@ def sse_call(server: McpServer, payload: Any, ctx: CallContext, session_id: str 
                 continue
             if isinstance(item, tuple) and item and item[0] is done:
                 for message in item[1] if isinstance(item[1], list) else [item[1]]:
-                    yield f"event: message\ndata: {json.dumps(message, ensure_ascii=False)}\n\n"
+                    yield f"event: message\ndata: {jsonio.dumps(message)}\n\n"
                 return
-            yield f"event: message\ndata: {json.dumps(item, ensure_ascii=False)}\n\n"
+            yield f"event: message\ndata: {jsonio.dumps(item)}\n\n"
 
     response = Response(stream_with_context(stream()), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"

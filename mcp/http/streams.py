@@ -11,6 +11,7 @@ from flask import Blueprint, Response, request, stream_with_context
 
 from orchestration.models import TERMINAL_EVENTS
 
+from .. import jsonio
 from ..errors import Unavailable, ValidationError
 from ..schemas import StreamQuery
 from ..services import Services, services
@@ -22,7 +23,7 @@ RETRY_MS = 3000
 
 
 def sse_event(event: Event) -> str:
-    data = json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)
+    data = jsonio.dumps(event.to_dict())
     return f"id: {event.id}\nevent: {event.event_type}\ndata: {data}\n\n"
 
 

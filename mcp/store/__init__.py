@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import base64
 import importlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from .. import jsonio
 
 BACKENDS = {"sqlite": "mcp.store.sqlite:SQLiteStore", "redis": "mcp.store.redis:RedisStore"}
 
@@ -58,7 +59,7 @@ class Event:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return jsonio.dumps(value)
 
 
 def encode_cursor(created_at: float, task_id: str) -> str:
