@@ -12,11 +12,19 @@ import time
 from typing import Any
 
 from .budget import ScopedMeter, UsageMeter
-from .citations import LOCAL_TAG, cited_ids, drop_unknown, number_sources, sources_section
+from .citations import (
+    LOCAL_TAG,
+    cited_ids,
+    evidence_for,
+    number_sources,
+    passage_text,
+    sources_section,
+    verify_citations,
+)
 from .errors import BudgetExhausted, OrchestrationError
 from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
 from .models import AgentResult, Citation, Outcome, ResearchRequest, Subtask, SynthesisResult, to_dict
-from .ranking import fuse_hits
+from .ranking import fuse_hits, normalize_url
 from .retrieval import query_sources
 
 PASSAGES_PER_AGENT = 6
@@ -48,6 +56,7 @@ class ResearchOrchestrator:
         self.subtasks: list[Subtask] = []
         self.agent_results: dict[str, AgentResult] = {}
         self.syntheses: dict[str, SynthesisResult] = {}
+        self.evidence: dict[str, str] = {}  # normalized URL -> passage text, for citation verification
         self._budget_announced = False
 
     # -- the run -------------------------------------------------------------------
@@ -84,6 +93,9 @@ class ResearchOrchestrator:
                 for key, value in saved.items()
                 if key.startswith("synthesis:")
             }
+            for key, value in saved.items():
+                if key.startswith("evidence:"):
+                    self.evidence.update(value)
             return
         await self.events.emit("decomposition_start", {"query": request.query, "num_subtasks": request.num_agents},
                                progress=1.0)
@@ -152,6 +164,10 @@ class ResearchOrchestrator:
         ]
         result = AgentResult(agent_id, subtask.subtask_id, "research", "completed", content, citations,
                              round(time.monotonic() - started, 3), meter.usage)
+        evidence = {normalize_url(h.url): passage_text(h) for i, h in enumerate(passages, start=1) if i in refs}
+        self.evidence.update(evidence)
+        # design: saved before the agent's result, so a resumed task that keeps the agent has its passages too
+        await self.checkpoints.save(f"evidence:{agent_id}", evidence)
         self.agent_results[agent_id] = result
         await self.checkpoints.save(f"agent:{agent_id}", to_dict(result))
         await self.events.emit("agent_complete", {"subtask_id": subtask.subtask_id, "title": subtask.title,
@@ -223,7 +239,7 @@ class ResearchOrchestrator:
         done = self._completed_results()
         sources, _ = number_sources(done)
         title = request.title or request.query
-        body, dropped = drop_unknown(body, {s.id for s in sources})
+        body, citations = verify_citations(body, evidence_for(sources, self.evidence))
         cited = cited_ids(body)
         report = f"# {title}\n\n{body.strip()}\n\n{sources_section(sources, cited)}\n"
         ordered = [self.agent_results[self._agent_id(s)] for s in self.subtasks
@@ -237,7 +253,7 @@ class ResearchOrchestrator:
             usage=self.meter.usage,
             budget=self.meter.budget,
             partial=partial,
-            citations={"total": len(cited) + dropped, "verified": len(cited), "dropped": dropped},
+            citations=citations,
         )
 
     def _completed_results(self) -> list[AgentResult]:

@@ -8,11 +8,11 @@ import asyncio
 import time
 
 from .budget import UsageMeter
-from .citations import cited_ids, drop_unknown, sources_section
+from .citations import evidence_for, passage_text, sources_section, verify_citations
 from .errors import BudgetExhausted
 from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
 from .models import AgentResult, Citation, Hit, Outcome, SearchRequest, Source, SynthesisResult, to_dict
-from .ranking import RankedList, fuse
+from .ranking import RankedList, fuse, normalize_url
 from .retrieval import query_sources
 
 # Which sources each agent type asks, best first (DESIGN §6).
@@ -139,8 +139,13 @@ class SearchOrchestrator:
 
     def _outcome(self, sources: list[Source], body: str, partial: bool) -> Outcome:
         title = self.request.title or self.request.query
-        body, dropped = drop_unknown(body, {s.id for s in sources})
-        cited = cited_ids(body)
+        passages: dict[str, list[str]] = {}
+        for lists in self.lists.values():
+            for hit in (h for rl in lists for h in rl.hits):
+                texts = passages.setdefault(normalize_url(hit.url), [])
+                if passage_text(hit) not in texts:
+                    texts.append(passage_text(hit))
+        body, citations = verify_citations(body, evidence_for(sources, {u: " ".join(t) for u, t in passages.items()}))
         report = f"# {title}\n\n{body.strip()}\n\n{sources_section(sources)}\n"
         return Outcome(
             subtasks=[],
@@ -151,7 +156,7 @@ class SearchOrchestrator:
             usage=self.meter.usage,
             budget=self.meter.budget,
             partial=partial,
-            citations={"total": len(cited) + dropped, "verified": len(cited), "dropped": dropped},
+            citations=citations,
         )
 
 
