@@ -136,6 +136,7 @@ class HttpSource(SearchSource):
         self.retry_wait = retry_wait
         self.cache_ttl = cache_ttl
         self.politeness = Politeness(self.default_interval if min_interval is None else min_interval)
+        self._inflight: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[str]] = {}
         self.enabled = bool(self.base_url) and disabled_reason is None
         self.disabled_reason = disabled_reason if disabled_reason or self.base_url else (
             f"not configured: set {self.setting or 'its API URL'}"
@@ -154,6 +155,16 @@ class HttpSource(SearchSource):
         cached = await self.cache.get(key) if self.cache_ttl > 0 else None
         if cached is not None:
             return cached
+        # design: agents of one search often ask the same thing at the same moment; they
+        # share one request (per loop) instead of all missing the cache together.
+        flight = (asyncio.get_running_loop(), key)
+        if flight not in self._inflight:
+            self._inflight[flight] = asyncio.ensure_future(self._fetch(key, url, params, headers))
+            self._inflight[flight].add_done_callback(lambda _: self._inflight.pop(flight, None))
+        return await asyncio.shield(self._inflight[flight])
+
+    async def _fetch(self, key: str, url: str, params: dict[str, Any] | None,
+                     headers: dict[str, str] | None) -> str:
         try:
             async for attempt in AsyncRetrying(stop=stop_after_attempt(self.attempts), wait=self._wait,
                                                retry=retry_if_exception(_retryable), reraise=True):
