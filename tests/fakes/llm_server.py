@@ -202,8 +202,12 @@ class LLMHandler(BaseHTTPRequestHandler):
             n = state.requests
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
-        if state.gate:
-            state.gate.acquire()
+            if state.max_concurrency and state.gate is None:
+                # tests set max_concurrency on a running server, after __post_init__
+                state.gate = threading.Semaphore(state.max_concurrency)
+            gate = state.gate
+        if gate:
+            gate.acquire()
         try:
             self.pause(state.latency)
             if state.api_key is not None and not self.authorized(state.api_key):
@@ -236,8 +240,8 @@ class LLMHandler(BaseHTTPRequestHandler):
             with state.lock:
                 state.disconnects.append(time.time())
         finally:
-            if state.gate:
-                state.gate.release()
+            if gate:
+                gate.release()
             with state.lock:
                 state.in_flight -= 1
 
