@@ -4,7 +4,12 @@ Events are written to the store by whichever worker runs the task, so a stream s
 another worker must learn of them from the store. One poller thread per worker asks the
 store for the newest event id of every task someone here is waiting on (one query per
 tick for all of them) and wakes those waiters; events written by this worker wake their
-waiters at once through `notify`."""
+waiters at once through `notify`.
+
+Streams of the same task share what they read: the first reader to wake fetches the new
+events from the store once and keeps them in a short per-task window, and the other
+readers of that task on this worker take them from there. Five hundred readers on ten
+tasks cost ten store reads per new event, not five hundred."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import threading
 import time
 
 from .metrics import STREAMS
-from .store import Store
+from .store import Event, Store
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,19 @@ class _Watch:
         self.waiters = 0
 
 
+class _Window:
+    """Recent events of one task, contiguous by id, shared by its readers on this worker."""
+
+    __slots__ = ("lock", "events", "readers", "latest")
+    SIZE = 2000
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[Event] = []
+        self.readers = 0
+        self.latest = 0  # the newest id this worker has heard of (notify, poller, reads)
+
+
 class StreamHub:
     def __init__(self, store: Store, poll_interval: float = 0.1):
         self.store = store
@@ -37,6 +55,7 @@ class StreamHub:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._streams = 0
+        self._windows: dict[str, _Window] = {}
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -51,15 +70,51 @@ class StreamHub:
     def active_streams(self) -> int:
         return self._streams
 
-    def stream_opened(self) -> None:
+    def stream_opened(self, task_id: str | None = None) -> None:
         with self._lock:
             self._streams += 1
+            if task_id is not None:
+                self._windows.setdefault(task_id, _Window()).readers += 1
         STREAMS.inc()
 
-    def stream_closed(self) -> None:
+    def stream_closed(self, task_id: str | None = None) -> None:
         with self._lock:
             self._streams -= 1
+            window = self._windows.get(task_id) if task_id is not None else None
+            if window is not None:
+                window.readers -= 1
+                if window.readers <= 0:
+                    del self._windows[task_id]
         STREAMS.dec()
+
+    def events_after(self, task_id: str, after: int, limit: int = 500) -> list[Event]:
+        """Events of `task_id` newer than `after`, oldest first, at most `limit`: from the
+        shared window when it holds them, else from the store (once for all readers)."""
+        with self._lock:
+            window = self._windows.get(task_id)
+        if window is None:
+            return self.store.events(task_id, after, limit)
+        with window.lock:
+            events = window.events
+            if events and events[0].id <= after + 1 <= events[-1].id:
+                start = after + 1 - events[0].id
+                return events[start:start + limit]
+            if events and after + 1 < events[0].id:
+                return self.store.events(task_id, after, limit)  # a replay from before the window
+            if events and after >= events[-1].id >= window.latest:
+                # Nothing newer is known: the reader goes on to `wait`, which the poller
+                # or `notify` wakes when something lands.
+                return []
+            # design: the window ends at or before `after`; one reader asks the store while
+            # the others of this task wait on the lock and then find the answer here.
+            fresh = self.store.events(task_id, max(after, events[-1].id if events else after), limit)
+            if fresh and (not events or fresh[0].id == events[-1].id + 1):
+                window.events = (events + fresh)[-_Window.SIZE:]
+            elif fresh:
+                window.events = fresh[-_Window.SIZE:]
+            if fresh:
+                window.latest = max(window.latest, fresh[-1].id)
+            return [e for e in fresh if e.id > after][:limit]
 
     @property
     def stopping(self) -> bool:
@@ -84,6 +139,9 @@ class StreamHub:
     def notify(self, task_id: str, event_id: int) -> None:
         with self._lock:
             watch = self._watches.get(task_id)
+            window = self._windows.get(task_id)
+        if window is not None and event_id > window.latest:
+            window.latest = event_id
         if watch is not None:
             with watch.cond:
                 if event_id > watch.last:

@@ -42,10 +42,10 @@ def resume_point() -> int:
 def event_stream(svc: Services, task_id: str, after: int) -> Iterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
     last = after
-    svc.hub.stream_opened()
+    svc.hub.stream_opened(task_id)
     try:
         while True:
-            events = svc.store.events(task_id, last, 500)
+            events = svc.hub.events_after(task_id, last)
             for event in events:
                 yield sse_event(event)
                 last = event.id
@@ -62,7 +62,7 @@ def event_stream(svc: Services, task_id: str, after: int) -> Iterator[str]:
                     continue
                 yield ": keep-alive\n\n"
     finally:
-        svc.hub.stream_closed()
+        svc.hub.stream_closed(task_id)
 
 
 @bp.get("/stream/<task_id>")

@@ -1,0 +1,81 @@
+"""The stream hub: many readers of one task share one store read per batch of new events,
+and still see every event once, in order, whether events come from this worker (notify)
+or from another one (the poller)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mcp.store import TaskRecord, open_store
+from mcp.streaming import StreamHub
+
+
+class CountingStore:
+    """The real SQLite store, counting how often readers ask it for events."""
+
+    def __init__(self, store):
+        self.store = store
+        self.event_reads = 0
+
+    def events(self, task_id, after, limit):
+        self.event_reads += 1
+        return self.store.events(task_id, after, limit)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def reader(hub: StreamHub, task_id: str, seen: list[int], stop_at: int) -> None:
+    hub.stream_opened(task_id)
+    last = 0
+    try:
+        while last < stop_at:
+            events = hub.events_after(task_id, last)
+            for event in events:
+                seen.append(event.id)
+                last = event.id
+            if not events:
+                hub.wait(task_id, last, 5.0)
+    finally:
+        hub.stream_closed(task_id)
+
+
+def test_readers_of_one_task_share_store_reads_and_see_every_event(tmp_path):
+    real = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    real.create_task(TaskRecord("t1", "research", "q", None, {"query": "q"}, created_at=time.time()))
+    store = CountingStore(real)
+    hub = StreamHub(store, poll_interval=0.02)
+    hub.start()
+    readers, total = 40, 30
+    seen: list[list[int]] = [[] for _ in range(readers)]
+    threads = [threading.Thread(target=reader, args=(hub, "t1", seen[i], total)) for i in range(readers)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    for n in range(total):
+        event = real.append_event("t1", "agent_progress", {"n": n})
+        if n % 2:
+            hub.notify("t1", event.id)  # written by this worker; even ones only the poller finds
+        time.sleep(0.01)
+    for t in threads:
+        t.join(10)
+    hub.stop()
+    assert all(ids == list(range(1, total + 1)) for ids in seen)
+    # design: one read per reader to start, then about one per new batch for all of them
+    assert store.event_reads < readers + 3 * total, store.event_reads
+    assert hub.active_streams == 0 and not hub._windows
+
+
+def test_a_replay_from_before_the_window_reads_the_store(tmp_path):
+    real = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    real.create_task(TaskRecord("t2", "search", "q", None, {"query": "q"}, created_at=time.time()))
+    for n in range(5):
+        real.append_event("t2", "agent_progress", {"n": n})
+    hub = StreamHub(real)
+    hub.stream_opened("t2")
+    assert [e.id for e in hub.events_after("t2", 3)] == [4, 5]  # fills the window from 4
+    assert [e.id for e in hub.events_after("t2", 0)] == [1, 2, 3, 4, 5]  # older than the window
+    assert [e.id for e in hub.events_after("t2", 4)] == [5]
+    assert hub.events_after("t2", 5) == []
+    hub.stream_closed("t2")
