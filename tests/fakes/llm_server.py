@@ -255,6 +255,7 @@ class LLMHandler(BaseHTTPRequestHandler):
 
 class LLMServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # a burst of agents must not wait on SYN retries of a short backlog
     handler: type[LLMHandler] = LLMHandler
     base_path = ""
 
