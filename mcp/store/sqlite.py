@@ -126,6 +126,11 @@ class SQLiteStore(Store):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # design: sqlite3 connections must not cross threads (or forks); one per thread.
         self._local = threading.local()
+        # design: threads of one process take turns on this lock before asking SQLite for
+        # its write lock. SQLite's busy handler waits by sleeping (up to 100 ms a nap), so
+        # dozens of threads contending through it stalled event writes for most of a second;
+        # a Python lock hands over at once and leaves SQLite's lock to the other processes.
+        self._write_lock = threading.RLock()
         self._db.executescript(SCHEMA)
 
     @classmethod
@@ -149,13 +154,14 @@ class SQLiteStore(Store):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def ping(self) -> None:
         self._db.execute("SELECT 1 FROM tasks LIMIT 1").fetchall()
