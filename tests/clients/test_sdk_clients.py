@@ -17,7 +17,9 @@ SCRIPT = Path(__file__).with_name("sdk_client.py")
 SDK_PYTHON = os.environ.get("MCP_SDK_PYTHON",
                             str(Path.home() / ".cache" / "mcp-orchestrator" / "sdk-venv" / "bin" / "python"))
 EXPECTED_TOOLS = {"orchestrate_research", "orchestrate_search", "get_orchestration_status", "get_orchestration_result",
-                  "cancel_orchestration", "list_orchestrations", "list_orchestrator_patterns", "local_search"}
+                  "cancel_orchestration", "list_orchestrations", "list_orchestrator_patterns", "fetch_url",
+                  *(f"{source}_search" for source in ("local", "wikipedia", "arxiv", "web", "github", "hackernews",
+                                                       "semantic_scholar"))}
 
 if not Path(SDK_PYTHON).exists():
     pytest.skip("the MCP SDK venv is missing: run ./test.sh, which installs it", allow_module_level=True)
