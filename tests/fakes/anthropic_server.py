@@ -5,7 +5,6 @@ errors with `Retry-After`; latency and fault injection as tests.fakes.llm_server
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
@@ -82,15 +81,6 @@ class FakeAnthropicServer(LLMServer):
     handler = Handler
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--latency", type=float, default=0.0)
-    args = parser.parse_args()
-    server = FakeAnthropicServer(args.port, latency=args.latency)
-    print(server.base_url, flush=True)
-    server.serve_forever()
-
 
 if __name__ == "__main__":
-    main()
+    FakeAnthropicServer.main(__doc__)

@@ -8,6 +8,7 @@ the planner, a finding citing the numbered passages for worker agents, a merge k
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
@@ -58,6 +59,13 @@ class FakeState:
     def __post_init__(self) -> None:
         if self.max_concurrency:
             self.gate = threading.Semaphore(self.max_concurrency)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is in flight; False when `timeout` passes first."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.in_flight == 0
 
     def counted(self) -> list[Call]:
         """Calls that were answered 200 (what a client is billed for)."""
@@ -275,3 +283,14 @@ class LLMServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+    @classmethod
+    def main(cls, description: str) -> None:
+        """Serve standalone (benchmarks): prints the base URL, then serves until killed."""
+        parser = argparse.ArgumentParser(description=description)
+        parser.add_argument("--port", type=int, default=0)
+        parser.add_argument("--latency", type=float, default=0.0)
+        args = parser.parse_args()
+        server = cls(args.port, latency=args.latency)
+        print(server.base_url, flush=True)
+        server.serve_forever()

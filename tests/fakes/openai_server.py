@@ -5,7 +5,6 @@ injection (tests.fakes.llm_server), for provider tests. Run standalone for bench
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from typing import Any
@@ -66,15 +65,6 @@ class FakeServer(LLMServer):
     base_path = "/v1"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--latency", type=float, default=0.0)
-    args = parser.parse_args()
-    server = FakeServer(args.port, latency=args.latency)
-    print(server.base_url, flush=True)
-    server.serve_forever()
-
 
 if __name__ == "__main__":
-    main()
+    FakeServer.main(__doc__)

@@ -259,10 +259,7 @@ def test_cancel_and_timeout_close_in_flight_connections_and_start_no_new_request
         return stopped, server.state.requests
 
     stopped, requests = asyncio.run(run())
-    deadline = time.monotonic() + 5
-    while server.state.in_flight and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.state.in_flight == 0
+    assert server.state.wait_idle(5)
     assert len(server.state.disconnects) == 8 and max(server.state.disconnects) - stopped < 2.0
     assert [c.status for c in server.state.calls if c.role == "worker"] == [DROPPED] * 8
     time.sleep(0.5)
