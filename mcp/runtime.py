@@ -324,7 +324,7 @@ class TaskRuntime:
             provider = self.catalog.provider(params["provider"], params.get("model"))
             sources = self.catalog.select_sources(params.get("sources"))
             kind = ResearchOrchestrator if task.orchestrator == "research" else SearchOrchestrator
-            orchestrator = kind(provider, sources, events, checkpoints, meter)
+            orchestrator = kind(provider, sources, events, checkpoints, meter, **self._reader_for(kind))
             request_type = REQUEST_TYPES[task.orchestrator]
             request = request_type(**{k: v for k, v in params.items() if k in request_type.__dataclass_fields__})
             async with asyncio.timeout(max(0.0, remaining)):
@@ -353,6 +353,17 @@ class TaskRuntime:
             if provider is not None:
                 await provider.aclose()
         await self._finish(task, status, outcome, error)
+
+    def _reader_for(self, kind: type) -> dict[str, Any]:
+        """Research agents read their best web results through fetch_url's page reader."""
+        if kind is not ResearchOrchestrator or self.settings.agent_read_pages <= 0:
+            return {}
+        fetcher = self.catalog.fetcher()
+
+        async def read_page(url: str) -> str:
+            return (await fetcher.fetch(url)).text
+
+        return {"read_page": read_page, "pages_per_agent": self.settings.agent_read_pages}
 
     @staticmethod
     def _partial(orchestrator: Any, error: str | None) -> Outcome:

@@ -84,8 +84,9 @@ class PageFetcher:
                                               "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1"}
                                      ) as client:
             for _ in range(MAX_REDIRECTS + 1):
-                why, addresses = netguard.vet(url, self.allow_private, self.resolver,
-                                              " (FETCH_ALLOW_PRIVATE=1 allows it)")
+                # design: resolving blocks (getaddrinfo); off the loop, which every task shares.
+                why, addresses = await asyncio.to_thread(netguard.vet, url, self.allow_private, self.resolver,
+                                                         " (FETCH_ALLOW_PRIVATE=1 allows it)")
                 if why:
                     raise FetchRefused(f"{url}: {why}")
                 request = self._pinned(client, url, addresses)

@@ -8,7 +8,10 @@ and a run over existing checkpoints buys none of that work again."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .budget import ScopedMeter, UsageMeter
@@ -23,14 +26,21 @@ from .citations import (
 )
 from .errors import BudgetExhausted, OrchestrationError
 from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
-from .models import AgentResult, Citation, Outcome, ResearchRequest, Subtask, SynthesisResult, to_dict
+from .models import AgentResult, Citation, Hit, Outcome, ResearchRequest, Subtask, SynthesisResult, to_dict
 from .ranking import fuse_hits, normalize_url
 from .retrieval import query_sources
+from .text import relevant_excerpt
+
+log = logging.getLogger(__name__)
+PageReader = Callable[[str], Awaitable[str]]
 
 PASSAGES_PER_AGENT = 6
 HITS_PER_SOURCE = 5
 PLAN_CONTEXT_HITS = 8
 PROGRESS_INTERVAL = 0.5
+# A hit whose text is shorter than this is a snippet; reading its page gives the agent more.
+FULL_TEXT_CHARS = 800
+PAGE_EXCERPT_CHARS = 1500
 
 # Share of the progress bar each phase fills.
 PLAN_DONE, AGENTS_DONE = 5.0, 85.0
@@ -45,6 +55,8 @@ class ResearchOrchestrator:
         checkpoints: CheckpointStore,
         meter: UsageMeter,
         max_parallel_agents: int = 20,
+        read_page: PageReader | None = None,
+        pages_per_agent: int = 0,
     ):
         self.provider = provider
         self.sources = [s for s in sources if s.enabled]
@@ -52,6 +64,8 @@ class ResearchOrchestrator:
         self.checkpoints = checkpoints
         self.meter = meter
         self.max_parallel_agents = max_parallel_agents
+        self.read_page = read_page
+        self.pages_per_agent = pages_per_agent if read_page else 0
         self.request: ResearchRequest | None = None
         self.subtasks: list[Subtask] = []
         self.agent_results: dict[str, AgentResult] = {}
@@ -116,6 +130,31 @@ class ResearchOrchestrator:
 
         await asyncio.gather(*(guarded(s) for s in pending))
 
+    async def _read_pages(self, subtask: Subtask, passages: list[Hit]) -> list[Hit]:
+        """The agent reads its best `pages_per_agent` web results in full, side by side, and
+        quotes the part of each page that bears on its subtask instead of the snippet. A page
+        that cannot be had (refused, failing, not text) leaves its snippet as it was."""
+        chosen = [i for i, hit in enumerate(passages)
+                  if hit.url.startswith(("http://", "https://")) and len(hit.text) < FULL_TEXT_CHARS]
+        chosen = chosen[:self.pages_per_agent]
+        if not chosen:
+            return passages
+        read = list(passages)
+
+        async def one(i: int) -> None:
+            hit = passages[i]
+            try:
+                text = await self.read_page(hit.url)
+            except Exception as exc:  # noqa: BLE001 - the snippet still stands
+                log.info("page %s not read: %s", hit.url, exc)
+                return
+            excerpt = relevant_excerpt(text, f"{subtask.title} {subtask.query}", PAGE_EXCERPT_CHARS)
+            if len(excerpt) > len(hit.text or hit.snippet):
+                read[i] = dataclasses.replace(hit, text=excerpt, metadata={**hit.metadata, "page_read": True})
+
+        await asyncio.gather(*(one(i) for i in chosen))
+        return read
+
     async def _run_agent(self, subtask: Subtask) -> None:
         if self.meter.budget.exhausted:
             return
@@ -124,7 +163,7 @@ class ResearchOrchestrator:
         await self.events.emit("agent_start", {"subtask_id": subtask.subtask_id, "title": subtask.title,
                                                "query": subtask.query}, agent_id=agent_id)
         lists, source_errors = await query_sources(self.sources, subtask.query, HITS_PER_SOURCE, agent_id)
-        passages = fuse_hits(lists, PASSAGES_PER_AGENT)
+        passages = await self._read_pages(subtask, fuse_hits(lists, PASSAGES_PER_AGENT))
         meter = ScopedMeter(self.meter)
 
         last_progress, deltas = [0.0], [0]

@@ -179,3 +179,25 @@ def overlap(claim: str, evidence: str) -> float:
     if not words:
         return 0.0
     return len(words & set(tokenize(evidence))) / len(words)
+
+
+def relevant_excerpt(text: str, query: str, chars: int) -> str:
+    """The sentences of a long `text` that best match `query` (BM25), kept in document
+    order, up to about `chars` characters: what a worker agent quotes from a page it read."""
+    if len(text) <= chars:
+        return text
+    sentences = [s for s in split_sentences(text) if s.strip()]
+    if not sentences:
+        return text[:chars]
+    scores = BM25([tokenize(s) for s in sentences]).scores(tokenize(query))
+    chosen: set[int] = set()
+    used = 0
+    ranked = sorted(range(len(sentences)), key=lambda i: -scores[i])
+    if scores[ranked[0]] > 0:
+        ranked = [i for i in ranked if scores[i] > 0]  # sentences sharing no term add nothing
+    for i in ranked:
+        if used + len(sentences[i]) > chars and chosen:
+            break
+        chosen.add(i)
+        used += len(sentences[i]) + 1
+    return " ".join(sentences[i] for i in sorted(chosen))[:chars]

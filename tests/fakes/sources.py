@@ -32,4 +32,7 @@ class FakeSources:
         s = self.servers
         return {"WIKIPEDIA_API_URL": s["wikipedia"].url, "ARXIV_API_URL": s["arxiv"].url,
                 "SEARXNG_URL": s["searxng"].url, "GITHUB_API_URL": s["github"].url, "HN_API_URL": s["hackernews"].url,
-                "SEMANTIC_SCHOLAR_API_URL": s["semantic_scholar"].url}
+                "SEMANTIC_SCHOLAR_API_URL": s["semantic_scholar"].url,
+                # design: the fakes' results link to real public sites; research agents must not
+                # try to read them (that would resolve public names, a packet off this machine).
+                "AGENT_READ_PAGES": "0"}
