@@ -52,6 +52,11 @@ REQUEST_TYPES = {"research": ResearchRequest, "search": SearchRequest}
 CANCEL_POLL = 0.2
 HEARTBEAT_INTERVAL = 5.0
 WEBHOOK_POLL = 1.0
+# design: a task is not retried forever. One that crashed the runtime itself (a bug, which
+# repeats) is failed after CRASH_ATTEMPTS; one whose workers keep dying under it (OOM, kill)
+# after MAX_ATTEMPTS claims, counting graceful hand-backs.
+CRASH_ATTEMPTS = 3
+MAX_ATTEMPTS = 10
 
 
 def new_task_id(orchestrator: str) -> str:
@@ -292,8 +297,12 @@ class TaskRuntime:
             await self._execute(task)
         except TaskGone:
             log.info("task %s was taken over or finished elsewhere", task.task_id)
-        except Exception:  # noqa: BLE001 - logged; the lease expires and another worker resumes
+        except Exception as exc:  # noqa: BLE001 - logged; the lease expires and another worker resumes
             log.exception("task %s crashed in the runtime", task.task_id)
+            if task.attempts >= CRASH_ATTEMPTS:
+                await self._guarded(lambda: self._finish(task, "failed", Outcome(partial=True),
+                                                         f"internal error on {task.attempts} attempts: "
+                                                         f"{type(exc).__name__}"))
         finally:
             self._running.pop(task.task_id, None)
             self._cancelling.discard(task.task_id)
@@ -302,6 +311,10 @@ class TaskRuntime:
                 self.loop.submit(self._scan_once())
 
     async def _execute(self, task: TaskRecord) -> None:
+        if task.attempts > MAX_ATTEMPTS:
+            await self._finish(task, "failed", Outcome(partial=True),
+                               f"gave up after {MAX_ATTEMPTS} attempts whose workers stopped before it finished")
+            return
         params = task.params
         events = StoreEvents(self, task)
         saved = await asyncio.to_thread(self.store.load_checkpoints, task.task_id)

@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from mcp.store import TaskRecord, open_store
+
 pytestmark = pytest.mark.slow
 
 QUERY = "How does the orchestrator stream progress over SSE and recover tasks after a worker crash?"
@@ -264,3 +266,21 @@ def test_a_wrong_provider_key_fails_the_task_naming_the_provider_and_never_leaks
     time.sleep(0.5)
     seen += service.log_path.read_text()
     assert canary not in seen
+
+
+def test_a_task_that_crashes_the_runtime_is_failed_after_a_few_attempts_not_retried_forever(service_factory):
+    service = service_factory({"LEASE_TTL": "1", "TASK_SCAN_INTERVAL": "0.2"})
+    store = open_store(f"sqlite:///{service.data_dir / 'orchestrator.db'}")
+    # design: a record no request could create (its params lack the runtime's defaults), so
+    # every attempt to run it crashes the runtime itself, as a bug would
+    store.create_task(TaskRecord("research_poison", "research", "q", None, {"query": "q"}, created_at=time.time()))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        task = store.get_task("research_poison")
+        if task.status not in ("pending", "running"):
+            break
+        time.sleep(0.2)
+    assert task.status == "failed" and task.attempts == 3, (task.status, task.attempts)
+    assert "internal error on 3 attempts" in task.error
+    result = service.get("/tasks/research_poison/result").json()
+    assert result["status"] == "failed" and result["partial"] is True
