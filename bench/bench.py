@@ -1,19 +1,27 @@
 """Benchmarks of mcp-orchestrator, each against a reference measured in the same run.
 
-Run through bench/run.sh, which installs wrk. Every load is bounded in time; every server
-listens on 127.0.0.1. Prints one table and writes bench/results/latest.json."""
+Run through bench/run.sh, which installs wrk and the FastMCP peer's venv. Every load is
+bounded in time and count; every server listens on 127.0.0.1. Prints one table and writes
+bench/results/latest.json.
+
+    bench/run.sh [--quick] [--only mcp,rest,footprint,sse,overhead,scaling,store]
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -21,7 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import Service, free_port  # noqa: E402
+from orchestration.models import TERMINAL_EVENTS  # noqa: E402
 from tests.fakes.openai_server import FakeServer  # noqa: E402
+
+BENCHMARKS = ("mcp", "rest", "footprint", "sse", "overhead", "scaling", "store")
+QUERY = "How does the orchestrator recover tasks after a crash?"
+# The service as start.sh starts it, with rate limits off: a load test from one client
+# would otherwise measure 429 answers.
+BASE_ENV = {"RATE_LIMIT_ENABLED": "0", "LOG_LEVEL": "warning"}
 
 BARE_FLASK = '''
 from flask import Flask, request, jsonify
@@ -36,67 +51,255 @@ def rpc():
 def live():
     return jsonify({"status": "alive"})
 '''
-WRK_POST = '''
-wrk.method = "POST"
-wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_orchestrator_patterns","arguments":{}}}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Accept"] = "application/json"
-wrk.headers["Mcp-Session-Id"] = "%s"
-'''
+CALL = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_orchestrator_patterns","arguments":{}}}'
+
+
+def wrk_script(headers: dict[str, str]) -> str:
+    lines = ['wrk.method = "POST"', f"wrk.body = '{CALL}'"]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    return "\n".join(lines) + "\n"
 
 
 def wrk(url: str, seconds: int, script: str | None = None) -> dict[str, float]:
-    """Requests/s and p99 latency (ms) from wrk, 16 connections on 2 threads."""
+    """Requests/s, p99 latency (ms) and non-2xx count from wrk, 16 connections on 2 threads."""
     args = ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", url]
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        if script:
+    if script:
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
             lua.write(script)
-            args[1:1] = ["-s", lua.name]
+        args[1:1] = ["-s", lua.name]
     out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale, "errors": int(non2xx.group(1)) if non2xx else 0}
+    return {"rps": round(rps), "p99_ms": round(float(p99.group(1)) * scale, 1),
+            "errors": int(non2xx.group(1)) if non2xx else 0}
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not come up") from None
+            time.sleep(0.2)
 
 
 def bare_flask(tmp: Path) -> subprocess.Popen:
+    """The limit: a Flask JSON echo on the service's gunicorn settings (4 × 16 gthread)."""
     app_dir = tmp / "bare"
-    app_dir.mkdir()
+    app_dir.mkdir(exist_ok=True)
     (app_dir / "bare.py").write_text(BARE_FLASK)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "4",
                              "--threads", "16", "--bind", f"127.0.0.1:{port}", "--no-control-socket", "bare:app"],
                             cwd=app_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            requests.get(f"{proc.url}/health/live", timeout=1)
-            return proc
-        except requests.RequestException:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    wait_until_up(f"{proc.url}/health/live", proc, "bare Flask")
+    return proc
+
+
+def fastmcp_peer(peer_python: str, patterns: dict[str, Any], tmp: Path) -> subprocess.Popen:
+    """The peer: FastMCP (its own venv) under uvicorn with 4 workers, stateless JSON mode."""
+    patterns_file = tmp / "patterns.json"
+    patterns_file.write_text(json.dumps(patterns))
+    port = free_port()
+    proc = subprocess.Popen([peer_python, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"), "--workers", "4",
+                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                             "fastmcp_peer:app"],
+                            cwd=tmp, env={**os.environ, "PEER_PATTERNS_FILE": str(patterns_file)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc.url = f"http://127.0.0.1:{port}"
+    wait_until_up(f"{proc.url}/mcp", proc, "FastMCP peer")
+    return proc
 
 
 def rss_mb(pids: list[int]) -> list[float]:
     out = []
     for pid in pids:
         status = Path(f"/proc/{pid}/status").read_text()
-        out.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)
+        out.append(round(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024, 1))
     return out
 
 
-def research_wall(service: Service, agents: int) -> float:
+def start_service(tmp: Path, name: str, env: dict[str, str]) -> tuple[Service, float]:
     started = time.monotonic()
-    result = service.post("/tools/orchestrate_research", json={
-        "query": "How does the orchestrator recover tasks after a crash?", "num_agents": agents,
-        "drummer_group_size": 5, "wait": True, "wait_seconds": 600}, timeout=700).json()
-    assert result["status"] == "completed", result.get("error")
-    return time.monotonic() - started
+    service = Service(tmp / f"data-{name}", {**BASE_ENV, **env}, tmp / f"{name}.log").start()
+    return service, time.monotonic() - started
 
 
-def store_throughput(url: str, seconds: float = 3.0) -> float:
+def llm_env(fake: FakeServer) -> dict[str, str]:
+    # The governor is raised above the agent count: the overhead benchmark measures the
+    # orchestrator, not a deliberately throttled provider.
+    return {"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "bench",
+            "LLM_MAX_CONCURRENCY": "64"}
+
+
+def run_task(service: Service, kind: str, agents: int, **extra: Any) -> tuple[float, dict[str, Any]]:
+    started = time.monotonic()
+    body = {"query": QUERY, "num_agents": agents, "wait": True, "wait_seconds": 600, **extra}
+    result = service.post(f"/tools/orchestrate_{kind}", json=body, timeout=700).json()
+    assert result.get("status") == "completed", result
+    return time.monotonic() - started, result
+
+
+def initialize(service: Service) -> str:
+    init = requests.post(f"{service.url}/mcp", timeout=10, headers={"Accept": "application/json"}, json={
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}}})
+    return init.headers["Mcp-Session-Id"]
+
+
+# -- the benchmarks --------------------------------------------------------------------------
+
+def bench_http(tmp: Path, args: argparse.Namespace, which: set[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    service, startup = start_service(tmp, "http", {})
+    out["start_to_healthy_s"] = {"value": round(startup, 2), "target": "<= 5 s"}
+    bare = bare_flask(tmp)
+    peer = None
+    try:
+        if "mcp" in which:
+            session = initialize(service)
+            headers = {"Content-Type": "application/json", "Accept": "application/json",
+                       "MCP-Protocol-Version": "2025-11-25"}
+            call = requests.post(f"{service.url}/mcp", data=CALL, timeout=10,
+                                 headers={**headers, "Mcp-Session-Id": session}).json()
+            ours = wrk(f"{service.url}/mcp", args.seconds, wrk_script({**headers, "Mcp-Session-Id": session}))
+            limit = wrk(f"{bare.url}/mcp", args.seconds, wrk_script(headers))
+            row = {"ours": ours, "bare_flask": limit, "ratio_to_limit": round(ours["rps"] / limit["rps"], 2),
+                   "target": ">= 5 x FastMCP, >= 0.5 x bare Flask"}
+            if args.peer_python:
+                peer = fastmcp_peer(args.peer_python, call["result"]["structuredContent"], tmp)
+                theirs = wrk(f"{peer.url}/mcp", args.seconds,
+                             wrk_script({**headers, "Accept": "application/json, text/event-stream"}))
+                row["fastmcp"] = theirs
+                row["ratio_to_fastmcp"] = round(ours["rps"] / max(theirs["rps"], 1), 2)
+            out["mcp_tools_call"] = row
+        if "rest" in which:
+            ours = wrk(f"{service.url}/health/live", args.seconds)
+            limit = wrk(f"{bare.url}/health/live", args.seconds)
+            out["rest_health_live"] = {"ours": ours, "bare_flask": limit,
+                                       "ratio_to_limit": round(ours["rps"] / limit["rps"], 2), "target": ">= 0.6"}
+        if "footprint" in which:
+            out["rss_per_worker_idle_mb"] = {"value": rss_mb(service.worker_pids())}
+            for i in range(args.tasks):
+                run_task(service, "search", 2, query=f"{QUERY} {i}")
+            out[f"rss_per_worker_after_{args.tasks}_tasks_mb"] = {"value": rss_mb(service.worker_pids())}
+    finally:
+        service.stop()
+        bare.terminate()
+        if peer:
+            peer.terminate()
+    return out
+
+
+async def sse_client(port: int, path: str, latencies: list[float], done: list[int]) -> None:
+    """One SSE reader (HTTP/1.0, so the body is the raw stream until the server closes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
+    await writer.drain()
+    connected = time.time()
+    status = await reader.readline()
+    if b" 200 " not in status:
+        writer.close()
+        return
+    terminal = False
+    while line := await reader.readline():
+        if line.startswith(b"data: "):
+            event = json.loads(line[6:])
+            if event["timestamp"] >= connected:  # live events only; replayed ones are old by design
+                latencies.append(time.time() - event["timestamp"])
+            terminal = terminal or event["event_type"] in TERMINAL_EVENTS
+    writer.close()
+    if terminal:
+        done.append(1)
+
+
+def bench_sse(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """`clients` concurrent /stream readers spread over running research tasks."""
+    clients, tasks = args.sse_clients, 10
+    fake = FakeServer(latency=2.0).start()
+    # A stream holds a request thread for its life under gthread: THREADS is sized for it.
+    service, _ = start_service(tmp, "sse", {**llm_env(fake), "THREADS": "320", "MAX_STREAMS": "300",
+                                            "MAX_CONCURRENT_TASKS": "16"})
+    try:
+        ids = [service.post("/tools/orchestrate_research", json={
+            "query": f"{QUERY} ({n})", "num_agents": 8, "wait": False}).json()["task_id"] for n in range(tasks)]
+        latencies: list[float] = []
+        done: list[int] = []
+        peak: list[float] = []
+
+        async def run() -> None:
+            readers = [asyncio.create_task(sse_client(service.port, f"/stream/{ids[i % tasks]}", latencies, done))
+                       for i in range(clients)]
+            while not all(r.done() for r in readers):
+                peak[:] = max(peak, rss_mb(service.worker_pids()), key=sum) if peak else rss_mb(service.worker_pids())
+                await asyncio.wait(readers, timeout=0.5)
+            await asyncio.gather(*readers, return_exceptions=True)
+
+        started = time.monotonic()
+        asyncio.run(asyncio.wait_for(run(), 180))
+        latencies.sort()
+        return {"sse_fanout": {
+            "clients": clients, "served_to_end": len(done), "events_received": len(latencies),
+            "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1) if latencies else None,
+            "wall_s": round(time.monotonic() - started, 1), "rss_per_worker_mb": peak,
+            "target": "all served, p99 <= 250 ms"}}
+    finally:
+        service.stop()
+        fake.stop()
+
+
+def bench_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Research wall time ÷ critical path against a provider answering in a fixed 0.5 s."""
+    fake = FakeServer(latency=0.5).start()
+    service, _ = start_service(tmp, "overhead", llm_env(fake))
+    out: dict[str, Any] = {}
+    try:
+        cold, _ = run_task(service, "research", 2, drummer_group_size=5)
+        out["research_first_run_s"] = {"value": round(cold, 2), "note": "includes building the docs index"}
+        for agents in (8, 20):
+            wall, _ = run_task(service, "research", agents, drummer_group_size=5)
+            # planner + one worker agent + the mid-tier level + the final synthesizer, 0.5 s each
+            critical = 0.5 * 4
+            out[f"research_{agents}_agents"] = {"wall_s": round(wall, 2), "critical_path_s": critical,
+                                                "ratio": round(wall / critical, 3), "target": "<= 1.15"}
+    finally:
+        service.stop()
+        fake.stop()
+    return out
+
+
+def bench_scaling(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Wall time of search and research as the number of agents grows."""
+    fake = FakeServer(latency=0.5).start()
+    service, _ = start_service(tmp, "scaling", llm_env(fake))
+    # search takes at most 10 agents (DESIGN §6), research 20
+    counts = {"search": (1, 5, 10) if args.quick else (1, 2, 4, 6, 8, 10),
+              "research": (1, 4, 8, 20) if args.quick else (1, 2, 4, 8, 12, 16, 20)}
+    curve: dict[str, dict[int, float]] = {"search": {}, "research": {}}
+    try:
+        run_task(service, "search", 1)  # builds the docs index before anything is timed
+        for kind in curve:
+            for n in counts[kind]:
+                extra = {"drummer_group_size": 5} if kind == "research" else {}
+                curve[kind][n] = round(run_task(service, kind, n, **extra)[0], 2)
+    finally:
+        service.stop()
+        fake.stop()
+    return {f"scaling_{kind}_wall_s": {"by_agents": values,
+                                       f"ratio_{counts[kind][-1]}_to_1": round(values[counts[kind][-1]] / values[1], 2)}
+            for kind, values in curve.items()}
+
+
+def store_throughput(url: str, seconds: float) -> float:
     from mcp.store import TaskRecord, open_store
 
     store = open_store(url)
@@ -109,66 +312,49 @@ def store_throughput(url: str, seconds: float = 3.0) -> float:
     return n / seconds
 
 
+def bench_store(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    out = {"store_events_per_s_sqlite": {"value": round(store_throughput(f"sqlite:///{tmp}/bench.db", 3))}}
+    if args.redis_url:
+        out["store_events_per_s_redis"] = {"value": round(store_throughput(args.redis_url, 3))}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="shorter loads (about 4 minutes on 2 cores)")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset of " + ",".join(BENCHMARKS))
     parser.add_argument("--redis-url")
+    parser.add_argument("--peer-python", help="python of the venv holding fastmcp and uvicorn")
     args = parser.parse_args()
-    seconds = 5 if args.quick else 15
+    which = set(args.only.split(","))
+    unknown = which - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(sorted(unknown))}")
+    args.seconds = 5 if args.quick else 15
+    args.tasks = 20 if args.quick else 100
+    args.sse_clients = 500
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    results: dict[str, dict] = {}
-
-    started = time.monotonic()
-    service = Service(tmp / "data", {"RATE_LIMIT_ENABLED": "0", "LOG_LEVEL": "warning"}, tmp / "service.log")
-    service.start()
-    results["start_to_healthy_s"] = {"value": round(time.monotonic() - started, 2), "target": "<= 5"}
-    bare = bare_flask(tmp)
-    try:
-        init = requests.post(f"{service.url}/mcp", timeout=10, headers={"Accept": "application/json"}, json={
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}}})
-        session = init.headers["Mcp-Session-Id"]
-        ours = wrk(f"{service.url}/mcp", seconds, WRK_POST % session)
-        limit = wrk(f"{bare.url}/mcp", seconds, WRK_POST % session)
-        results["mcp_tools_call"] = {**ours, "limit_rps": limit["rps"], "ratio_to_limit": round(ours["rps"] / limit["rps"], 3),
-                                     "target": ">= 0.5 x bare Flask"}
-        ours = wrk(f"{service.url}/health/live", seconds)
-        limit = wrk(f"{bare.url}/health/live", seconds)
-        results["rest_health_live"] = {**ours, "limit_rps": limit["rps"], "ratio_to_limit": round(ours["rps"] / limit["rps"], 3),
-                                       "target": ">= 0.6 x bare Flask"}
-        results["rss_per_worker_idle_mb"] = {"value": [round(v, 1) for v in rss_mb(service.worker_pids())]}
-        for i in range(20 if args.quick else 100):
-            service.post("/tools/orchestrate_search", json={"query": f"bench query {i}", "num_agents": 2, "wait": True})
-        results["rss_per_worker_after_tasks_mb"] = {"value": [round(v, 1) for v in rss_mb(service.worker_pids())]}
-    finally:
-        service.stop()
-        bare.terminate()
-
-    fake = FakeServer(latency=0.5).start()
-    llm = Service(tmp / "data-llm", {"RATE_LIMIT_ENABLED": "0", "LOG_LEVEL": "warning", "LLM_PROVIDER": "openai",
-                                     "OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "x"}, tmp / "llm.log")
-    llm.start()
-    try:
-        for agents in (8, 20):
-            wall = research_wall(llm, agents)
-            # planner + one worker agent + the mid-tier level + the final synthesizer, 0.5 s each
-            critical = 0.5 * 4
-            results[f"research_{agents}_agents"] = {"wall_s": round(wall, 2), "critical_path_s": critical,
-                                                    "ratio": round(wall / critical, 3), "target": "<= 1.15"}
-    finally:
-        llm.stop()
-        fake.stop()
-
-    results["store_events_per_s_sqlite"] = {"value": round(store_throughput(f"sqlite:///{tmp}/bench.db"))}
-    if args.redis_url:
-        results["store_events_per_s_redis"] = {"value": round(store_throughput(args.redis_url))}
+    results: dict[str, Any] = {"quick": args.quick, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                               "cpus": os.cpu_count()}
+    steps: list[tuple[set[str], Callable[[], dict[str, Any]]]] = [
+        ({"mcp", "rest", "footprint"}, lambda: bench_http(tmp, args, which)),
+        ({"sse"}, lambda: bench_sse(tmp, args)),
+        ({"overhead"}, lambda: bench_overhead(tmp, args)),
+        ({"scaling"}, lambda: bench_scaling(tmp, args)),
+        ({"store"}, lambda: bench_store(tmp, args)),
+    ]
+    for names, step in steps:
+        if names & which:
+            results.update(step())
+            print(".", end="", flush=True, file=sys.stderr)
+    print(file=sys.stderr)
 
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(results, indent=1))
-    print(f"{'benchmark':32} result")
+    (out / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"{'benchmark':36} result")
     for name, row in results.items():
-        print(f"{name:32} {json.dumps(row)}")
+        print(f"{name:36} {json.dumps(row)}")
     return 0
 
 

@@ -2,8 +2,12 @@
 # Run the benchmarks against a live service started as start.sh starts it (4 workers) and
 # print one table of figures and ratios; results go to bench/results/latest.json.
 #
-# Usage: bench/run.sh [--quick]      --quick: shorter loads (about 2 minutes on 2 cores)
-# Environment: VENV_DIR (default venv; ./test.sh or ./start.sh create it).
+# Usage: bench/run.sh [--quick] [--only LIST]
+#   --quick  shorter loads (about 4 minutes on 2 cores)
+#   --only   comma-separated subset: mcp,rest,footprint,sse,overhead,scaling,store
+# Environment: VENV_DIR (default venv; ./test.sh or ./start.sh create it); PEER_VENV (default
+# ~/.cache/mcp-orchestrator/bench-peer: the FastMCP peer's own venv, made from
+# bench/requirements-peer.txt when missing or changed).
 # Exit codes: 0 done; 1 setup failed.
 set -euo pipefail
 
@@ -39,14 +43,28 @@ start_redis() {
   REDIS_URL="redis://127.0.0.1:${port}/0"
 }
 
+ensure_peer() {
+  local stamp="${PEER_VENV}/.requirements.sha256" want
+  want="$(sha256sum "${ROOT}/bench/requirements-peer.txt" | cut -d' ' -f1)"
+  if [[ -x "${PEER_VENV}/bin/python" && -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]]; then
+    return 0
+  fi
+  log "installing the FastMCP peer into ${PEER_VENV}"
+  python3 -m venv "${PEER_VENV}" || die "cannot create ${PEER_VENV}"
+  "${PEER_VENV}/bin/pip" install -q -r "${ROOT}/bench/requirements-peer.txt" >/dev/null || die "peer install failed"
+  printf '%s\n' "${want}" >"${stamp}"
+}
+
 main() {
   local venv="${VENV_DIR:-venv}"
   [[ "${venv}" == /* ]] || venv="${ROOT}/${venv}"
   [[ -x "${venv}/bin/python" ]] || die "no venv at ${venv}: run ./test.sh first"
+  PEER_VENV="${PEER_VENV:-${HOME}/.cache/mcp-orchestrator/bench-peer}"
   ensure_tools
+  ensure_peer
   start_redis
   cd "${ROOT}"
-  "${venv}/bin/python" bench/bench.py --redis-url "${REDIS_URL}" "$@"
+  "${venv}/bin/python" bench/bench.py --redis-url "${REDIS_URL}" --peer-python "${PEER_VENV}/bin/python" "$@"
 }
 
 main "$@"
