@@ -122,6 +122,16 @@ class Catalog:
             **dict(service.options),
         )
 
+    async def warm_up(self) -> None:
+        """Pay a worker's first-task costs when it starts, not inside a user's task: importing
+        the default provider's SDK (about half a second for openai) and building or refreshing
+        the local documents index."""
+        provider = self.provider(self.resolve_provider(None))
+        await provider.aclose()
+        local = self.sources.get("local")
+        if local is not None and local.enabled:
+            await local.search("warm up the index", 1)
+
     def base_url(self, name: str) -> str:
         service = CHAT_SERVICES[name]
         configured = getattr(self.settings, service.url_field, "") if service.url_field else ""

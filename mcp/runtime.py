@@ -132,6 +132,7 @@ class TaskRuntime:
         self._started = True
         self.hub.start()
         self.loop.submit(self._services())
+        self.loop.submit(self._guarded(self.catalog.warm_up))
 
     def begin_stop(self) -> None:
         """Begin a graceful stop without waiting (safe in a signal handler): stream waiters
