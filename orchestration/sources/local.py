@@ -233,7 +233,9 @@ def snippet(text: str, terms: list[str], size: int = SNIPPET_CHARS) -> str:
 
     def hits(start: int) -> int:
         words = set(re.findall(r"\w+", re.split(r"[.!?]\s", text[start:start + 400])[0].lower()))
-        return sum(any(w == t or (len(t) >= 4 and w.startswith(t[:4])) for w in words) for t in terms)
+        prefixes = {w[:4] for w in words if len(w) >= 4}
+        # a term counts when a word equals it or, for terms of 4+ letters, shares its first four
+        return sum(t in words or (len(t) >= 4 and t[:4] in prefixes) for t in terms)
 
     best = max(starts, key=lambda s: (hits(s), -s))
     piece = text[best:]
@@ -321,13 +323,15 @@ class LocalDocsSource(SearchSource):
                 "ORDER BY rank LIMIT ?", (match_expression(query), limit * 4)).fetchall()
         terms, hits, seen = query_terms(query), [], set()
         for title, heading, body, url, rel, rank in rows:
+            if len(hits) == limit:
+                break  # design: snippets cost Python time; only the hits returned get one
             if url in seen:
                 continue
             seen.add(url)
             hits.append(Hit(title=f"{title} — {heading}" if heading else title, url=url,
                             snippet=snippet(body, terms), source=self.name, text=body, score=-rank,
                             metadata={"path": rel, "heading": heading}))
-        return hits[:limit]
+        return hits
 
     def _refresh(self, conn: sqlite3.Connection) -> None:
         """Re-index new and changed files, forget removed ones."""
