@@ -257,6 +257,29 @@ def bench_sse(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         fake.stop()
 
 
+def critical_path(fake: FakeServer) -> float:
+    """The four calls on research's critical path (planner, one worker, a mid-tier and the
+    final synthesizer), made one after another with the same SDK and prompts against the same
+    server: the time no orchestrator could beat, including the server's own streaming."""
+    import openai
+
+    from orchestration.providers.chat import PLANNER_PROMPT, SYNTHESIS_PROMPTS, WORKER_PROMPT
+
+    client = openai.OpenAI(api_key="bench", base_url=fake.base_url, max_retries=0)
+    calls = [(PLANNER_PROMPT.format(n=8), "Question: q", False), (WORKER_PROMPT, "Subtask: s\n\nPassages:\n", True),
+             (SYNTHESIS_PROMPTS["drummer"], "Question: q\n\n### a\nx [S1].", False),
+             (SYNTHESIS_PROMPTS["camina"], "Question: q\n\n### a\nx [S1].", False)]
+    started = time.monotonic()
+    for system, user, stream in calls:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        if stream:
+            for _ in client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True):
+                pass
+        else:
+            client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    return time.monotonic() - started
+
+
 def bench_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Research wall time ÷ critical path against a provider answering in a fixed 0.5 s."""
     fake = FakeServer(latency=0.5).start()
@@ -264,13 +287,15 @@ def bench_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         cold, _ = run_task(service, "research", 2, drummer_group_size=5)
-        out["research_first_run_s"] = {"value": round(cold, 2), "note": "includes building the docs index"}
+        out["research_first_run_s"] = {"value": round(cold, 2), "note": "right after start, workers warming up"}
+        measured = min(critical_path(fake) for _ in range(3))
         for agents in (8, 20):
-            wall, _ = run_task(service, "research", agents, drummer_group_size=5)
-            # planner + one worker agent + the mid-tier level + the final synthesizer, 0.5 s each
-            critical = 0.5 * 4
-            out[f"research_{agents}_agents"] = {"wall_s": round(wall, 2), "critical_path_s": critical,
-                                                "ratio": round(wall / critical, 3), "target": "<= 1.15"}
+            wall = min(run_task(service, "research", agents, drummer_group_size=5)[0] for _ in range(args.repeats))
+            # nominal: planner + one worker + the mid-tier level + the final synthesizer, 0.5 s each
+            out[f"research_{agents}_agents"] = {
+                "wall_s": round(wall, 2), "critical_path_nominal_s": 2.0, "ratio_nominal": round(wall / 2.0, 3),
+                "critical_path_measured_s": round(measured, 2), "ratio": round(wall / measured, 3),
+                "target": "<= 1.15"}
     finally:
         service.stop()
         fake.stop()
@@ -332,6 +357,7 @@ def main() -> int:
         parser.error(f"unknown benchmark {', '.join(sorted(unknown))}")
     args.seconds = 5 if args.quick else 15
     args.tasks = 20 if args.quick else 100
+    args.repeats = 1 if args.quick else 3  # best of, for the orchestration overhead
     args.sse_clients = 500
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     results: dict[str, Any] = {"quick": args.quick, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
