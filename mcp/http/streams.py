@@ -5,6 +5,8 @@ the store, and the stream hub wakes this thread when a new one lands."""
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
@@ -22,9 +24,24 @@ bp = Blueprint("streams", __name__)
 RETRY_MS = 3000
 
 
+_encoded: OrderedDict[tuple[str, int], str] = OrderedDict()
+_encoded_lock = threading.Lock()
+ENCODED_CACHE = 4096
+
+
 def sse_event(event: Event) -> str:
-    data = jsonio.dumps(event.to_dict())
-    return f"id: {event.id}\nevent: {event.event_type}\ndata: {data}\n\n"
+    """The SSE frame of an event. An event never changes once written, and every reader of a
+    task on this worker sends the same frames, so each is encoded once, not once per reader."""
+    key = (event.task_id, event.id)
+    with _encoded_lock:
+        frame = _encoded.get(key)
+    if frame is None:
+        frame = f"id: {event.id}\nevent: {event.event_type}\ndata: {jsonio.dumps(event.to_dict())}\n\n"
+        with _encoded_lock:
+            _encoded[key] = frame
+            if len(_encoded) > ENCODED_CACHE:
+                _encoded.popitem(last=False)
+    return frame
 
 
 def resume_point() -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -126,11 +128,17 @@ class SQLiteStore(Store):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # design: sqlite3 connections must not cross threads (or forks); one per thread.
         self._local = threading.local()
-        # design: threads of one process take turns on this lock before asking SQLite for
-        # its write lock. SQLite's busy handler waits by sleeping (up to 100 ms a nap), so
-        # dozens of threads contending through it stalled event writes for most of a second;
-        # a Python lock hands over at once and leaves SQLite's lock to the other processes.
+        # design: writers take turns on a thread lock, then on an flock of a file beside the
+        # database, before asking SQLite for its write lock. SQLite's busy handler waits by
+        # sleeping (up to 100 ms a nap), so dozens of threads in several workers contending
+        # through it stalled event writes for half a second; both these locks hand over the
+        # moment they are released. The lock file is opened per process (an flock taken
+        # through a descriptor inherited across fork would be shared, not exclusive).
         self._write_lock = threading.RLock()
+        self._lock_path = self.path.with_name(self.path.name + ".writelock")
+        self._lock_file: Any = None
+        self._lock_pid = 0
+        self._lock_depth = 0
         self._db.executescript(SCHEMA)
 
     @classmethod
@@ -154,7 +162,7 @@ class SQLiteStore(Store):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._db
-        with self._write_lock:
+        with self._write_lock, self._process_lock():
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -162,6 +170,22 @@ class SQLiteStore(Store):
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        """The cross-process writer turn; the caller holds `_write_lock`."""
+        if self._lock_pid != os.getpid():
+            self._lock_file = open(self._lock_path, "a+b")  # noqa: SIM115 - kept for the process's life
+            self._lock_pid, self._lock_depth = os.getpid(), 0
+        self._lock_depth += 1
+        if self._lock_depth == 1:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def ping(self) -> None:
         self._db.execute("SELECT 1 FROM tasks LIMIT 1").fetchall()
