@@ -41,7 +41,7 @@ from .catalog import Catalog
 from .errors import Conflict, NotFound
 from .results import result_document
 from .settings import Settings
-from .store import Store, TaskRecord
+from .store import Event, EventWrite, Store, TaskRecord
 from .streaming import StreamHub
 from .webhooks import DELIVERY_TIMEOUT, Webhooks
 
@@ -68,6 +68,49 @@ class TaskGone(Exception):
     """This worker no longer holds the task (lease lost or task finished elsewhere)."""
 
 
+class EventWriter:
+    """Event appends of every task this worker runs, written in batches on the worker loop.
+
+    design: under a burst (ten tasks starting eight agents each) one append per event meant
+    one turn on the store's write lock per event, and with hundreds of busy threads those
+    turns queued for half a second. Appends that arrive while a batch is being written wait
+    for the next one, so a burst costs a few transactions; a lone event is written at once.
+    Order is kept: a batch is written in arrival order, and batches one after another."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._queue: list[tuple[EventWrite, asyncio.Future]] = []
+        self._writing = False
+
+    async def append(self, task_id: str, event_type: str, data: dict[str, Any], agent_id: str | None,
+                     progress: float | None, worker: str) -> Event | None:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(((task_id, event_type, data, agent_id, progress, worker, time.time()), future))
+        if not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().create_task(self._drain())
+        # a cancelled emitter cancels its future only; the write, already queued, still happens
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    results = await asyncio.to_thread(self.store.append_events, [item for item, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - every emitter of the batch hears of it
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._writing = False
+
+
 class StoreEvents:
     """EventSink of one running task: appends to the store, fenced by this worker's lease."""
 
@@ -79,8 +122,7 @@ class StoreEvents:
     async def emit(self, event_type: str, data: dict[str, Any] | None = None, agent_id: str | None = None,
                    progress: float | None = None) -> None:
         rt = self.runtime
-        event = await asyncio.to_thread(rt.store.append_event, self.task_id, event_type, data or {}, agent_id,
-                                        progress, rt.worker_id)
+        event = await rt.writer.append(self.task_id, event_type, data or {}, agent_id, progress, rt.worker_id)
         if event is None:
             raise TaskGone(self.task_id)
         rt.hub.notify(self.task_id, event.id)
@@ -115,6 +157,7 @@ class TaskRuntime:
         self.hub = hub
         self.loop = loop
         self.webhooks = webhooks
+        self.writer = EventWriter(store)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._running: dict[str, asyncio.Task] = {}
         self._cancelling: set[str] = set()

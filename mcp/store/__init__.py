@@ -58,6 +58,11 @@ class Event:
         return out
 
 
+# (task_id, event_type, data, agent_id, progress, worker, timestamp): one append_event's
+# arguments, and when the event happened (None: when it is written)
+EventWrite = tuple[str, str, dict[str, Any], str | None, float | None, str | None, float | None]
+
+
 def dumps(value: Any) -> str:
     return jsonio.dumps(value)
 
@@ -153,6 +158,18 @@ class Store(ABC):
         """Append with the next id of the task (ids 1, 2, 3 ... per task). With `worker`,
         only while that worker holds the lease of the running task (else None): a worker
         that lost its task, or a write landing after the terminal event, is refused."""
+
+    def append_events(self, batch: list[EventWrite]) -> list[Event | BaseException | None]:
+        """Several appends at once, each as `append_event` would do it, in order; for each,
+        its Event, None (refused, as `append_event`), or the exception it raised. Backends
+        that can write them in one transaction or round trip override this."""
+        out: list[Event | BaseException | None] = []
+        for item in batch:
+            try:
+                out.append(self.append_event(*item[:6]))
+            except Exception as exc:  # noqa: BLE001 - handed back to that item's caller
+                out.append(exc)
+        return out
 
     @abstractmethod
     def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[Event]: ...

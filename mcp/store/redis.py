@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from . import Event, Store, TaskRecord, decode_cursor, dumps, encode_cursor
+from . import Event, EventWrite, Store, TaskRecord, decode_cursor, dumps, encode_cursor
 
 FENCE = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -261,6 +261,36 @@ class RedisStore(Store):
         if event_id is None:
             return None
         return Event(int(event_id), event_type, task_id, now, data, agent_id, progress)
+
+    def append_events(self, batch: list[EventWrite]) -> list[Event | BaseException | None]:
+        """The batch in one round trip (a pipeline of the append script), each item fenced
+        and numbered by the script as `append_event` does."""
+        prepared: list[tuple[Any, ...] | BaseException] = []
+        pipe = self.r.pipeline(transaction=False)
+        for task_id, event_type, data, agent_id, progress, worker, at in batch:
+            try:
+                text = dumps(data)
+            except Exception as exc:  # noqa: BLE001 - this item fails alone
+                prepared.append(exc)
+                continue
+            now = at or time.time()
+            self._append(keys=[self.TASK_KEY.format(task_id), self.EVENTS_KEY.format(task_id)],
+                         args=[worker or "", event_type, repr(now), agent_id or "",
+                               "" if progress is None else repr(progress), text], client=pipe)
+            prepared.append((task_id, event_type, data, agent_id, progress, now))
+        replies = iter(pipe.execute(raise_on_error=False) if len(pipe) else [])
+        out: list[Event | BaseException | None] = []
+        for item in prepared:
+            if isinstance(item, BaseException):
+                out.append(item)
+                continue
+            reply = next(replies)
+            task_id, event_type, data, agent_id, progress, now = item
+            if isinstance(reply, BaseException) or reply is None:
+                out.append(reply)
+            else:
+                out.append(Event(int(reply), event_type, task_id, now, data, agent_id, progress))
+        return out
 
     def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         rows = self.r.xrange(self.EVENTS_KEY.format(task_id), min=f"(0-{after}", max="+", count=limit)

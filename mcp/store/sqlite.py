@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import Event, Store, TaskRecord, decode_cursor, dumps, encode_cursor
+from . import Event, EventWrite, Store, TaskRecord, decode_cursor, dumps, encode_cursor
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -323,13 +323,45 @@ class SQLiteStore(Store):
                 db.execute("UPDATE tasks SET progress = ? WHERE task_id = ?", (progress, task_id))
         return Event(event_id, event_type, task_id, now, data, agent_id, progress)
 
+    def append_events(self, batch: list[EventWrite]) -> list[Event | BaseException | None]:
+        """The whole batch in one write transaction (one turn on the write locks instead of
+        one per event); if it fails, each item is tried on its own so one bad item fails alone."""
+        try:
+            encoded = [(item, dumps(item[2])) for item in batch]
+            now = time.time()
+            out: list[Event | BaseException | None] = []
+            with self._tx() as db:
+                leased: dict[tuple[str, str], bool] = {}
+                for (task_id, event_type, data, agent_id, progress, worker, at), text in encoded:
+                    if worker:
+                        key = (task_id, worker)
+                        if key not in leased:
+                            leased[key] = db.execute(
+                                "SELECT 1 FROM tasks WHERE task_id = ? AND lease_owner = ? AND status = 'running'",
+                                (task_id, worker)).fetchone() is not None
+                        if not leased[key]:
+                            out.append(None)
+                            continue
+                    at = at or now
+                    event_id = self._insert_encoded(db, task_id, event_type, at, agent_id, progress, text)
+                    if progress is not None:
+                        db.execute("UPDATE tasks SET progress = ? WHERE task_id = ?", (progress, task_id))
+                    out.append(Event(event_id, event_type, task_id, at, data, agent_id, progress))
+            return out
+        except Exception:  # noqa: BLE001 - isolate the failing item below
+            return super().append_events(batch)
+
     @staticmethod
     def _insert_event(db, task_id, event_type, now, agent_id, progress, data) -> int:
+        return SQLiteStore._insert_encoded(db, task_id, event_type, now, agent_id, progress, dumps(data))
+
+    @staticmethod
+    def _insert_encoded(db, task_id, event_type, now, agent_id, progress, text) -> int:
         """Insert with the task's next id; the caller holds the write lock (BEGIN IMMEDIATE)."""
         return db.execute(
             "INSERT INTO events (task_id, id, event_type, timestamp, agent_id, progress, data) "
             "SELECT ?, COALESCE(MAX(id), 0) + 1, ?, ?, ?, ?, ? FROM events WHERE task_id = ? RETURNING id",
-            (task_id, event_type, now, agent_id, progress, dumps(data), task_id),
+            (task_id, event_type, now, agent_id, progress, text, task_id),
         ).fetchone()[0]
 
     def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[Event]:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mcp.store import TaskRecord, open_store
+from mcp.store import Event, TaskRecord, open_store
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -163,3 +163,28 @@ def test_response_cache_is_shared_and_expires(store):
     assert store.cache_get("src:k") == '{"hits": []}'
     time.sleep(0.35)
     assert store.cache_get("src:k") is None
+
+
+def test_batched_appends_keep_order_fence_by_lease_and_isolate_a_bad_item(store):
+    make_task(store, "t1")
+    make_task(store, "t2")
+    assert store.claim_task("t1", "w1", ttl=30) is not None
+    store.append_event("t1", "workflow_start", {})
+    batch = [("t1", "agent_start", {"n": 1}, "agent_1", None, "w1", 100.0),
+             ("t2", "agent_start", {"n": 2}, None, None, "w1", None),  # w1 holds no lease on t2
+             ("t1", "agent_progress", {"n": 3}, "agent_1", 42.0, "w1", None),
+             ("t1", "agent_complete", {"n": 4}, "agent_1", None, None, None)]
+    events = store.append_events(batch)
+    assert [e.id if e else None for e in events] == [2, None, 3, 4]
+    assert events[0].timestamp == 100.0 and events[1] is None
+    assert [(e.id, e.data["n"]) for e in store.events("t1", 1)] == [(2, 1), (3, 3), (4, 4)]
+    assert store.get_task("t1").progress == 42.0 and store.events("t2") == []
+    # an item that cannot be stored fails alone; the others are written
+    circular: dict = {}
+    circular["self"] = circular
+    mixed = store.append_events([("t1", "agent_start", {"n": 5}, None, None, None, None),
+                                 ("t1", "agent_start", circular, None, None, None, None),
+                                 ("t1", "agent_complete", {"n": 6}, None, None, None, None)])
+    assert isinstance(mixed[1], Exception)
+    assert isinstance(mixed[0], Event) and isinstance(mixed[2], Event) and mixed[2].id == mixed[0].id + 1
+    assert [e.data["n"] for e in store.events("t1", 4)] == [5, 6]
