@@ -23,6 +23,10 @@ from .store import Event, Store
 log = logging.getLogger(__name__)
 
 
+# How long one blocking wait on the store lasts; streams opened meanwhile join the next one.
+BLOCK_SECONDS = 0.25
+
+
 class _Watch:
     __slots__ = ("cond", "last", "waiters")
 
@@ -46,7 +50,7 @@ class _Window:
 
 
 class StreamHub:
-    def __init__(self, store: Store, poll_interval: float = 0.1):
+    def __init__(self, store: Store, poll_interval: float = 0.05):
         self.store = store
         self.poll_interval = poll_interval
         self._watches: dict[str, _Watch] = {}
@@ -151,19 +155,24 @@ class StreamHub:
     def _poll(self) -> None:
         while not self._stopping.is_set():
             with self._lock:
-                task_ids = list(self._watches)
-            if not task_ids:
+                known = {task_id: watch.last for task_id, watch in self._watches.items()}
+            if not known:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
             try:
-                latest = self.store.last_event_ids(task_ids)
+                # design: a store that can block until a stream grows (Redis XREAD) wakes us the
+                # moment an event lands anywhere; the others are asked every poll_interval.
+                latest = self.store.wait_for_events(known, BLOCK_SECONDS)
+                if latest is None:
+                    latest = self.store.last_event_ids(list(known))
+                    time.sleep(self.poll_interval)
             except Exception:  # noqa: BLE001 - a store hiccup must not kill the poller
                 log.warning("stream hub poll failed", exc_info=True)
                 latest = {}
+                time.sleep(self.poll_interval)
             for task_id, event_id in latest.items():
                 self.notify(task_id, event_id)
-            time.sleep(self.poll_interval)
         with self._lock:
             watches = list(self._watches.values())
         for watch in watches:

@@ -159,6 +159,12 @@ class Store(ABC):
         only while that worker holds the lease of the running task (else None): a worker
         that lost its task, or a write landing after the terminal event, is refused."""
 
+    def wait_for_events(self, known: dict[str, int], timeout: float) -> dict[str, int] | None:
+        """Block up to `timeout` until a task in `known` (task id -> the newest event id the
+        caller has) has a newer event; the newest ids of those that do. None when this
+        backend cannot block, and the caller should poll `last_event_ids` instead."""
+        return None
+
     def append_events(self, batch: list[EventWrite]) -> list[Event | BaseException | None]:
         """Several appends at once, each as `append_event` would do it, in order; for each,
         its Event, None (refused, as `append_event`), or the exception it raised. Backends

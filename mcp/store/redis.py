@@ -298,6 +298,13 @@ class RedisStore(Store):
                       json.loads(f["data"]), f["agent_id"] or None, float(f["progress"]) if f["progress"] else None)
                 for entry_id, f in rows]
 
+    def wait_for_events(self, known: dict[str, int], timeout: float) -> dict[str, int] | None:
+        streams = {self.EVENTS_KEY.format(task_id): f"0-{last}" for task_id, last in known.items()}
+        reply = self.r.xread(streams, block=max(1, int(timeout * 1000)), count=1) or []
+        names = {name for name, _ in reply}
+        grown = [task_id for task_id in known if self.EVENTS_KEY.format(task_id) in names]
+        return self.last_event_ids(grown) if grown else {}
+
     def last_event_ids(self, task_ids: list[str]) -> dict[str, int]:
         pipe = self.r.pipeline(transaction=False)
         for task_id in task_ids:

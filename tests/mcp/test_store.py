@@ -8,6 +8,7 @@ import time
 import pytest
 
 from mcp.store import Event, TaskRecord, open_store
+from mcp.store.sqlite import SQLiteStore
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -188,3 +189,20 @@ def test_batched_appends_keep_order_fence_by_lease_and_isolate_a_bad_item(store)
     assert isinstance(mixed[1], Exception)
     assert isinstance(mixed[0], Event) and isinstance(mixed[2], Event) and mixed[2].id == mixed[0].id + 1
     assert [e.data["n"] for e in store.events("t1", 4)] == [5, 6]
+
+
+def test_waiting_for_events_blocks_until_a_stream_grows_or_says_it_cannot(store):
+    make_task(store, "t1")
+    make_task(store, "t2")
+    store.append_event("t1", "workflow_start", {})
+    if isinstance(store, SQLiteStore):
+        assert store.wait_for_events({"t1": 0}, 0.1) is None  # SQLite cannot block: the hub polls
+        return
+    assert store.wait_for_events({"t1": 0, "t2": 0}, 0.1) == {"t1": 1}
+    started = time.monotonic()
+    assert store.wait_for_events({"t1": 1, "t2": 0}, 0.2) == {}
+    assert time.monotonic() - started >= 0.15
+    timer = threading.Timer(0.1, lambda: store.append_event("t2", "workflow_start", {}))
+    timer.start()
+    assert store.wait_for_events({"t1": 1, "t2": 0}, 5.0) == {"t2": 1}
+    assert time.monotonic() - started < 2.0
