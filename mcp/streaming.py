@@ -170,7 +170,7 @@ class StreamHub:
             except Exception:  # noqa: BLE001 - a store hiccup must not kill the poller
                 log.warning("stream hub poll failed", exc_info=True)
                 latest = {}
-                time.sleep(self.poll_interval)
+                time.sleep(1.0)  # the store is down or failing: try again, without flooding the log
             for task_id, event_id in latest.items():
                 self.notify(task_id, event_id)
         with self._lock:
