@@ -4,6 +4,7 @@ files under a directory, chunked by section and refreshed incrementally by mtime
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import re
 import sqlite3
@@ -314,7 +315,11 @@ class LocalDocsSource(SearchSource):
                     self._setup(conn)
                 self._ready = True
             if time.monotonic() >= self._next_refresh:
-                with closing(self._connect()) as conn:
+                # design: one process refreshes at a time; the others wait, then find every
+                # file already indexed instead of parsing the whole corpus once each.
+                with open(self.index_path.with_name(self.index_path.name + ".lock"), "a+b") as lock, \
+                        closing(self._connect()) as conn:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
                     self._refresh(conn)
                 self._next_refresh = time.monotonic() + self.refresh_interval
         with closing(self._connect()) as conn:
