@@ -234,13 +234,17 @@ class TaskRuntime:
         """Block until the task ends or `timeout` passes; returns its latest record."""
         deadline = time.monotonic() + timeout
         while True:
+            # design: the newest id first, then the status. The terminal event and the final
+            # status are written together, so either the status read sees the end, or the
+            # terminal event is newer than `last` and wakes the wait below. (Read the other
+            # way round, an end landing between the two reads slept out the whole wait.)
+            last = self.store.last_event_ids([task_id]).get(task_id, 0)
             task = self.store.get_task(task_id)
             if task is None:
                 raise NotFound(f"task {task_id} not found")
             remaining = deadline - time.monotonic()
             if task.status in TERMINAL_STATUSES or remaining <= 0 or self.hub.stopping:
                 return task
-            last = self.store.last_event_ids([task_id]).get(task_id, 0)
             self.hub.wait(task_id, last, min(remaining, 5.0))
 
     def info(self) -> dict[str, Any]:
