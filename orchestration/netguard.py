@@ -38,8 +38,10 @@ def numeric_host(host: str) -> IPAddress | None:
 def non_public(ip: IPAddress) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
+    # design: `not is_global` also catches what the named checks miss, such as the shared
+    # address space 100.64.0.0/10 (carrier NAT, some clouds' internal networks).
     return (str(ip) in METADATA_ADDRESSES or ip.is_loopback or ip.is_private or ip.is_link_local
-            or ip.is_reserved or ip.is_multicast or ip.is_unspecified)
+            or ip.is_reserved or ip.is_multicast or ip.is_unspecified or not ip.is_global)
 
 
 def vet(url: str, allow_private: bool, resolver: Resolver = resolve,

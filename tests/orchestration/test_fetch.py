@@ -104,7 +104,7 @@ def test_loopback_is_refused_in_every_spelling_against_a_live_server(site, spell
 
 @pytest.mark.parametrize("address", ["10.1.2.3", "172.16.5.4", "172.31.255.1", "192.168.1.1", "169.254.169.254",
                                      "fc00::1", "fd12:3456::1", "fe80::1", "0.0.0.0", "::ffff:192.168.0.1",
-                                     "100.100.100.200"])
+                                     "100.100.100.200", "100.64.0.1"])
 def test_private_link_local_and_metadata_addresses_are_refused_without_connecting(address):
     asked = []
 
