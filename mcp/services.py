@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import Flask, current_app
 
@@ -34,6 +35,8 @@ class Services:
     limits: RateLimits
     webhooks: Webhooks
     started_at: float = field(default_factory=time.time)
+    # per-worker caches a blueprint keeps for itself, by name (the MCP session copies)
+    caches: dict[str, Any] = field(default_factory=dict)
 
 
 def init_app(app: Flask, services: Services) -> None:

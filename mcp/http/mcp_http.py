@@ -11,6 +11,7 @@ import json
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +43,47 @@ VERSION_HEADER = "MCP-Protocol-Version"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 # A session unchanged by a request is written back (sliding its expiry) at most this often.
 SESSION_REFRESH = SESSION_TTL / 24
+# Methods that read or change session state another worker may have just changed (the
+# request-id -> task map a cancel looks up, the log level): they always read the stored
+# session. Other requests may use this worker's copy of the last few seconds.
+FRESH_METHODS = frozenset({"initialize", "notifications/cancelled", "logging/setLevel"})
+SESSION_CACHE_SECONDS = 5.0
+
+
+class SessionCache:
+    """This worker's recent copies of sessions, as the JSON last read or written.
+
+    design: every MCP request used to read its session from the store; for most methods
+    only the owner and protocol version matter, and those never change after initialize."""
+
+    def __init__(self, size: int = 10_000):
+        self.size = size
+        self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session_id: str) -> str | None:
+        with self._lock:
+            item = self._items.get(session_id)
+            if item is None or time.monotonic() - item[0] > SESSION_CACHE_SECONDS:
+                return None
+            return item[1]
+
+    def put(self, session_id: str, text: str) -> None:
+        with self._lock:
+            self._items[session_id] = (time.monotonic(), text)
+            self._items.move_to_end(session_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def drop(self, session_id: str) -> None:
+        with self._lock:
+            self._items.pop(session_id, None)
+
+
+def session_cache(svc: Services) -> SessionCache:
+    cache = svc.caches.get("sessions")
+    return cache if cache is not None else svc.caches.setdefault("sessions", SessionCache())
+
 # Versions whose transport still allows JSON-RPC batches.
 BATCH_VERSIONS = ("2024-11-05", "2025-03-26")
 
@@ -90,7 +132,7 @@ def post() -> Response:
 
     caller = owner()
     messages = payload if isinstance(payload, list) else [payload]
-    session_id, session = load_session(svc, messages, caller, header_version)
+    session_id, session, stored = load_session(svc, messages, caller, header_version)
     if session is None:
         return rpc_response(rpc_error(None, INVALID_REQUEST, "session not found"), 404)
     version = session.get("protocol_version") or header_version or "2025-03-26"
@@ -98,21 +140,19 @@ def post() -> Response:
         return rpc_response(rpc_error(None, INVALID_REQUEST, f"batches are not supported in protocol {version}"),
                             400, session_id)
 
-    stored = jsonio.dumps(session, sort_keys=True) if session_id and not session.get("unsaved") else None
-
     def save() -> None:
         """Write the session when it changed, or to slide its expiry once in a while: most
         calls change nothing, and a store write per MCP request halved throughput."""
         nonlocal stored
         if not session_id:
             return
-        session.pop("unsaved", None)
         now = time.time()
         if stored == jsonio.dumps(session, sort_keys=True) and now - session.get("seen", 0) < SESSION_REFRESH:
             return
         session["seen"] = now
         svc.store.save_session(session_id, session, SESSION_TTL)
         stored = jsonio.dumps(session, sort_keys=True)
+        session_cache(svc).put(session_id, stored)
 
     ctx = CallContext(owner=caller, urls=urls_under(public_prefix(svc.settings)), session=session,
                       save_session=save)
@@ -133,26 +173,32 @@ def post() -> Response:
 
 
 def load_session(svc: Services, messages: list[Any], caller: str,
-                 header_version: str | None) -> tuple[str | None, dict[str, Any] | None]:
-    """(session id, session) for this request. `initialize` opens a new session; a known
-    id is loaded; an unknown id is rebuilt for this caller, because clients such as Claude
-    Code never re-initialize; a request in the stateless 2026-07-28 style has no session."""
+                 header_version: str | None) -> tuple[str | None, dict[str, Any] | None, str | None]:
+    """(session id, session, its JSON as stored or None when not stored) for this request.
+    `initialize` opens a new session; a known id is loaded; an unknown id is rebuilt for this
+    caller, because clients such as Claude Code never re-initialize; a request in the
+    stateless 2026-07-28 style has no session."""
     if any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages):
-        return new_session_id(), {"owner": caller, "unsaved": True}
+        return new_session_id(), {"owner": caller}, None
     stateless = any(isinstance(m, dict) and isinstance(m.get("params"), dict)
                     and isinstance(m["params"].get("_meta"), dict)
                     and m["params"]["_meta"].get(META_VERSION) == STATELESS_VERSION for m in messages)
     session_id = request.headers.get(SESSION_HEADER)
     if stateless or not session_id:
-        return None, {"owner": caller}
+        return None, {"owner": caller}, None
     if len(session_id) > 200 or not session_id.isprintable():
-        return None, None
-    session = svc.store.get_session(session_id)
+        return None, None, None
+    fresh = any(isinstance(m, dict) and m.get("method") in FRESH_METHODS or starts_task(svc, m) for m in messages)
+    stored = None if fresh else session_cache(svc).get(session_id)
+    session = json.loads(stored) if stored else svc.store.get_session(session_id)
     if session is None:
-        session = {"owner": caller, "protocol_version": header_version, "rebuilt": True, "unsaved": True}
-    elif session.get("owner") != caller:
-        return None, None  # design: a session belongs to the key that opened it
-    return session_id, session
+        return session_id, {"owner": caller, "protocol_version": header_version, "rebuilt": True}, None
+    if session.get("owner") != caller:
+        return None, None, None  # design: a session belongs to the key that opened it
+    if stored is None:
+        stored = jsonio.dumps(session, sort_keys=True)
+        session_cache(svc).put(session_id, stored)
+    return session_id, session, stored
 
 
 def starts_task(svc: Services, message: Any) -> bool:
@@ -226,4 +272,5 @@ def delete() -> Response:
     session = svc.store.get_session(session_id)
     if session is not None and session.get("owner") == owner():
         svc.store.delete_session(session_id)
+        session_cache(svc).drop(session_id)
     return Response(status=204)

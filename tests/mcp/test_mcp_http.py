@@ -57,6 +57,46 @@ def test_session_lives_in_the_store_so_a_second_app_serves_it(client, settings):
         other.extensions["mcp_orchestrator"].runtime.stop()
 
 
+def test_each_worker_may_reuse_its_copy_of_a_session_but_not_for_what_another_worker_changed(client, settings):
+    session = initialize(client).headers["Mcp-Session-Id"]
+    other = create_app(settings)  # another worker on the same store, with its own session copies
+    try:
+        other_client = other.test_client()
+        assert rpc(other_client, "tools/list", session=session).status_code == 200  # B now holds a copy
+        assert rpc(client, "logging/setLevel", {"level": "error"}, session=session).status_code == 200
+        # the change made on A is in the store at once; B's copy is not used for the methods
+        # that depend on such changes (setLevel, cancel, starting tasks), which read the store
+        stored = client.application.extensions["mcp_orchestrator"].store.get_session(session)
+        assert stored["log_level"] == "error"
+        assert rpc(other_client, "logging/setLevel", {"level": "debug"}, session=session).status_code == 200
+        assert other.extensions["mcp_orchestrator"].store.get_session(session)["log_level"] == "debug"
+        # a deleted session is dropped from the deleting worker's copies
+        assert client.delete("/mcp", headers={"Mcp-Session-Id": session}).status_code == 204
+        cache = client.application.extensions["mcp_orchestrator"].caches["sessions"]
+        assert cache.get(session) is None
+    finally:
+        other.extensions["mcp_orchestrator"].runtime.stop()
+
+
+def test_a_session_belongs_to_the_key_that_opened_it_from_a_workers_copy_too(settings):
+    import dataclasses
+
+    keyed = dataclasses.replace(settings, api_keys=("alice:alice-secret", "bob:bob-secret"))
+    first, second = create_app(keyed), create_app(keyed)
+    alice, bob = {"X-API-Key": "alice-secret"}, {"X-API-Key": "bob-secret"}
+    try:
+        opened = first.test_client().post("/mcp", headers={**JSON, **alice}, data=json.dumps({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        session = opened.headers["Mcp-Session-Id"]
+        for app in (first, second):  # the first answers from its copy, the second from the store
+            assert rpc(app.test_client(), "tools/list", session=session, headers=alice).status_code == 200
+            assert rpc(app.test_client(), "tools/list", session=session, headers=bob).status_code == 404
+    finally:
+        for app in (first, second):
+            app.extensions["mcp_orchestrator"].runtime.stop()
+
+
 def test_unknown_session_is_rebuilt_not_404(client):
     response = rpc(client, "tools/list", session="never-issued-session")
     assert response.status_code == 200
