@@ -3,6 +3,7 @@ configures which provider or source."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,8 @@ class Catalog:
         """Pay a worker's first-task costs when it starts, not inside a user's task: importing
         the default provider's SDK (about half a second for openai) and building or refreshing
         the local documents index."""
-        provider = self.provider(self.resolve_provider(None))
+        # design: in a thread, so the import does not stall the worker loop that runs tasks
+        provider = await asyncio.to_thread(self.provider, self.resolve_provider(None))
         await provider.aclose()
         local = self.sources.get("local")
         if local is not None and local.enabled:

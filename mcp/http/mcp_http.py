@@ -132,7 +132,7 @@ def post() -> Response:
 
     caller = owner()
     messages = payload if isinstance(payload, list) else [payload]
-    session_id, session, stored = load_session(svc, messages, caller, header_version)
+    session_id, session, stored, cached = load_session(svc, messages, caller, header_version)
     if session is None:
         return rpc_response(rpc_error(None, INVALID_REQUEST, "session not found"), 404)
     version = session.get("protocol_version") or header_version or "2025-03-26"
@@ -147,11 +147,17 @@ def post() -> Response:
         if not session_id:
             return
         now = time.time()
-        if stored == jsonio.dumps(session, sort_keys=True) and now - session.get("seen", 0) < SESSION_REFRESH:
+        unchanged = stored == jsonio.dumps(session, sort_keys=True)
+        if unchanged and now - session.get("seen", 0) < SESSION_REFRESH:
             return
-        session["seen"] = now
-        svc.store.save_session(session_id, session, SESSION_TTL)
-        stored = jsonio.dumps(session, sort_keys=True)
+        target = session
+        if unchanged and cached:
+            # design: only the expiry slides; a copy up to five seconds old must not write
+            # over what another worker stored meanwhile, so slide the stored session itself.
+            target = svc.store.get_session(session_id) or session
+        target["seen"] = now
+        svc.store.save_session(session_id, target, SESSION_TTL)
+        stored = jsonio.dumps(target, sort_keys=True)
         session_cache(svc).put(session_id, stored)
 
     ctx = CallContext(owner=caller, urls=urls_under(public_prefix(svc.settings)), session=session,
@@ -173,32 +179,34 @@ def post() -> Response:
 
 
 def load_session(svc: Services, messages: list[Any], caller: str,
-                 header_version: str | None) -> tuple[str | None, dict[str, Any] | None, str | None]:
-    """(session id, session, its JSON as stored or None when not stored) for this request.
+                 header_version: str | None) -> tuple[str | None, dict[str, Any] | None, str | None, bool]:
+    """(session id, session, its JSON as stored or None when not stored, whether that came
+    from this worker's copy rather than the store) for this request.
     `initialize` opens a new session; a known id is loaded; an unknown id is rebuilt for this
     caller, because clients such as Claude Code never re-initialize; a request in the
     stateless 2026-07-28 style has no session."""
     if any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages):
-        return new_session_id(), {"owner": caller}, None
+        return new_session_id(), {"owner": caller}, None, False
     stateless = any(isinstance(m, dict) and isinstance(m.get("params"), dict)
                     and isinstance(m["params"].get("_meta"), dict)
                     and m["params"]["_meta"].get(META_VERSION) == STATELESS_VERSION for m in messages)
     session_id = request.headers.get(SESSION_HEADER)
     if stateless or not session_id:
-        return None, {"owner": caller}, None
+        return None, {"owner": caller}, None, False
     if len(session_id) > 200 or not session_id.isprintable():
-        return None, None, None
+        return None, None, None, False
     fresh = any(isinstance(m, dict) and m.get("method") in FRESH_METHODS or starts_task(svc, m) for m in messages)
     stored = None if fresh else session_cache(svc).get(session_id)
     session = json.loads(stored) if stored else svc.store.get_session(session_id)
     if session is None:
-        return session_id, {"owner": caller, "protocol_version": header_version, "rebuilt": True}, None
+        return session_id, {"owner": caller, "protocol_version": header_version, "rebuilt": True}, None, False
     if session.get("owner") != caller:
-        return None, None, None  # design: a session belongs to the key that opened it
-    if stored is None:
+        return None, None, None, False  # design: a session belongs to the key that opened it
+    cached = stored is not None
+    if not cached:
         stored = jsonio.dumps(session, sort_keys=True)
         session_cache(svc).put(session_id, stored)
-    return session_id, session, stored
+    return session_id, session, stored, cached
 
 
 def starts_task(svc: Services, message: Any) -> bool:

@@ -78,6 +78,20 @@ def test_each_worker_may_reuse_its_copy_of_a_session_but_not_for_what_another_wo
         other.extensions["mcp_orchestrator"].runtime.stop()
 
 
+def test_sliding_a_sessions_expiry_from_a_copy_keeps_what_another_worker_stored(client, settings, monkeypatch):
+    from mcp.http import mcp_http
+
+    session = initialize(client).headers["Mcp-Session-Id"]
+    store = client.application.extensions["mcp_orchestrator"].store
+    assert rpc(client, "tools/list", session=session).status_code == 200  # this worker now has a copy
+    # meanwhile another worker records a call of this session in the store
+    stored = store.get_session(session)
+    store.save_session(session, {**stored, "calls": {"7": "research_x"}}, 3600)
+    monkeypatch.setattr(mcp_http, "SESSION_REFRESH", 0.0)  # the expiry is due: the next request slides it
+    assert rpc(client, "tools/list", session=session).status_code == 200
+    assert store.get_session(session)["calls"] == {"7": "research_x"}
+
+
 def test_a_session_belongs_to_the_key_that_opened_it_from_a_workers_copy_too(settings):
     import dataclasses
 
