@@ -195,7 +195,7 @@ def load_session(svc: Services, messages: list[Any], caller: str,
         return None, {"owner": caller}, None, False
     if len(session_id) > 200 or not session_id.isprintable():
         return None, None, None, False
-    fresh = any(isinstance(m, dict) and m.get("method") in FRESH_METHODS or starts_task(svc, m) for m in messages)
+    fresh = any(needs_stored_session(svc, m) for m in messages)
     stored = None if fresh else session_cache(svc).get(session_id)
     session = json.loads(stored) if stored else svc.store.get_session(session_id)
     if session is None:
@@ -207,6 +207,13 @@ def load_session(svc: Services, messages: list[Any], caller: str,
         stored = jsonio.dumps(session, sort_keys=True)
         session_cache(svc).put(session_id, stored)
     return session_id, session, stored, cached
+
+
+def needs_stored_session(svc: Services, message: Any) -> bool:
+    """Whether handling `message` reads or changes session state another worker may have
+    just changed, so this worker's copy will not do."""
+    method = message.get("method") if isinstance(message, dict) else None
+    return (isinstance(method, str) and method in FRESH_METHODS) or starts_task(svc, message)
 
 
 def starts_task(svc: Services, message: Any) -> bool:

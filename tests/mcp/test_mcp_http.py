@@ -225,6 +225,15 @@ def test_bad_json_rpc_gets_the_right_error_never_500(client, body, code):
     assert payload["error"]["code"] == code
 
 
+def test_malformed_messages_in_a_session_get_json_rpc_errors_never_500(client):
+    session = initialize(client).headers["Mcp-Session-Id"]
+    for message in ({"jsonrpc": "2.0", "id": 1, "method": []}, {"jsonrpc": "2.0", "id": 1, "method": {"a": 1}},
+                    {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": []}}):
+        response = client.post("/mcp", data=json.dumps(message), headers={**JSON, "Mcp-Session-Id": session})
+        assert response.status_code in (200, 400), message
+        assert response.get_json()["error"]["code"] in (-32600, -32602), message
+
+
 def test_batches_follow_the_negotiated_version(client):
     batch = json.dumps([{"jsonrpc": "2.0", "id": 1, "method": "ping"}, "garbage",
                         {"jsonrpc": "2.0", "id": 2, "method": "no/such"}])
