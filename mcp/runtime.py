@@ -10,18 +10,20 @@ worker reaches the one running the task."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import secrets
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
 from orchestration.budget import UsageMeter
-from orchestration.errors import OrchestrationError
+from orchestration.errors import Interrupted, OrchestrationError
 from orchestration.models import (
     TERMINAL_STATUSES,
     Budget,
@@ -66,6 +68,16 @@ def new_task_id(orchestrator: str) -> str:
 
 class TaskGone(Exception):
     """This worker no longer holds the task (lease lost or task finished elsewhere)."""
+
+
+@contextlib.contextmanager
+def store_reachable(store: Store) -> Iterator[None]:
+    """The store being out of reach, inside a running task, is Interrupted: the orchestrator
+    lets it through its agents untouched and the runtime leaves the task for resuming."""
+    try:
+        yield
+    except store.unavailable_errors as exc:
+        raise Interrupted(f"the store is unavailable: {exc}") from exc
 
 
 class EventWriter:
@@ -122,11 +134,12 @@ class StoreEvents:
     async def emit(self, event_type: str, data: dict[str, Any] | None = None, agent_id: str | None = None,
                    progress: float | None = None) -> None:
         rt = self.runtime
-        event = await rt.writer.append(self.task_id, event_type, data or {}, agent_id, progress, rt.worker_id)
-        if event is None:
-            raise TaskGone(self.task_id)
-        rt.hub.notify(self.task_id, event.id)
-        await rt.webhooks.enqueue(self.task, event)
+        with store_reachable(rt.store):
+            event = await rt.writer.append(self.task_id, event_type, data or {}, agent_id, progress, rt.worker_id)
+            if event is None:
+                raise TaskGone(self.task_id)
+            rt.hub.notify(self.task_id, event.id)
+            await rt.webhooks.enqueue(self.task, event)
 
 
 class StoreCheckpoints:
@@ -139,13 +152,15 @@ class StoreCheckpoints:
         self.meter = meter
 
     async def load(self) -> dict[str, Any]:
-        saved = await asyncio.to_thread(self.store.load_checkpoints, self.task_id)
+        with store_reachable(self.store):
+            saved = await asyncio.to_thread(self.store.load_checkpoints, self.task_id)
         saved.pop("usage", None)
         return saved
 
     async def save(self, key: str, value: Any) -> None:
-        await asyncio.to_thread(self.store.save_checkpoint, self.task_id, key, value)
-        await asyncio.to_thread(self.store.save_checkpoint, self.task_id, "usage", to_dict(self.meter.usage))
+        with store_reachable(self.store):
+            await asyncio.to_thread(self.store.save_checkpoint, self.task_id, key, value)
+            await asyncio.to_thread(self.store.save_checkpoint, self.task_id, "usage", to_dict(self.meter.usage))
 
 
 class TaskRuntime:
@@ -345,6 +360,13 @@ class TaskRuntime:
             await self._execute(task)
         except TaskGone:
             log.info("task %s was taken over or finished elsewhere", task.task_id)
+        except (Interrupted, *self.store.unavailable_errors) as exc:
+            # design: an outage is not the task's fault and not a crash, so it neither fails
+            # the task nor counts towards CRASH_ATTEMPTS. (Failing it was the bug: an agent's
+            # write failed, and the "failed" result landed because the store was back by then.)
+            log.warning("task %s interrupted, the store is out of reach (%s); it resumes from its checkpoints",
+                        task.task_id, exc)
+            await self._guarded(self._hand_back, task, StoreEvents(self, task), "store unavailable")
         except Exception as exc:  # noqa: BLE001 - logged; the lease expires and another worker resumes
             log.exception("task %s crashed in the runtime", task.task_id)
             if task.attempts >= CRASH_ATTEMPTS:
@@ -356,7 +378,7 @@ class TaskRuntime:
             self._cancelling.discard(task.task_id)
             self._lost.discard(task.task_id)
             if not self._stopping:
-                self.loop.submit(self._scan_once())
+                self.loop.submit(self._guarded(self._scan_once))
 
     async def _execute(self, task: TaskRecord) -> None:
         if task.attempts > MAX_ATTEMPTS:
@@ -395,18 +417,20 @@ class TaskRuntime:
             if task.task_id in self._lost:
                 raise TaskGone(task.task_id) from None
             if self._stopping:
-                await self._hand_back(task, events)
+                await self._hand_back(task, events, "worker shutting down")
                 return
             status, outcome = "cancelled", self._partial(orchestrator, None)
         except TimeoutError:
             error = f"timed out after {params['timeout']:g} s"
             status, outcome = "failed", self._partial(orchestrator, error)
-        except TaskGone:
+        except (TaskGone, Interrupted):
             raise
         except OrchestrationError as exc:
             error = str(exc)
             status, outcome = "failed", self._partial(orchestrator, error)
         except Exception as exc:  # noqa: BLE001 - a bug fails this task (logged), not the worker
+            if isinstance(exc, self.store.unavailable_errors):
+                raise Interrupted(f"the store is unavailable: {exc}") from exc
             log.exception("task %s failed with an unexpected error", task.task_id)
             error = f"internal error ({type(exc).__name__})"
             status, outcome = "failed", self._partial(orchestrator, error)
@@ -432,10 +456,11 @@ class TaskRuntime:
             return Outcome(partial=True, error=error)
         return orchestrator.partial_outcome(error)
 
-    async def _hand_back(self, task: TaskRecord, events: StoreEvents) -> None:
-        """Shutdown: record the interruption and release the lease for another worker."""
+    async def _hand_back(self, task: TaskRecord, events: StoreEvents, reason: str) -> None:
+        """Record the interruption and release the lease, so another worker resumes the task
+        from its checkpoints at once instead of after the lease expires."""
         try:
-            await events.emit("workflow_interrupted", {"reason": "worker shutting down", "worker": self.worker_id})
+            await events.emit("workflow_interrupted", {"reason": reason, "worker": self.worker_id})
         finally:
             await asyncio.to_thread(self.store.release_lease, task.task_id, self.worker_id)
 

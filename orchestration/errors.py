@@ -15,3 +15,10 @@ class ProviderError(OrchestrationError):
 
 class SourceError(OrchestrationError):
     """A search source failed for one query."""
+
+
+class Interrupted(Exception):
+    """The run cannot go on in this process: the task's event log or checkpoints are out of
+    reach (the store is down). Neither the task's fault nor an agent's, so it is never turned
+    into a failed agent or a failed task; the runtime leaves the task to be resumed from its
+    checkpoints once the store is back. Deliberately not an OrchestrationError."""

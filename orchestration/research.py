@@ -24,7 +24,8 @@ from .citations import (
     sources_section,
     verify_citations,
 )
-from .errors import BudgetExhausted, OrchestrationError
+from .concurrency import run_together
+from .errors import BudgetExhausted, Interrupted, OrchestrationError
 from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
 from .models import AgentResult, Citation, Hit, Outcome, ResearchRequest, Subtask, SynthesisResult, to_dict
 from .ranking import fuse_hits, normalize_url
@@ -128,7 +129,7 @@ class ResearchOrchestrator:
             async with gate:
                 await self._run_agent(subtask)
 
-        await asyncio.gather(*(guarded(s) for s in pending))
+        await run_together(guarded(s) for s in pending)
 
     async def _read_pages(self, subtask: Subtask, passages: list[Hit]) -> list[Hit]:
         """The agent reads its best `pages_per_agent` web results in full, side by side, and
@@ -184,7 +185,7 @@ class ResearchOrchestrator:
         except BudgetExhausted as exc:
             await self._announce_budget(str(exc))
             return
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, Interrupted):
             raise
         except Exception as exc:  # noqa: BLE001 - one agent failing must not fail the task
             result = AgentResult(agent_id, subtask.subtask_id, "research", "failed", "",
@@ -233,9 +234,9 @@ class ResearchOrchestrator:
             groups = [(parts[i:i + size], ids[i:i + size]) for i in range(0, len(parts), size)]
             # design: the mid-tier synthesizers are independent, so they run side by side and
             # the level costs one synthesis call of wall time, not one per group.
-            syntheses = await asyncio.gather(*(
+            syntheses = await run_together(
                 self._synthesis(f"drummer_{n}", "drummer", group_parts, group_ids, AGENTS_DONE + 10.0)
-                for n, (group_parts, group_ids) in enumerate(groups, start=1)))
+                for n, (group_parts, group_ids) in enumerate(groups, start=1))
             parts = [(f"Synthesis {n}: " + ", ".join(label for label, _ in group_parts), synthesis.content)
                      for n, ((group_parts, _), synthesis) in enumerate(zip(groups, syntheses), start=1)]
         if request.enable_camina and parts:

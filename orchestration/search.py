@@ -4,11 +4,11 @@ summarised with citations."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from .budget import UsageMeter
 from .citations import evidence_for, passage_text, sources_section, verify_citations
+from .concurrency import run_together
 from .errors import BudgetExhausted
 from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
 from .models import AgentResult, Citation, Hit, Outcome, SearchRequest, Source, SynthesisResult, to_dict
@@ -79,7 +79,7 @@ class SearchOrchestrator:
         if "summary" in saved:
             self.summary = SynthesisResult.from_dict(saved["summary"])
         agents = [(f"agent_{i}", t) for i, t in enumerate(types, start=1)]
-        await asyncio.gather(*(self._run_agent(a, t) for a, t in agents if a not in self.agent_results))
+        await run_together(self._run_agent(a, t) for a, t in agents if a not in self.agent_results)
         try:
             return await self._summarize()
         except BudgetExhausted as exc:

@@ -104,6 +104,7 @@ def test_redis_outage_is_a_503_and_the_service_recovers_by_itself(service_factor
         assert health.status_code == 503 and health.json()["status"] == "unhealthy"
         outage = service.get(f"/tasks/{done['task_id']}")
         assert outage.status_code == 503 and outage.json()["error"] == "unavailable"
+        time.sleep(2.0)  # long enough that the running task's agents hit the outage writing events
         redis_proc = start_redis()
         deadline = time.monotonic() + 30
         while service.get("/health").status_code != 200:
@@ -111,7 +112,7 @@ def test_redis_outage_is_a_503_and_the_service_recovers_by_itself(service_factor
             time.sleep(0.2)
         assert service.get(f"/tasks/{done['task_id']}/result").json()["status"] == "completed"
         final = service.wait_status(running["task_id"], {"completed", "failed", "cancelled"}, timeout=90)
-        assert final["status"] == "completed"
+        assert final["status"] == "completed", (final, event_log(service, running["task_id"]))
     finally:
         redis_proc.terminate()
         redis_proc.wait(10)

@@ -82,6 +82,10 @@ class Store(ABC):
     """Shared state. All methods are synchronous and safe to call from any thread;
     async code reaches them through the bridge's executor."""
 
+    #: Exceptions that mean "the backend is out of reach right now" rather than a bug: the
+    #: HTTP layer answers them with 503 and a running task is interrupted, not failed.
+    unavailable_errors: tuple[type[BaseException], ...] = ()
+
     @abstractmethod
     def ping(self) -> None:
         """Raise when the backend is unreachable."""

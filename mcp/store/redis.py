@@ -86,6 +86,8 @@ return 0
 
 
 class RedisStore(Store):
+    unavailable_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
     TASK_KEY = "orch:task:{}"
     EVENTS_KEY = "orch:events:{}"
     RESULT_KEY = "orch:result:{}"
