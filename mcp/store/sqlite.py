@@ -139,7 +139,8 @@ class SQLiteStore(Store):
         self._lock_file: Any = None
         self._lock_pid = 0
         self._lock_depth = 0
-        self._db.executescript(SCHEMA)
+        with self._write_lock, self._process_lock():
+            self._db.executescript(SCHEMA)
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -151,11 +152,16 @@ class SQLiteStore(Store):
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
+            # design: opening takes the writer turn too. Switching a new file to WAL needs the
+            # database to itself and SQLite answers "database is locked" at once rather than
+            # waiting, so workers booting together on a fresh DATA_DIR failed now and then
+            # (and gunicorn stopped the service when a worker could not boot).
+            with self._write_lock, self._process_lock():
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                db.row_factory = sqlite3.Row
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA busy_timeout=30000")
             self._local.db = db
         return db
 

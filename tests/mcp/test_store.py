@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 
@@ -206,3 +208,32 @@ def test_waiting_for_events_blocks_until_a_stream_grows_or_says_it_cannot(store)
     timer.start()
     assert store.wait_for_events({"t1": 1, "t2": 0}, 5.0) == {"t2": 1}
     assert time.monotonic() - started < 2.0
+
+
+def _open_at_once(path: str, barrier, results) -> None:
+    barrier.wait()
+    try:
+        store = SQLiteStore(path)
+        store.create_task(TaskRecord(f"search_{os.getpid()}", "search", "q", None, {"query": "q"},
+                                     created_at=time.time()))
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_workers_booting_together_on_a_new_database_all_open_it(tmp_path):
+    # Gunicorn starts every worker at once; on a fresh DATA_DIR each creates the schema and
+    # switches the file to WAL. That switch used to answer "database is locked" to a worker
+    # now and then, the worker failed to boot, and gunicorn shut the whole service down.
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(12):
+        path = str(tmp_path / f"boot{attempt}" / "orchestrator.db")
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(path, barrier, results)) for _ in range(6)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join(10)
+        assert outcomes == ["ok"] * 6, (attempt, outcomes)
+        assert len(SQLiteStore(path).list_tasks(owner=None, limit=10)[0]) == 6
