@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     registry = ToolRegistry()
     register_builtin_tools(registry, task_service, catalog)
     mcp_server = McpServer(settings, store, registry, task_service)
-    errors.init_app(app)
+    errors.init_app(app, store.unavailable_errors)
     observability.init_app(app, settings)
     security.init_app(app, settings)
     limits = ratelimit.init_app(app, settings)

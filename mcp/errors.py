@@ -9,7 +9,6 @@ import logging
 from typing import Any
 
 import marshmallow
-import redis.exceptions
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -96,7 +95,9 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
     return response
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, unavailable: tuple[type[BaseException], ...] = ()) -> None:
+    """JSON errors for the app; `unavailable` are the store's "out of reach" exceptions
+    (Store.unavailable_errors), answered 503."""
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
@@ -111,12 +112,13 @@ def init_app(app: Flask) -> None:
         headers = {k: v for k, v in exc.get_headers() if k.lower() in ("allow", "retry-after")}
         return error_response(status, HTTP_CODES.get(status, "http_error"), exc.description or exc.name, {}, headers)
 
-    @app.errorhandler(redis.exceptions.ConnectionError)
-    @app.errorhandler(redis.exceptions.TimeoutError)
     def store_down(exc: Exception):
         log.warning("store unavailable: %s", exc)
         return error_response(503, "unavailable", "the store is unavailable; retry shortly", {},
                               {"Retry-After": "5"})
+
+    for error in unavailable:
+        app.register_error_handler(error, store_down)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

@@ -423,14 +423,12 @@ class TaskRuntime:
         except TimeoutError:
             error = f"timed out after {params['timeout']:g} s"
             status, outcome = "failed", self._partial(orchestrator, error)
-        except (TaskGone, Interrupted):
-            raise
+        except (TaskGone, Interrupted, *self.store.unavailable_errors):
+            raise  # an outage: _run hands the task back to be resumed
         except OrchestrationError as exc:
             error = str(exc)
             status, outcome = "failed", self._partial(orchestrator, error)
         except Exception as exc:  # noqa: BLE001 - a bug fails this task (logged), not the worker
-            if isinstance(exc, self.store.unavailable_errors):
-                raise Interrupted(f"the store is unavailable: {exc}") from exc
             log.exception("task %s failed with an unexpected error", task.task_id)
             error = f"internal error ({type(exc).__name__})"
             status, outcome = "failed", self._partial(orchestrator, error)

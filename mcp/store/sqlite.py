@@ -139,7 +139,7 @@ class SQLiteStore(Store):
         self._lock_file: Any = None
         self._lock_pid = 0
         self._lock_depth = 0
-        with self._write_lock, self._process_lock():
+        with self._writer_turn():
             self._db.executescript(SCHEMA)
 
     @classmethod
@@ -156,7 +156,7 @@ class SQLiteStore(Store):
             # database to itself and SQLite answers "database is locked" at once rather than
             # waiting, so workers booting together on a fresh DATA_DIR failed now and then
             # (and gunicorn stopped the service when a worker could not boot).
-            with self._write_lock, self._process_lock():
+            with self._writer_turn():
                 db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
                 db.row_factory = sqlite3.Row
                 db.execute("PRAGMA journal_mode=WAL")
@@ -168,7 +168,7 @@ class SQLiteStore(Store):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._db
-        with self._write_lock, self._process_lock():
+        with self._writer_turn():
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -178,20 +178,22 @@ class SQLiteStore(Store):
             db.execute("COMMIT")
 
     @contextmanager
-    def _process_lock(self) -> Iterator[None]:
-        """The cross-process writer turn; the caller holds `_write_lock`."""
-        if self._lock_pid != os.getpid():
-            self._lock_file = open(self._lock_path, "a+b")  # noqa: SIM115 - kept for the process's life
-            self._lock_pid, self._lock_depth = os.getpid(), 0
-        self._lock_depth += 1
-        if self._lock_depth == 1:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            self._lock_depth -= 1
-            if self._lock_depth == 0:
-                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+    def _writer_turn(self) -> Iterator[None]:
+        """The writer turn: this process's thread lock, then the flock shared with the other
+        processes. Reentrant within a thread."""
+        with self._write_lock:
+            if self._lock_pid != os.getpid():
+                self._lock_file = open(self._lock_path, "a+b")  # noqa: SIM115 - kept for the process's life
+                self._lock_pid, self._lock_depth = os.getpid(), 0
+            self._lock_depth += 1
+            if self._lock_depth == 1:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                if self._lock_depth == 0:
+                    fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def ping(self) -> None:
         self._db.execute("SELECT 1 FROM tasks LIMIT 1").fetchall()
