@@ -24,7 +24,16 @@ STREAMS = Gauge(
 LLM_TOKENS = Counter("llm_tokens_total", "LLM tokens used", ["model", "kind"], registry=None)
 LLM_COST = Counter("llm_cost_usd_total", "LLM spend in USD", ["model"], registry=None)
 WEBHOOK_DELIVERIES = Counter("webhook_deliveries_total", "Webhook delivery attempts", ["result"], registry=None)
-SERVICE_METRICS = (ORCHESTRATION_DURATION, ORCHESTRATION_TASKS, STREAMS, LLM_TOKENS, LLM_COST, WEBHOOK_DELIVERIES)
+STORE_BYTES = Gauge("store_bytes", "Bytes the store holds (SQLite pages in use, Redis used_memory)",
+                    multiprocess_mode="mostrecent", registry=None)
+STORE_LIMIT_BYTES = Gauge("store_limit_bytes", "Bytes the store may grow to (SQLite: file plus free disk; "
+                          "Redis: maxmemory, 0 when unlimited)", multiprocess_mode="mostrecent", registry=None)
+STORE_ROWS = Gauge("store_rows", "Rows (Redis: keys) per table, counted by the retention sweep", ["table"],
+                   multiprocess_mode="mostrecent", registry=None)
+SWEEP_RUNS = Counter("store_sweep_runs_total", "Retention sweeps run", registry=None)
+SWEEP_REMOVED = Counter("store_sweep_removed_total", "Records removed by retention sweeps", ["kind"], registry=None)
+SERVICE_METRICS = (ORCHESTRATION_DURATION, ORCHESTRATION_TASKS, STREAMS, LLM_TOKENS, LLM_COST, WEBHOOK_DELIVERIES,
+                   STORE_BYTES, STORE_LIMIT_BYTES, STORE_ROWS, SWEEP_RUNS, SWEEP_REMOVED)
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -51,3 +60,15 @@ def record_task(orchestrator: str, status: str, seconds: float, usage: dict) -> 
         LLM_TOKENS.labels(model, "input").inc(row.get("input_tokens", 0))
         LLM_TOKENS.labels(model, "output").inc(row.get("output_tokens", 0))
         LLM_COST.labels(model).inc(row.get("cost_usd", 0.0))
+
+
+def record_sweep(removed: dict[str, int], size: dict, rows: dict[str, int]) -> None:
+    """Account one retention sweep and what the store holds after it."""
+    SWEEP_RUNS.inc()
+    for kind, count in removed.items():
+        if count:
+            SWEEP_REMOVED.labels(kind).inc(count)
+    STORE_BYTES.set(size.get("bytes") or 0)
+    STORE_LIMIT_BYTES.set(size.get("limit_bytes") or 0)
+    for table, count in rows.items():
+        STORE_ROWS.labels(table).set(count)

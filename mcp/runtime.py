@@ -59,6 +59,9 @@ WEBHOOK_POLL = 1.0
 # after MAX_ATTEMPTS claims, counting graceful hand-backs.
 CRASH_ATTEMPTS = 3
 MAX_ATTEMPTS = 10
+SWEEP_LOCK = "retention-sweep"
+SWEEP_BATCH = 200
+SWEEP_BUDGET = 10.0  # seconds one sweep may take before it leaves the rest for the next round
 
 
 def new_task_id(orchestrator: str) -> str:
@@ -269,7 +272,7 @@ class TaskRuntime:
 
     async def _services(self) -> None:
         await asyncio.gather(self._scan_loop(), self._lease_loop(), self._cancel_loop(), self._heartbeat_loop(),
-                             self._webhook_loop())
+                             self._webhook_loop(), self._sweep_loop())
 
     async def _scan_loop(self) -> None:
         while not self._stopping:
@@ -318,6 +321,36 @@ class TaskRuntime:
             while not self._stopping:
                 await self._guarded(self.webhooks.deliver_due, self.worker_id, client)
                 await asyncio.sleep(WEBHOOK_POLL)
+
+    async def _sweep_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.settings.sweep_interval * random.uniform(0.75, 1.25))
+            # design: one worker of all hosts sweeps at a time (the store lock); the others
+            # skip this round. The lock outlives a sweep so a second worker does not follow at once.
+            if await self._guarded(asyncio.to_thread, self.store.try_lock, SWEEP_LOCK, self.worker_id,
+                                   self.settings.sweep_interval):
+                await self._guarded(self.sweep)
+
+    async def sweep(self) -> dict[str, int]:
+        """Remove what retention says is no longer kept, in bounded batches, each its own short
+        store transaction in a thread, so requests and tasks never wait for the whole sweep."""
+        retention = self.settings.task_retention_seconds
+        removed: dict[str, int] = {}
+        deadline = time.monotonic() + SWEEP_BUDGET
+        while True:
+            before = time.time() - retention if retention is not None else None
+            batch = await asyncio.to_thread(self.store.sweep, before, self.settings.max_tasks_per_key, SWEEP_BATCH)
+            for kind, count in batch.items():
+                removed[kind] = removed.get(kind, 0) + count
+            if batch.get("tasks", 0) < SWEEP_BATCH or time.monotonic() > deadline or self._stopping:
+                break
+            await asyncio.sleep(0)
+        size = await asyncio.to_thread(self.store.size)
+        rows = await asyncio.to_thread(self.store.table_rows)
+        metrics.record_sweep(removed, size, rows)
+        if removed.get("tasks"):
+            log.info("retention sweep removed %d tasks", removed["tasks"], extra={"removed": removed})
+        return removed
 
     async def _guarded(self, fn: Any, *args: Any) -> Any:
         """Run one step of a background service; a failing step is logged and retried next tick."""

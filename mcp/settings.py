@@ -55,6 +55,14 @@ class Settings:
     lease_ttl: float = setting("LEASE_TTL", 15.0, "Seconds a task lease lasts without renewal.")
     task_scan_interval: float = setting("TASK_SCAN_INTERVAL", 2.0, "Seconds between scans for orphaned tasks.")
     stream_keepalive: float = setting("STREAM_KEEPALIVE", 15.0, "Seconds between SSE keep-alive comments.")
+    # Retention
+    task_retention: str = setting("TASK_RETENTION", "30d", "How long a finished task is kept with its events, "
+                                  "result and documents (30d, 12h, 90m, 45s); 0 keeps tasks forever.")
+    max_tasks_per_key: int = setting("MAX_TASKS_PER_KEY", 0, "Finished tasks kept per API key at most, the "
+                                     "oldest removed first; 0 = no cap.")
+    session_ttl: str = setting("SESSION_TTL", "24h", "How long an idle MCP session is kept.")
+    sweep_interval: float = setting("SWEEP_INTERVAL", 60.0, "Seconds between retention sweeps (one worker "
+                                    "at a time sweeps).")
     # Providers
     llm_provider: str = setting("LLM_PROVIDER", "auto", "auto, extractive, openai, anthropic, xai, groq, ...")
     llm_model: str = setting("LLM_MODEL", "", "Default model of the provider.")
@@ -106,6 +114,11 @@ class Settings:
     metrics_enabled: bool = setting("METRICS_ENABLED", True, "Serve /metrics.")
     prometheus_multiproc_dir: str = setting("PROMETHEUS_MULTIPROC_DIR", "", "Prometheus multiprocess directory.")
 
+    def __post_init__(self) -> None:
+        # a bad duration fails when the settings are read, naming its variable
+        parse_duration(self.task_retention, "TASK_RETENTION")
+        parse_duration(self.session_ttl, "SESSION_TTL")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from the environment (or `environ`), then `overrides` by field name."""
@@ -123,6 +136,16 @@ class Settings:
         return self.store_url or f"sqlite:///{Path(self.data_dir).resolve() / 'orchestrator.db'}"
 
     @property
+    def task_retention_seconds(self) -> float | None:
+        """TASK_RETENTION in seconds; None keeps finished tasks forever."""
+        seconds = parse_duration(self.task_retention, "TASK_RETENTION")
+        return seconds or None
+
+    @property
+    def session_ttl_seconds(self) -> float:
+        return parse_duration(self.session_ttl, "SESSION_TTL") or DEFAULT_SESSION_TTL
+
+    @property
     def is_loopback_bind(self) -> bool:
         return self.bind_address in ("127.0.0.1", "::1", "localhost") or self.bind_address.startswith("127.")
 
@@ -137,6 +160,23 @@ def _parse(raw: str, default: Any) -> Any:
     if isinstance(default, tuple):
         return _split(raw)
     return raw
+
+
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DEFAULT_SESSION_TTL = 24 * 3600.0
+
+
+def parse_duration(raw: str, env: str) -> float:
+    """`30d`, `12h`, `90m`, `45s`, `1.5h` or plain seconds; raises ValueError naming `env`."""
+    text = raw.strip().lower()
+    number, unit = text.rstrip("smhdw"), text[len(text.rstrip("smhdw")):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in DURATION_UNITS or value < 0 or value != value:
+        raise ValueError(f"{env}={raw!r} is not a duration such as 30d, 12h, 90m, 45s or 0")
+    return value * DURATION_UNITS[unit]
 
 
 def env_table() -> list[tuple[str, Any, str]]:

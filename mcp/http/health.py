@@ -60,7 +60,12 @@ def health():
         workers = svc.store.live_workers()
         webhooks = svc.store.count_webhooks()
         checks["store"] = {"status": "ok", "backend": svc.settings.resolved_store_url.split(":", 1)[0],
-                           "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+                           "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                           "size": svc.store.size()}
+        if checks["store"]["size"].get("nearly_full"):
+            # design: degrade before the store is full, while writes still succeed, so the
+            # operator is told in time (Redis refuses writes at maxmemory; SQLite at a full disk)
+            checks["store"]["status"], status = "nearly_full", "degraded"
     except Exception as exc:  # noqa: BLE001 - the health check reports it, that is its job
         checks["store"] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
         webhooks, status = 0, "unhealthy"

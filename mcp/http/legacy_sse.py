@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, request, stream_with_context
 
 from ..errors import NotFound, ValidationError
-from ..protocol import PARSE_ERROR, SESSION_TTL, CallContext, new_session_id, rpc_error
+from ..protocol import PARSE_ERROR, CallContext, new_session_id, rpc_error
 from ..services import Services, services
 from . import owner, public_prefix, urls_under
 from .mcp_http import dns_rebinding_guard
@@ -29,7 +29,7 @@ def open_stream() -> Response:
     svc = services()
     session_id = new_session_id()
     svc.store.save_session(session_id, {"owner": owner(), "protocol_version": "2024-11-05", "legacy": True},
-                           SESSION_TTL)
+                           svc.settings.session_ttl_seconds)
     endpoint = f"{public_prefix(svc.settings)}/messages?session_id={session_id}"
     response = Response(stream_with_context(relay(svc, session_id, endpoint)), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
@@ -78,7 +78,7 @@ def post_message() -> Response:
 
     ctx = CallContext(owner=session["owner"], urls=urls_under(public_prefix(svc.settings)), session=session,
                       notify=deliver,
-                      save_session=lambda: svc.store.save_session(session_id, session, SESSION_TTL))
+                      save_session=lambda: svc.store.save_session(session_id, session, svc.settings.session_ttl_seconds))
 
     def work() -> None:
         reply = svc.mcp.handle_payload(payload, ctx)

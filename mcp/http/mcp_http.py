@@ -26,7 +26,6 @@ from ..protocol import (
     META_VERSION,
     PARSE_ERROR,
     PROTOCOL_VERSIONS,
-    SESSION_TTL,
     STATELESS_VERSION,
     CallContext,
     McpServer,
@@ -41,8 +40,9 @@ bp = Blueprint("mcp_http", __name__)
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-# A session unchanged by a request is written back (sliding its expiry) at most this often.
-SESSION_REFRESH = SESSION_TTL / 24
+# A session unchanged by a request is written back (sliding its expiry) at most once in this
+# share of SESSION_TTL.
+SESSION_REFRESH_SHARE = 1 / 24
 # Methods that read or change session state another worker may have just changed (the
 # request-id -> task map a cancel looks up, the log level): they always read the stored
 # session. Other requests may use this worker's copy of the last few seconds.
@@ -148,7 +148,8 @@ def post() -> Response:
             return
         now = time.time()
         unchanged = stored == jsonio.dumps(session, sort_keys=True)
-        if unchanged and now - session.get("seen", 0) < SESSION_REFRESH:
+        ttl = svc.settings.session_ttl_seconds
+        if unchanged and now - session.get("seen", 0) < ttl * SESSION_REFRESH_SHARE:
             return
         target = session
         if unchanged and cached:
@@ -156,7 +157,7 @@ def post() -> Response:
             # over what another worker stored meanwhile, so slide the stored session itself.
             target = svc.store.get_session(session_id) or session
         target["seen"] = now
-        svc.store.save_session(session_id, target, SESSION_TTL)
+        svc.store.save_session(session_id, target, ttl)
         stored = jsonio.dumps(target, sort_keys=True)
         session_cache(svc).put(session_id, stored)
 

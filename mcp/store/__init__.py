@@ -280,6 +280,26 @@ class Store(ABC):
     @abstractmethod
     def session_messages(self, session_id: str, after: int) -> list[tuple[int, dict[str, Any]]]: ...
 
+    # retention (issue 26)
+    @abstractmethod
+    def sweep(self, finished_before: float | None, max_tasks_per_key: int, limit: int) -> dict[str, int]:
+        """Remove at most `limit` finished tasks with everything that belongs to them (events,
+        result, checkpoints, deliveries, cached documents): those that ended before
+        `finished_before` (None: none by age), and each owner's oldest finished tasks beyond
+        its newest `max_tasks_per_key` (0: no cap). Also drop expired sessions, session
+        messages, cache entries, counters and locks. Pending and running tasks are never
+        touched. Counts of what was removed, by kind; `tasks` < `limit` means done for now."""
+
+    @abstractmethod
+    def size(self) -> dict[str, Any]:
+        """What the store holds: `bytes` in use, `limit_bytes` it may grow to (None: no
+        limit), `nearly_full` when it should be told to an operator before writes fail, and
+        backend details. Cheap enough for /health."""
+
+    def table_rows(self) -> dict[str, int]:
+        """Rows (or keys) per kind of record, for metrics; may be slow, never on a request path."""
+        return {}
+
     def close(self) -> None:
         """Release connections."""
 

@@ -65,6 +65,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[2], 'error', ARGV[3], 'completed_at',
 if ARGV[2] == 'completed' then redis.call('HSET', KEYS[1], 'progress', '100') end
 redis.call('SET', KEYS[3], ARGV[5])
 redis.call('SREM', KEYS[4], ARGV[8])
+if ARGV[2] ~= 'failed' then redis.call('DEL', KEYS[5]) end
 local n = redis.call('HINCRBY', KEYS[1], 'last_event_id', 1)
 redis.call('XADD', KEYS[2], '0-' .. n, 'event_type', ARGV[6], 'timestamp', ARGV[4], 'agent_id', '',
            'progress', '', 'data', ARGV[7])
@@ -83,6 +84,12 @@ if not owner or owner == ARGV[1] then
 end
 return 0
 """
+
+
+FINISHED = ("completed", "failed", "cancelled")
+# design: Redis refuses writes at maxmemory (noeviction) or evicts our state (other policies);
+# /health degrades at this share of it, while there is still room to act
+NEARLY_FULL = 0.9
 
 
 class RedisStore(Store):
@@ -105,6 +112,11 @@ class RedisStore(Store):
     DUE_KEY = "orch:deliveries:due"
     WEBHOOK_DELIVERIES_KEY = "orch:deliveries:webhook:{}"
     DELIVERY_DEDUPE_KEY = "orch:deliveries:seen"
+    TASK_DELIVERIES_KEY = "orch:deliveries:task:{}"
+    #: keys that belong to one task and go with it (CONVENTIONS 6)
+    TASK_OWNED_KEYS = (TASK_KEY, EVENTS_KEY, RESULT_KEY, CHECKPOINTS_KEY, TASK_DELIVERIES_KEY)
+    #: how many of the oldest tasks one sweep looks at per batch it may remove
+    SWEEP_SCAN_FACTOR = 5
     LOCK_KEY = "orch:lock:{}"
     CACHE_KEY = "orch:cache:{}"
 
@@ -234,7 +246,7 @@ class RedisStore(Store):
         now = repr(time.time())
         event_id = self._finish(
             keys=[self.TASK_KEY.format(task_id), self.EVENTS_KEY.format(task_id), self.RESULT_KEY.format(task_id),
-                  self.OPEN_KEY],
+                  self.OPEN_KEY, self.CHECKPOINTS_KEY.format(task_id)],
             args=[worker or "", status, error or "", now, dumps(result), event_type, dumps(event_data), task_id])
         if event_id is None:
             return None
@@ -429,6 +441,7 @@ class RedisStore(Store):
         pipe.set(self.DELIVERY_KEY.format(delivery["id"]), dumps(row))
         pipe.zadd(self.DUE_KEY, {delivery["id"]: delivery["next_attempt_at"]})
         pipe.zadd(self.WEBHOOK_DELIVERIES_KEY.format(delivery["webhook_id"]), {delivery["id"]: delivery["created_at"]})
+        pipe.zadd(self.TASK_DELIVERIES_KEY.format(delivery["task_id"]), {delivery["id"]: delivery["created_at"]})
         pipe.execute()
 
     def due_deliveries(self, limit: int) -> list[dict[str, Any]]:
@@ -456,3 +469,81 @@ class RedisStore(Store):
 
     def try_lock(self, name: str, owner: str, ttl: float) -> bool:
         return bool(self._lock(keys=[self.LOCK_KEY.format(name)], args=[owner, int(ttl * 1000)]))
+
+    # -- retention --------------------------------------------------------------------------
+
+    def sweep(self, finished_before: float | None, max_tasks_per_key: int, limit: int) -> dict[str, int]:
+        doomed: dict[str, str] = {}  # task id -> owner
+        if finished_before is not None:
+            self._collect_old(finished_before, limit, doomed)
+        if max_tasks_per_key > 0 and len(doomed) < limit:
+            for key in self.r.scan_iter(self.OWNER_TASKS_KEY.format("*"), count=500):
+                if self.r.zcard(key) <= max_tasks_per_key:
+                    continue
+                owned = self.r.zrange(key, 0, -1)  # oldest first
+                rows = self._states(owned)
+                finished = [t for t in reversed(owned) if rows[t][0] in FINISHED]  # newest first
+                for task_id in finished[max_tasks_per_key:]:
+                    if len(doomed) >= limit:
+                        break
+                    doomed[task_id] = rows[task_id][2]
+        removed = {"tasks": 0, "deliveries": 0}
+        for task_id, owner in doomed.items():
+            removed["deliveries"] += self._remove_task(task_id, owner)
+            removed["tasks"] += 1
+        # sessions, messages, counters, cache entries, locks and workers carry their own TTLs
+        return removed
+
+    def _states(self, task_ids: list[str]) -> dict[str, tuple[str | None, float | None, str]]:
+        pipe = self.r.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hmget(self.TASK_KEY.format(task_id), "status", "completed_at", "owner")
+        return {t: (status, float(done) if done else None, owner or "")
+                for t, (status, done, owner) in zip(task_ids, pipe.execute())}
+
+    def _collect_old(self, finished_before: float, limit: int, doomed: dict[str, str]) -> None:
+        # design: tasks are indexed by creation time, not end time, so the oldest few
+        # batches are read and those that ended long enough ago are taken; a long task still
+        # running near the head does not stop the ones behind it from going.
+        scanned, window = 0, max(limit, 1) * self.SWEEP_SCAN_FACTOR
+        while scanned < window and len(doomed) < limit:
+            page = self.r.zrangebyscore(self.TASKS_KEY, "-inf", finished_before, start=scanned, num=limit)
+            if not page:
+                return
+            scanned += len(page)
+            for task_id, (status, done, owner) in self._states(page).items():
+                if status is None:
+                    doomed[task_id] = owner  # an index entry whose task is gone
+                elif status in FINISHED and done is not None and done < finished_before:
+                    doomed[task_id] = owner
+                if len(doomed) >= limit:
+                    return
+
+    def _remove_task(self, task_id: str, owner: str) -> int:
+        delivery_ids = self.r.zrange(self.TASK_DELIVERIES_KEY.format(task_id), 0, -1)
+        rows = self.r.mget([self.DELIVERY_KEY.format(d) for d in delivery_ids]) if delivery_ids else []
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(*(key.format(task_id) for key in self.TASK_OWNED_KEYS))
+        pipe.zrem(self.TASKS_KEY, task_id)
+        if owner:
+            pipe.zrem(self.OWNER_TASKS_KEY.format(owner), task_id)
+        for delivery_id, raw in zip(delivery_ids, rows):
+            pipe.delete(self.DELIVERY_KEY.format(delivery_id))
+            pipe.zrem(self.DUE_KEY, delivery_id)
+            if raw:
+                row = json.loads(raw)
+                pipe.zrem(self.WEBHOOK_DELIVERIES_KEY.format(row["webhook_id"]), delivery_id)
+                pipe.srem(self.DELIVERY_DEDUPE_KEY, f"{row['webhook_id']}:{row['task_id']}:{row['event_id']}")
+        pipe.execute()
+        return len(delivery_ids)
+
+    def size(self) -> dict[str, Any]:
+        memory = self.r.info("memory")
+        limit = int(memory.get("maxmemory") or 0)
+        used = int(memory["used_memory"])
+        return {"backend": "redis", "bytes": used, "limit_bytes": limit or None,
+                "nearly_full": bool(limit) and used >= NEARLY_FULL * limit,
+                "maxmemory_policy": memory.get("maxmemory_policy"), "keys": self.r.dbsize()}
+
+    def table_rows(self) -> dict[str, int]:
+        return {"tasks": self.r.zcard(self.TASKS_KEY), "keys": self.r.dbsize()}

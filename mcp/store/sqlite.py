@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -120,6 +121,20 @@ TASK_COLUMNS = (
     "progress, error, worker, lease_owner, lease_expires, cancel_requested, attempts"
 )
 CLAIMABLE = "status IN ('pending', 'running') AND (lease_owner IS NULL OR lease_expires < ?)"
+FINISHED = "status IN ('completed', 'failed', 'cancelled')"
+# design: checkpoints exist to resume a running task. A completed or cancelled one is never
+# resumed, so its checkpoints go in the transaction that records its end; a failed task
+# keeps them, since a retry resumes from them, until retention removes it.
+CHECKPOINTS_DROPPED_ON = ("completed", "cancelled")
+SESSION_MESSAGE_TTL = 3600
+# design: below this much free disk the store reports itself nearly full (/health degrades):
+# enough for a WAL checkpoint and a few thousand tasks, so the operator hears before writes fail
+MIN_FREE_DISK = 128 * 1024 * 1024
+VACUUM_PAGES = 4096
+WAL_SIZE_LIMIT = 8 * 1024 * 1024
+AUTO_VACUUM_MODES = {0: "none", 1: "full", 2: "incremental"}
+# tables whose rows belong to one task, removed with it
+TASK_TABLES = ("events", "checkpoints", "deliveries")
 
 
 class SQLiteStore(Store):
@@ -159,8 +174,15 @@ class SQLiteStore(Store):
             with self._writer_turn():
                 db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
                 db.row_factory = sqlite3.Row
+                # design: incremental auto-vacuum lets the retention sweep hand freed pages
+                # back to the file system a batch at a time. SQLite takes it only on a new,
+                # empty file (before WAL is switched on), so a database made by an older
+                # release keeps its mode until an operator runs VACUUM (docs/configuration.md).
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
+                # a checkpointed WAL is cut back to this size instead of keeping its peak forever
+                db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 db.execute("PRAGMA busy_timeout=30000")
             self._local.db = db
         return db
@@ -300,6 +322,8 @@ class SQLiteStore(Store):
             if cur.rowcount != 1:
                 return None
             event_id = self._insert_event(db, task_id, event_type, now, None, None, event_data)
+            if status in CHECKPOINTS_DROPPED_ON:
+                db.execute("DELETE FROM checkpoints WHERE task_id = ?", (task_id,))
         return Event(event_id, event_type, task_id, now, event_data)
 
     # -- cancel -------------------------------------------------------------------------
@@ -458,7 +482,7 @@ class SQLiteStore(Store):
     def push_session_message(self, session_id: str, message: dict[str, Any]) -> int:
         now = time.time()
         with self._tx() as db:
-            db.execute("DELETE FROM session_messages WHERE created_at < ?", (now - 3600,))
+            db.execute("DELETE FROM session_messages WHERE created_at < ?", (now - SESSION_MESSAGE_TTL,))
             return db.execute("INSERT INTO session_messages (session_id, message, created_at) VALUES (?, ?, ?) "
                               "RETURNING id", (session_id, dumps(message), now)).fetchone()[0]
 
@@ -555,3 +579,64 @@ class SQLiteStore(Store):
                 "owner = excluded.owner, expires = excluded.expires WHERE locks.expires < ? OR locks.owner = ? "
                 "RETURNING owner", (name, owner, now + ttl, now, owner)).fetchone()
         return row is not None
+
+    # -- retention --------------------------------------------------------------------------
+
+    def sweep(self, finished_before: float | None, max_tasks_per_key: int, limit: int) -> dict[str, int]:
+        removed: dict[str, int] = {}
+        doomed: list[str] = []
+        if finished_before is not None:
+            doomed += [r[0] for r in self._db.execute(
+                f"SELECT task_id FROM tasks WHERE {FINISHED} AND completed_at < ? ORDER BY completed_at LIMIT ?",
+                (finished_before, limit)).fetchall()]
+        if max_tasks_per_key > 0 and len(doomed) < limit:
+            doomed += [r[0] for r in self._db.execute(
+                f"SELECT task_id FROM (SELECT task_id, ROW_NUMBER() OVER (PARTITION BY owner "
+                f"ORDER BY created_at DESC, task_id DESC) AS newer FROM tasks WHERE {FINISHED}) "
+                f"WHERE newer > ? LIMIT ?", (max_tasks_per_key, limit - len(doomed))).fetchall()]
+        doomed = list(dict.fromkeys(doomed))
+        now = time.time()
+        with self._tx() as db:
+            if doomed:
+                marks = ",".join("?" * len(doomed))
+                for table in TASK_TABLES:
+                    removed[table] = db.execute(f"DELETE FROM {table} WHERE task_id IN ({marks})", doomed).rowcount
+                # a task finished meanwhile elsewhere is fine; one resumed (status running) is kept
+                removed["tasks"] = db.execute(f"DELETE FROM tasks WHERE task_id IN ({marks}) AND {FINISHED}",
+                                              doomed).rowcount
+            else:
+                removed["tasks"] = 0
+            removed["sessions"] = db.execute("DELETE FROM sessions WHERE expires < ?", (now,)).rowcount
+            removed["session_messages"] = db.execute(
+                "DELETE FROM session_messages WHERE created_at < ? OR session_id NOT IN "
+                "(SELECT session_id FROM sessions)", (now - SESSION_MESSAGE_TTL,)).rowcount
+            for table in ("cache", "counters", "locks"):
+                removed[table] = db.execute(f"DELETE FROM {table} WHERE expires < ?", (now,)).rowcount
+            removed["workers"] = db.execute("DELETE FROM workers WHERE expires < ?", (now - 3600,)).rowcount
+        with self._writer_turn():
+            # hands freed pages back to the file system (a no-op unless auto_vacuum is incremental)
+            # (executescript steps the pragma to its end; execute would free a single page)
+            self._db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        return removed
+
+    def size(self) -> dict[str, Any]:
+        db = self._db
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        files = [self.path, self.path.with_name(self.path.name + "-wal")]
+        on_disk = sum(f.stat().st_size for f in files if f.exists())
+        usage = shutil.disk_usage(self.path.parent)
+        return {"backend": "sqlite", "bytes": (pages - free) * page_size, "database_bytes": pages * page_size,
+                "file_bytes": on_disk,
+                "free_pages": free, "auto_vacuum": AUTO_VACUUM_MODES.get(db.execute("PRAGMA auto_vacuum").fetchone()[0]),
+                "disk_free_bytes": usage.free, "disk_total_bytes": usage.total,
+                # design: SQLite grows until the disk is full; its limit is what the disk has left
+                "limit_bytes": on_disk + usage.free, "nearly_full": usage.free < MIN_FREE_DISK}
+
+    def table_rows(self) -> dict[str, int]:
+        """Rows per table (a full count each: for the sweep's metrics, not for requests)."""
+        return {t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("tasks", "events", "checkpoints", "deliveries", "sessions", "session_messages", "cache",
+                          "counters", "webhooks")}

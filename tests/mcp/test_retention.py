@@ -1,0 +1,150 @@
+"""Storage that stays bounded (issue 26): checkpoints go when they can no longer be used,
+and the retention sweep removes old finished tasks with everything of theirs, on every backend."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mcp.settings import Settings, parse_duration
+from mcp.store import TaskRecord, open_store
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path}/store.db")
+    else:
+        s = open_store(f"{request.getfixturevalue('redis_server')}/2")
+        s.r.flushdb()
+    yield s
+    s.close()
+
+
+def finished_task(store, task_id, status="completed", owner="alice", created_at=None, checkpoints=True):
+    store.create_task(TaskRecord(task_id=task_id, orchestrator="research", query="q", title=None,
+                                 params={"query": "q"}, owner=owner, created_at=created_at or time.time()))
+    store.claim_task(task_id, "w1", ttl=30)
+    store.append_event(task_id, "agent_start", {"n": 1}, worker="w1")
+    if checkpoints:
+        store.save_checkpoint(task_id, "plan", [{"subtask": 1}])
+        store.save_checkpoint(task_id, "agent:agent_1", {"content": "x" * 100})
+    if status != "running":
+        assert store.finish_task(task_id, "w1", status, {"status": status}, None, "workflow_complete", {})
+
+
+def test_a_completed_or_cancelled_task_leaves_no_checkpoints_and_a_failed_one_keeps_them(store):
+    finished_task(store, "done", "completed")
+    finished_task(store, "stopped", "cancelled")
+    finished_task(store, "broken", "failed")
+    finished_task(store, "busy", "running")
+    assert store.load_checkpoints("done") == {}
+    assert store.load_checkpoints("stopped") == {}
+    assert set(store.load_checkpoints("broken")) == {"plan", "agent:agent_1"}  # a retry resumes from them
+    assert set(store.load_checkpoints("busy")) == {"plan", "agent:agent_1"}
+    assert store.get_result("done") == {"status": "completed"}
+
+
+def test_sweep_removes_old_finished_tasks_with_their_records_and_never_a_running_one(store):
+    hook = {"id": "wh_1", "owner": "alice", "url": "https://x.example/h", "events": ["*"], "task_id": None,
+            "secret": "s" * 32, "created_at": 1.0}
+    store.create_webhook(hook)
+    for task_id in ("old1", "old2", "failed"):
+        finished_task(store, task_id, "failed" if task_id == "failed" else "completed", created_at=time.time() - 5)
+        store.enqueue_delivery({"id": f"d_{task_id}", "webhook_id": "wh_1", "task_id": task_id, "event_id": 2,
+                                "event_type": "workflow_complete", "payload": "{}",
+                                "next_attempt_at": time.time() + 60, "created_at": time.time()})
+    finished_task(store, "running", "running", created_at=time.time() - 10)
+    time.sleep(0.05)
+    cutoff = time.time()
+    finished_task(store, "new", "completed")
+
+    removed = store.sweep(cutoff, 0, limit=100)
+
+    assert removed["tasks"] == 3 and removed["deliveries"] == 3
+    for task_id in ("old1", "old2", "failed"):
+        assert store.get_task(task_id) is None
+        assert store.events(task_id) == [] and store.get_result(task_id) is None
+        assert store.load_checkpoints(task_id) == {}
+    assert store.deliveries("wh_1") == [] and store.due_deliveries(10) == []
+    assert store.get_task("running").status == "running"
+    assert [e.id for e in store.events("running")] == [1]
+    assert set(store.load_checkpoints("running")) == {"plan", "agent:agent_1"}
+    assert store.get_task("new").status == "completed"
+    assert {t.task_id for t in store.list_tasks()[0]} == {"running", "new"}
+    assert {t.task_id for t in store.list_tasks(owner="alice")[0]} == {"running", "new"}
+    assert store.get_webhook("wh_1") is not None  # subscriptions belong to their owner, not to a task
+    # the same event of a removed task could be queued again: its dedupe mark went with it
+    store.create_task(TaskRecord(task_id="old1", orchestrator="research", query="q", title=None,
+                                 params={"query": "q"}, owner="alice", created_at=time.time()))
+    store.enqueue_delivery({"id": "d_again", "webhook_id": "wh_1", "task_id": "old1", "event_id": 2,
+                            "event_type": "workflow_complete", "payload": "{}", "next_attempt_at": time.time(),
+                            "created_at": time.time()})
+    assert [d["id"] for d in store.deliveries("wh_1")] == ["d_again"]
+
+
+def test_sweep_works_in_bounded_batches(store):
+    for i in range(7):
+        finished_task(store, f"t{i}", created_at=time.time() - 5, checkpoints=False)
+    cutoff = time.time()
+    assert store.sweep(cutoff, 0, limit=3)["tasks"] == 3
+    assert store.sweep(cutoff, 0, limit=3)["tasks"] == 3
+    assert store.sweep(cutoff, 0, limit=3)["tasks"] == 1
+    assert store.sweep(cutoff, 0, limit=3)["tasks"] == 0
+    assert store.list_tasks()[0] == []
+
+
+def test_per_key_cap_removes_each_owners_oldest_finished_tasks(store):
+    now = time.time()
+    for i in range(5):
+        finished_task(store, f"a{i}", owner="alice", created_at=now - 100 + i, checkpoints=False)
+    finished_task(store, "a_running", "running", owner="alice", created_at=now - 200, checkpoints=False)
+    for i in range(2):
+        finished_task(store, f"b{i}", owner="bob", created_at=now - 100 + i, checkpoints=False)
+
+    removed = store.sweep(None, 2, limit=100)
+
+    assert removed["tasks"] == 3
+    assert {t.task_id for t in store.list_tasks(owner="alice")[0]} == {"a3", "a4", "a_running"}
+    assert {t.task_id for t in store.list_tasks(owner="bob")[0]} == {"b0", "b1"}
+
+
+def test_sweep_drops_expired_sessions_and_cache_and_size_reports_the_store(store):
+    store.save_session("s_old", {"owner": "a"}, ttl=0.05)
+    store.save_session("s_live", {"owner": "a"}, ttl=60)
+    store.cache_set("k_old", "v", ttl=0.05)
+    time.sleep(0.1)
+    store.sweep(None, 0, limit=10)
+    assert store.get_session("s_old") is None and store.get_session("s_live") == {"owner": "a"}
+    assert store.cache_get("k_old") is None
+    size = store.size()
+    assert size["bytes"] > 0 and size["nearly_full"] is False
+    assert size["backend"] in ("sqlite", "redis")
+
+
+def test_sqlite_gives_freed_pages_back_to_the_disk(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/store.db")
+    for i in range(40):
+        finished_task(store, f"t{i}", "failed", created_at=time.time() - 5)  # failed: checkpoints stay
+        store.save_checkpoint(f"t{i}", "big", "x" * 20000)
+    full = store.size()
+    assert full["auto_vacuum"] == "incremental"
+    store.sweep(time.time(), 0, limit=100)
+    emptied = store.size()
+    assert emptied["database_bytes"] < full["database_bytes"] / 2  # the file itself, not only free pages
+    assert emptied["free_pages"] < 100
+    assert store.table_rows()["checkpoints"] == 0
+
+
+@pytest.mark.parametrize("raw, seconds", [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("45s", 45),
+                                          ("2", 2), ("1.5h", 5400), ("0", 0)])
+def test_durations_are_read_with_their_unit(raw, seconds):
+    assert parse_duration(raw, "TASK_RETENTION") == seconds
+
+
+@pytest.mark.parametrize("raw", ["30 days", "-1d", "d", "1y", "nan"])
+def test_a_bad_duration_is_refused_naming_the_variable(raw):
+    with pytest.raises(ValueError, match="TASK_RETENTION"):
+        Settings.from_env({"TASK_RETENTION": raw})
+    assert Settings.from_env({"TASK_RETENTION": "0"}).task_retention_seconds is None
