@@ -148,3 +148,43 @@ def test_a_bad_duration_is_refused_naming_the_variable(raw):
     with pytest.raises(ValueError, match="TASK_RETENTION"):
         Settings.from_env({"TASK_RETENTION": raw})
     assert Settings.from_env({"TASK_RETENTION": "0"}).task_retention_seconds is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_live_service_forgets_old_tasks_and_keeps_running_ones_and_their_streams(
+        backend, service_factory, fake_llm, request):
+    from tests.test_service import QUERY, sse_events, start
+
+    env = {"TASK_RETENTION": "2s", "SWEEP_INTERVAL": "0.5", "LLM_PROVIDER": "openai",
+           "OPENAI_BASE_URL": fake_llm.base_url, "OPENAI_API_KEY": "sk-test", "RATE_LIMIT_ENABLED": "0"}
+    if backend == "redis":
+        env["STORE_URL"] = f"{request.getfixturevalue('redis_server')}/3"
+        open_store(env["STORE_URL"]).r.flushdb()
+    service = service_factory(env)
+    finished = [start(service, "orchestrate_search", query=f"retention {i}", num_agents=1)["task_id"]
+                for i in range(3)]
+    for task_id in finished:
+        service.wait_status(task_id, {"completed"})
+    fake_llm.state.latency = 1.0  # the next research runs for several seconds, past the retention
+    running = start(service, "orchestrate_research", query=QUERY, num_agents=2)["task_id"]
+    stream = service.get(f"/stream/{running}", stream=True, timeout=60)
+
+    deadline = time.monotonic() + 30
+    while any(service.get(f"/tasks/{t}").status_code != 404 for t in finished):
+        assert time.monotonic() < deadline, "the sweep never removed the finished tasks"
+        time.sleep(0.3)
+    assert service.get(f"/tasks/{finished[0]}/result").status_code == 404
+    assert service.get(f"/tasks/{finished[0]}/events").status_code == 404
+    assert service.get(f"/tasks/{running}").json()["status"] in ("running", "completed")
+
+    events = sse_events(stream)  # the stream opened before the sweeps runs to the end
+    assert events[-1]["event"] == "workflow_complete"
+    assert [int(e["id"]) for e in events] == list(range(1, len(events) + 1))
+    store = open_store(env.get("STORE_URL") or f"sqlite:///{service.data_dir}/orchestrator.db")
+    assert store.load_checkpoints(running) == {}  # completed: its checkpoints went with its end
+    assert store.get_task(running).status == "completed"
+    health = service.get("/health").json()
+    assert health["checks"]["store"]["size"]["bytes"] > 0
+    metrics = service.get("/metrics").text
+    assert "store_sweep_runs_total" in metrics and 'store_sweep_removed_total{kind="tasks"}' in metrics
