@@ -4,7 +4,7 @@ Run through bench/run.sh, which installs wrk and the FastMCP peer's venv. Every 
 bounded in time and count; every server listens on 127.0.0.1. Prints one table and writes
 bench/results/latest.json.
 
-    bench/run.sh [--quick] [--only mcp,rest,footprint,sse,overhead,scaling,store]
+    bench/run.sh [--quick] [--only mcp,rest,footprint,sse,overhead,scaling,store,soak]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.conftest import Service, free_port  # noqa: E402
 from orchestration.models import TERMINAL_EVENTS  # noqa: E402
 from tests.fakes.openai_server import FakeServer  # noqa: E402
 
-BENCHMARKS = ("mcp", "rest", "footprint", "sse", "overhead", "scaling", "store")
+BENCHMARKS = ("mcp", "rest", "footprint", "sse", "overhead", "scaling", "store", "soak")
 QUERY = "How does the orchestrator recover tasks after a crash?"
 # The service as start.sh starts it, with rate limits off: a load test from one client
 # would otherwise measure 429 answers.
@@ -386,6 +386,86 @@ def bench_store(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def soak_client(service: Service, n: int, stop_at: float, tally: dict[str, int]) -> None:
+    """One client of the soak: research and search with 1-8 agents, by REST and by MCP, a
+    third of them also streamed, until `stop_at`."""
+    session = initialize(service) if n % 2 else None
+    i = 0
+    while time.monotonic() < stop_at:
+        i += 1
+        kind = "research" if (n + i) % 2 else "search"
+        args = {"query": f"{QUERY} ({n}.{i})", "num_agents": 1 + (n * 7 + i) % 8}
+        try:
+            if i % 3 == 0:
+                handle = service.post(f"/tools/orchestrate_{kind}", json=args, timeout=60).json()
+                body = service.get(f"/stream/{handle['task_id']}", timeout=120).text
+                ok = "workflow_complete" in body
+            elif session:
+                reply = requests.post(f"{service.url}/mcp", timeout=120, json={
+                    "jsonrpc": "2.0", "id": i, "method": "tools/call",
+                    "params": {"name": f"orchestrate_{kind}", "arguments": args}},
+                    headers={"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25",
+                             "Accept": "application/json"}).json()
+                ok = not reply["result"].get("isError") and reply["result"]["structuredContent"]["status"] == "completed"
+            else:
+                ok = service.post(f"/tools/orchestrate_{kind}", json={**args, "wait": True},
+                                  timeout=120).json().get("status") == "completed"
+        except (requests.RequestException, KeyError, ValueError):
+            ok = False
+        tally["tasks" if ok else "errors"] += 1
+
+
+def soak_backend(tmp: Path, name: str, env: dict[str, str], seconds: float, clients: int) -> dict[str, Any]:
+    from mcp.store import open_store
+
+    retention = max(10, int(seconds / 4))
+    service, _ = start_service(tmp, f"soak-{name}", {**env, "TASK_RETENTION": f"{retention}s",
+                                                      "SWEEP_INTERVAL": "2"})
+    store = open_store(env.get("STORE_URL") or f"sqlite:///{service.data_dir}/orchestrator.db")
+    try:
+        baseline = store.size()["bytes"] if name == "redis" else 0
+        tally = {"tasks": 0, "errors": 0}
+        stop_at = time.monotonic() + seconds
+        threads = [__import__("threading").Thread(target=soak_client, args=(service, n, stop_at, tally))
+                   for n in range(clients)]
+        for t in threads:
+            t.start()
+        samples = []
+        started = time.monotonic()
+        while any(t.is_alive() for t in threads):
+            time.sleep(min(5, seconds / 12))
+            kept = store.table_rows().get("tasks", 0)
+            samples.append({"t": round(time.monotonic() - started), "store_bytes": store.size()["bytes"] - baseline,
+                            "tasks_kept": kept, "rss_mb": max(rss_mb(service.worker_pids()), default=0)})
+        for t in threads:
+            t.join()
+        last = samples[-1]
+        third = max(1, len(samples) // 3)
+        growth = (statistics.mean(s["store_bytes"] for s in samples[-third:])
+                  / max(1, statistics.mean(s["store_bytes"] for s in samples[third:2 * third])))
+        return {f"soak_{name}": {
+            "seconds": seconds, "clients": clients, "tasks": tally["tasks"], "errors": tally["errors"],
+            "tasks_per_s": round(tally["tasks"] / seconds, 1), "retention_s": retention,
+            "bytes_per_kept_task": round(last["store_bytes"] / max(1, last["tasks_kept"])),
+            "store_growth_last_vs_middle_third": round(growth, 2),
+            "rss_mb_max": max(s["rss_mb"] for s in samples), "samples": samples,
+            "target": "bytes_per_kept_task <= 50000; growth ~1 once retention applies; errors 0"}}
+    finally:
+        store.close()
+        service.stop()
+
+
+def bench_soak(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    seconds = 40 if args.quick else 150
+    out = soak_backend(tmp, "sqlite", {}, seconds, clients=6)
+    if args.redis_url:
+        from mcp.store import open_store
+
+        open_store(args.redis_url).r.flushdb()
+        out.update(soak_backend(tmp, "redis", {"STORE_URL": args.redis_url}, seconds, clients=6))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="shorter loads (about 4 minutes on 2 cores)")
@@ -410,6 +490,7 @@ def main() -> int:
         ({"overhead"}, lambda: bench_overhead(tmp, args)),
         ({"scaling"}, lambda: bench_scaling(tmp, args)),
         ({"store"}, lambda: bench_store(tmp, args)),
+        ({"soak"}, lambda: bench_soak(tmp, args)),
     ]
     for names, step in steps:
         if names & which:

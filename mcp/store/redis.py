@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from . import Event, EventWrite, Store, TaskRecord, decode_cursor, dumps, encode_cursor
+from . import Event, EventWrite, Store, TaskRecord, decode_cursor, dumps, encode_cursor, pack, unpack
 
 FENCE = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -247,7 +247,7 @@ class RedisStore(Store):
         event_id = self._finish(
             keys=[self.TASK_KEY.format(task_id), self.EVENTS_KEY.format(task_id), self.RESULT_KEY.format(task_id),
                   self.OPEN_KEY, self.CHECKPOINTS_KEY.format(task_id)],
-            args=[worker or "", status, error or "", now, dumps(result), event_type, dumps(event_data), task_id])
+            args=[worker or "", status, error or "", now, pack(result), event_type, dumps(event_data), task_id])
         if event_id is None:
             return None
         return Event(int(event_id), event_type, task_id, float(now), event_data)
@@ -335,7 +335,7 @@ class RedisStore(Store):
 
     def get_result(self, task_id: str) -> dict[str, Any] | None:
         raw = self.r.get(self.RESULT_KEY.format(task_id))
-        return json.loads(raw) if raw else None
+        return unpack(raw) if raw else None
 
     # -- workers ------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import Event, EventWrite, Store, TaskRecord, decode_cursor, dumps, encode_cursor
+from . import Event, EventWrite, Store, TaskRecord, decode_cursor, dumps, encode_cursor, pack, unpack
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -317,7 +317,7 @@ class SQLiteStore(Store):
                 f"UPDATE tasks SET status = ?, result = ?, error = ?, completed_at = ?, lease_owner = NULL, "
                 f"lease_expires = NULL, progress = CASE WHEN ? = 'completed' THEN 100 ELSE progress END "
                 f"WHERE task_id = ? AND status IN ('pending', 'running') AND {guard}",
-                (status, dumps(result), error, now, status, task_id, *args),
+                (status, pack(result), error, now, status, task_id, *args),
             )
             if cur.rowcount != 1:
                 return None
@@ -429,7 +429,7 @@ class SQLiteStore(Store):
 
     def get_result(self, task_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT result FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
+        return unpack(row[0]) if row and row[0] else None
 
     # -- workers --------------------------------------------------------------------------
 

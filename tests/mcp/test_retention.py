@@ -3,6 +3,7 @@ and the retention sweep removes old finished tasks with everything of theirs, on
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -188,3 +189,23 @@ def test_a_live_service_forgets_old_tasks_and_keeps_running_ones_and_their_strea
     assert health["checks"]["store"]["size"]["bytes"] > 0
     metrics = service.get("/metrics").text
     assert "store_sweep_runs_total" in metrics and 'store_sweep_removed_total{kind="tasks"}' in metrics
+
+
+def test_a_result_is_stored_compressed_and_read_back_whole_and_an_older_plain_one_still_reads(store):
+    document = {"final_synthesis": "A finding [S1]. " * 400, "sources": [{"id": "S1", "snippet": "x" * 300}] * 20,
+                "unicode": "passé – ünïcode ✓", "n": 1.5}
+    store.create_task(TaskRecord(task_id="t1", orchestrator="research", query="q", title=None,
+                                 params={"query": "q"}, created_at=time.time()))
+    store.finish_task("t1", None, "completed", document, None, "workflow_complete", {})
+    assert store.get_result("t1") == document
+    if hasattr(store, "r"):
+        stored = store.r.get(store.RESULT_KEY.format("t1"))
+        store.r.set(store.RESULT_KEY.format("t2"), '{"plain": true}')
+    else:
+        stored = store._db.execute("SELECT result FROM tasks WHERE task_id = 't1'").fetchone()[0]
+        store.create_task(TaskRecord(task_id="t2", orchestrator="research", query="q", title=None,
+                                     params={"query": "q"}, created_at=time.time()))
+        with store._tx() as db:
+            db.execute("UPDATE tasks SET result = ? WHERE task_id = 't2'", ('{"plain": true}',))
+    assert len(stored) < len(json.dumps(document)) / 5
+    assert store.get_result("t2") == {"plain": True}
