@@ -10,7 +10,9 @@ from mcp import errors, jsonio, metrics, observability, openapi, ratelimit, secu
 from mcp.bridge import process_loop
 from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
-from mcp.http import health, legacy_sse, mcp_http, streams, tasks, tools, webhooks
+from mcp.alerts import Alerts
+from mcp.deadletter import DeadLetters
+from mcp.http import deadletter, health, legacy_sse, mcp_http, streams, tasks, tools, webhooks
 from mcp.protocol import McpServer
 from mcp.runtime import TaskRuntime
 from mcp.settings import Settings
@@ -30,8 +32,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = open_store(settings.resolved_store_url)
     catalog = Catalog(settings, store)
     hub = StreamHub(store)
-    hooks = Webhooks(settings, store)
-    runtime = TaskRuntime(settings, store, catalog, hub, process_loop(), hooks)
+    dead_letters = DeadLetters(store, Alerts(settings))
+    hooks = Webhooks(settings, store, dead_letters=dead_letters)
+    runtime = TaskRuntime(settings, store, catalog, hub, process_loop(), hooks, dead_letters)
     task_service = TaskService(store, runtime, catalog, hooks)
     registry = ToolRegistry()
     register_builtin_tools(registry, task_service, catalog)
@@ -39,11 +42,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app, store.unavailable_errors)
     observability.init_app(app, settings)
     security.init_app(app, settings)
-    limits = ratelimit.init_app(app, settings)
+    limits = ratelimit.init_app(app, settings, store, dead_letters.alerts)
     metrics.init_app(app, settings)
     services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry,
-                                             mcp_server, limits, hooks))
-    for bp in (health.bp, tools.bp, tasks.bp, streams.bp, webhooks.bp, mcp_http.bp, legacy_sse.bp, openapi.bp):
+                                             mcp_server, limits, hooks, dead_letters))
+    for bp in (health.bp, tools.bp, tasks.bp, streams.bp, webhooks.bp, deadletter.bp, mcp_http.bp, legacy_sse.bp,
+               openapi.bp):
         app.register_blueprint(bp)
     runtime.start()
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 from mcp.settings import Settings
@@ -40,6 +41,7 @@ control_socket = str((Path(_settings.data_dir) / "gunicorn.ctl").resolve())
 
 
 def on_starting(server):
+    os.environ["SERVICE_STARTED_AT"] = str(time.time())  # the service_start_time_seconds of every worker
     if _settings.metrics_enabled:
         # samples of a previous run's processes would be added to this run's
         shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -8,6 +8,9 @@ is used. The service's own metrics are defined once here and attached to either.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -32,13 +35,32 @@ STORE_ROWS = Gauge("store_rows", "Rows (Redis: keys) per table, counted by the r
                    multiprocess_mode="mostrecent", registry=None)
 SWEEP_RUNS = Counter("store_sweep_runs_total", "Retention sweeps run", registry=None)
 SWEEP_REMOVED = Counter("store_sweep_removed_total", "Records removed by retention sweeps", ["kind"], registry=None)
+DEAD_LETTER_ENTRIES = Gauge("dead_letter_entries", "Entries in the dead-letter list (tasks failed for good, "
+                            "deliveries out of retries)", multiprocess_mode="mostrecent", registry=None)
+RATE_LIMIT_BREACHES = Counter("rate_limit_breaches_total", "Rate-limit breaches, counted once per key, limit and "
+                              "window", ["key", "limit"], registry=None)
+MCP_REQUESTS = Histogram("mcp_request_duration_seconds", "MCP requests by JSON-RPC method (tools/call by tool)",
+                         ["method", "tool"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                                                      60, 120, 240), registry=None)
+STORE_LATENCY = Histogram("store_operation_duration_seconds", "Duration of the store writes each worker makes "
+                          "every few seconds (its heartbeat)", buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                                         0.1, 0.25, 0.5, 1, 2.5), registry=None)
+LIVE_WORKERS = Gauge("workers_live", "Workers with a fresh heartbeat in the store (all hosts)",
+                     multiprocess_mode="mostrecent", registry=None)
+CONFIGURED_WORKERS = Gauge("workers_configured", "WORKERS of this host", multiprocess_mode="mostrecent",
+                           registry=None)
+SERVICE_STARTED = Gauge("service_start_time_seconds", "When the service (the gunicorn master) started, Unix time",
+                        multiprocess_mode="max", registry=None)
 SERVICE_METRICS = (ORCHESTRATION_DURATION, ORCHESTRATION_TASKS, STREAMS, LLM_TOKENS, LLM_COST, WEBHOOK_DELIVERIES,
-                   STORE_BYTES, STORE_LIMIT_BYTES, STORE_ROWS, SWEEP_RUNS, SWEEP_REMOVED)
+                   STORE_BYTES, STORE_LIMIT_BYTES, STORE_ROWS, SWEEP_RUNS, SWEEP_REMOVED, DEAD_LETTER_ENTRIES,
+                   RATE_LIMIT_BREACHES, MCP_REQUESTS, STORE_LATENCY, LIVE_WORKERS, CONFIGURED_WORKERS, SERVICE_STARTED)
 
 
 def init_app(app: Flask, settings: Settings) -> None:
     if not settings.metrics_enabled:
         return
+    # gunicorn.conf.py sets SERVICE_STARTED_AT in the master, so every worker reports the same start
+    SERVICE_STARTED.set(float(os.environ.get("SERVICE_STARTED_AT") or time.time()))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
@@ -72,3 +94,23 @@ def record_sweep(removed: dict[str, int], size: dict, rows: dict[str, int]) -> N
     STORE_LIMIT_BYTES.set(size.get("limit_bytes") or 0)
     for table, count in rows.items():
         STORE_ROWS.labels(table).set(count)
+
+
+def timed_mcp(method: str, handler: Callable[[dict, Any], Any]) -> Callable[[dict, Any], Any]:
+    """`handler` of an MCP method, observed in mcp_request_duration_seconds."""
+
+    def run(params: dict, ctx: Any) -> Any:
+        tool = params.get("name") if method == "tools/call" and isinstance(params.get("name"), str) else ""
+        started = time.perf_counter()
+        try:
+            return handler(params, ctx)
+        finally:
+            # design: unknown tool names would make one series each; they are counted together
+            MCP_REQUESTS.labels(method, tool if tool in KNOWN_TOOLS else ("other" if tool else "")).observe(
+                time.perf_counter() - started)
+
+    return run
+
+
+#: tool names that label mcp_request_duration_seconds (the registry adds the rest at start)
+KNOWN_TOOLS: set[str] = set()

@@ -13,6 +13,7 @@ from flask import Blueprint, jsonify
 from . import SERVICE_NAME, __version__
 from .schemas import (
     EventsQuery,
+    ListDeadLettersInput,
     ListTasksInput,
     ResearchInput,
     SearchInput,
@@ -72,6 +73,15 @@ EVENT = {
     "required": ["id", "event_type", "task_id", "timestamp", "data"],
     "properties": {"id": {"type": "integer"}, "event_type": {"type": "string"}, "task_id": {"type": "string"},
                    "timestamp": {"type": "number"}, "data": {"type": "object"}},
+}
+
+DEAD_LETTER = {
+    "type": "object",
+    "required": ["id", "kind", "ref", "owner", "reason", "error", "created_at", "attempts"],
+    "properties": {"id": {"type": "string"}, "kind": {"type": "string", "enum": ["task", "webhook"]},
+                   "ref": {"type": "string"}, "owner": {"type": "string"}, "reason": {"type": "string"},
+                   "error": {"type": ["string", "null"]}, "created_at": {"type": "number"},
+                   "attempts": {"type": "integer"}},
 }
 
 # (method, path, summary, request body schema, query schema, {status: (description, schema)})
@@ -186,6 +196,23 @@ def build_spec() -> dict[str, Any]:
         path_task=True, query=StreamQuery,
         extra_params=[{"name": "Last-Event-ID", "in": "header", "required": False,
                        "schema": {"type": "string", "pattern": "^[0-9]{1,15}$"}}])})
+    entry_param = [{"name": "entry_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 100}}]
+    spec.path("/dead-letter", operations={"get": operation(
+        "Tasks failed for good and webhook deliveries out of retries (an admin key sees every key's)",
+        {"200": _ok("a page of entries", {
+            "type": "object", "required": ["entries", "next_cursor"],
+            "properties": {"entries": {"type": "array", "items": DEAD_LETTER},
+                           "next_cursor": {"type": ["string", "null"]}}}),
+         "400": _error("invalid filter")}, query=ListDeadLettersInput)})
+    spec.path("/dead-letter/{entry_id}", operations={
+        "get": operation("One entry", {"200": _ok("entry", DEAD_LETTER), "404": _error("unknown entry")},
+                         extra_params=entry_param),
+        "delete": operation("Dismiss an entry", {"204": {"description": "dismissed"},
+                                                  "404": _error("unknown entry")}, extra_params=entry_param)})
+    spec.path("/dead-letter/{entry_id}/retry", operations={"post": operation(
+        "Run it again: a task resumes from its checkpoints, a delivery is sent again",
+        {"202": _ok("retrying", OBJECT), "404": _error("unknown entry"), "409": _error("cannot be retried"),
+         "400": _error("malformed body"), "415": _error("body is not JSON")}, extra_params=entry_param)})
     spec.path("/openapi.json", operations={"get": operation("This document", {"200": _ok("OpenAPI 3", OBJECT)})})
     spec.path("/metrics", operations={"get": operation(
         "Prometheus metrics of all workers (no key needed from loopback)",

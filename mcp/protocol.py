@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestration.models import TERMINAL_STATUSES
 
-from . import SERVICE_NAME, __version__, jsonio
+from . import SERVICE_NAME, __version__, jsonio, metrics
 from .builtin_tools import RESEARCH_DESCRIPTION, SEARCH_DESCRIPTION
 from .errors import ApiError, NotFound
 from .schemas import ResearchInput, SearchInput
@@ -93,6 +93,8 @@ class McpServer:
             "tasks/list": self.task_list,
             "tasks/cancel": self.task_cancel,
         }
+        self.handlers = {method: metrics.timed_mcp(method, h) for method, h in self.handlers.items()}
+        metrics.KNOWN_TOOLS.update(registry.names())
         self.notification_handlers: dict[str, Callable[[dict[str, Any], CallContext], None]] = {
             "notifications/initialized": lambda params, ctx: None,
             "notifications/cancelled": self.on_cancelled,

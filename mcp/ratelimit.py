@@ -7,20 +7,25 @@ to starting a task, on REST and MCP alike. Both are per API key, else per client
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, g, has_request_context, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse_many
 from limits.storage import Storage
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import metrics
+from .alerts import Alerts
 from .errors import TooManyRequests, error_response
 from .settings import Settings
 from .store import Store, open_store
+
+log = logging.getLogger(__name__)
 
 EXEMPT_PATHS = frozenset({"/health", "/health/live"})
 SCHEME = "orchestrator-store"
@@ -82,9 +87,39 @@ def rate_key() -> str:
     return f"key:{name}" if name else f"ip:{request.remote_addr or 'unknown'}"
 
 
+class Breaches:
+    """Rate-limit breaches told once per key, limit and window (issue 16), not once per
+    refused request: a counter, a log line and an alert for the first 429 of each window.
+    The window's first breach is decided in the store, so all workers and hosts agree."""
+
+    KEY = "breach:{}:{}"
+
+    def __init__(self, store: Store, alerts: Alerts):
+        self.store = store
+        self.alerts = alerts
+
+    def record(self, key: str, limit: Any) -> None:
+        try:
+            first, _ = self.store.incr_counter(self.KEY.format(key, limit), max(1, int(limit.get_expiry())))
+        except self.store.unavailable_errors:
+            return  # the 429 still goes out; the breach is not told while the store is away
+        if first != 1:
+            return
+        kind, _, who = key.partition(":")
+        # design: the metric's label is the key's name, or `anonymous` for all keyless clients,
+        # so an attacker rotating addresses cannot grow the series without bound
+        label = who if kind == "key" else "anonymous"
+        metrics.RATE_LIMIT_BREACHES.labels(label, str(limit)).inc()
+        details = {"key": label, "client": who if kind == "ip" else None, "limit": str(limit),
+                   "path": request.path if has_request_context() else None}
+        log.warning("rate limit breached: %s by %s", limit, label, extra={"breach": details})
+        self.alerts.notify("rate_limit_breach", details)
+
+
 class RateLimits:
-    def __init__(self, app: Flask, settings: Settings):
+    def __init__(self, app: Flask, settings: Settings, breaches: Breaches | None = None):
         self.settings = settings
+        self.breaches = breaches
         self.orchestrate = parse_many(settings.rate_limit_orchestrate)
         self.limiter = Limiter(
             rate_key,
@@ -104,21 +139,25 @@ class RateLimits:
         key = rate_key()
         for item in self.orchestrate:
             if not self.limiter.limiter.hit(item, "orchestrate", key, cost=count):
+                if self.breaches is not None:
+                    self.breaches.record(key, item)
                 reset_at = self.limiter.limiter.get_window_stats(item, "orchestrate", key).reset_time
                 retry = max(1, math.ceil(reset_at - time.time()))
                 raise TooManyRequests(f"rate limit exceeded: {item} for starting tasks",
                                       {"limit": str(item)}, headers={"Retry-After": str(retry)})
 
 
-def init_app(app: Flask, settings: Settings) -> RateLimits:
+def init_app(app: Flask, settings: Settings, store: Store | None = None, alerts: Alerts | None = None) -> RateLimits:
     if settings.trusted_proxies > 0:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
-    limits = RateLimits(app, settings)
+    limits = RateLimits(app, settings, Breaches(store, alerts) if store is not None and alerts is not None else None)
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded):
         current = limits.limiter.current_limit
         retry = max(1, math.ceil(current.reset_at - time.time())) if current else 60
+        if current is not None and limits.breaches is not None:
+            limits.breaches.record(rate_key(), current.limit)
         return error_response(429, "rate_limited", f"rate limit exceeded: {exc.description}",
                               {"limit": exc.description}, {"Retry-After": str(retry)})
 

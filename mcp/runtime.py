@@ -40,6 +40,7 @@ from . import metrics
 from .bridge import WorkerLoop
 from .observability import current_task_id
 from .catalog import Catalog
+from .deadletter import DeadLetters
 from .errors import Conflict, NotFound
 from .results import result_document
 from .settings import Settings
@@ -62,6 +63,18 @@ MAX_ATTEMPTS = 10
 SWEEP_LOCK = "retention-sweep"
 SWEEP_BATCH = 200
 SWEEP_BUDGET = 10.0  # seconds one sweep may take before it leaves the rest for the next round
+
+
+def failure_reason(error: str | None) -> str:
+    """Why a task failed, as a dead-letter `reason`."""
+    text = error or ""
+    if text.startswith("timed out"):
+        return "timeout"
+    if text.startswith("internal error on"):
+        return "crashed"
+    if text.startswith("gave up after"):
+        return "gave_up"
+    return "error"
 
 
 def new_task_id(orchestrator: str) -> str:
@@ -168,7 +181,8 @@ class StoreCheckpoints:
 
 class TaskRuntime:
     def __init__(self, settings: Settings, store: Store, catalog: Catalog, hub: StreamHub, loop: WorkerLoop,
-                 webhooks: Webhooks):
+                 webhooks: Webhooks, dead_letters: DeadLetters | None = None):
+        self.dead_letters = dead_letters
         self.settings = settings
         self.store = store
         self.catalog = catalog
@@ -265,6 +279,11 @@ class TaskRuntime:
                 return task
             self.hub.wait(task_id, last, min(remaining, 5.0))
 
+    def resume(self, task_id: str) -> None:
+        """Run a task made pending again (a dead-letter retry) as soon as a worker has room."""
+        self.start()
+        self.loop.submit(self._try_start(task_id))
+
     def info(self) -> dict[str, Any]:
         return {"worker": self.worker_id, "running_tasks": len(self._running), "started": self._started}
 
@@ -307,12 +326,21 @@ class TaskRuntime:
                     self._cancel_local(task_id)
 
     async def _heartbeat_loop(self) -> None:
+        metrics.CONFIGURED_WORKERS.set(self.settings.workers)
         while not self._stopping:
             info = {"pid": os.getpid(), "host": socket.gethostname(), "running_tasks": len(self._running),
                     "active_streams": self.hub.active_streams}
-            await self._guarded(asyncio.to_thread, self.store.heartbeat, self.worker_id, info,
-                                HEARTBEAT_INTERVAL * 3)
+            started = time.perf_counter()
+            await self._guarded(asyncio.to_thread, self.store.heartbeat, self.worker_id, info, HEARTBEAT_INTERVAL * 3)
+            metrics.STORE_LATENCY.observe(time.perf_counter() - started)  # a failed write counts with its wait
+            await self._guarded(self._gauges)
             await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    async def _gauges(self) -> None:
+        """The gauges an operator alerts on, refreshed with the heartbeat."""
+        metrics.LIVE_WORKERS.set(len(await asyncio.to_thread(self.store.live_workers)))
+        if self.dead_letters is not None:
+            await asyncio.to_thread(self.dead_letters.refresh_gauge)
 
     async def _webhook_loop(self) -> None:
         # design: one client for all deliveries of this worker; redirects are not followed,
@@ -426,10 +454,12 @@ class TaskRuntime:
         last = (await asyncio.to_thread(self.store.last_event_ids, [task.task_id])).get(task.task_id, 0)
         if last:
             previous = await asyncio.to_thread(self.store.events, task.task_id, last - 1, 1)
-            if previous[0].event_type != "workflow_interrupted":
+            retried = previous[0].event_type in TERMINAL_EVENT.values()  # a dead-letter retry of a failed task
+            if previous[0].event_type != "workflow_interrupted" and not retried:
                 await events.emit("workflow_interrupted", {"reason": "lease expired", "attempt": task.attempts})
             await events.emit("workflow_resumed", {"worker": self.worker_id, "attempt": task.attempts,
-                                                   "checkpoints": sorted(k for k in saved if k != "usage")})
+                                                   "checkpoints": sorted(k for k in saved if k != "usage"),
+                                                   **({"retry": True} if retried else {})})
         checkpoints = StoreCheckpoints(self.store, task.task_id, meter)
         orchestrator: Any = None
         provider = None
@@ -511,5 +541,8 @@ class TaskRuntime:
         await self.webhooks.enqueue(task, event)
         self.webhooks.forget(task.task_id)
         metrics.record_task(task.orchestrator, status, doc["execution_time"], doc["usage"])
+        if status == "failed" and self.dead_letters is not None:
+            await self._guarded(asyncio.to_thread, self.dead_letters.record, "task", task.task_id, task.owner,
+                                failure_reason(doc["error"]), doc["error"], task.attempts)
         log.info("task %s %s in %.2fs", task.task_id, status, doc["execution_time"],
                  extra={"task_id": task.task_id})

@@ -96,6 +96,12 @@ class ListTasksInput(StrictSchema):
     cursor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
 
 
+class ListDeadLettersInput(StrictSchema):
+    kind = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(("task", "webhook")))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
 class EmptyInput(StrictSchema):
     pass
 

@@ -23,13 +23,20 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def load_keys(settings: Settings) -> dict[str, str]:
-    """sha256 hex digest -> key name."""
+def key_entries(entries: tuple[str, ...], unnamed: str) -> dict[str, str]:
+    """`name:key` or bare `key` entries -> {sha256 hex digest: name}."""
     keys: dict[str, str] = {}
-    for n, entry in enumerate(settings.api_keys, start=1):
+    for n, entry in enumerate(entries, start=1):
         name, sep, key = entry.partition(":")
-        name, key = (name, key) if sep and key else (f"key{n}", entry)
+        name, key = (name, key) if sep and key else (f"{unnamed}{n}", entry)
         keys[digest(key)] = name
+    return keys
+
+
+def load_keys(settings: Settings) -> dict[str, str]:
+    """sha256 hex digest -> key name, admin keys included (they are keys like the others)."""
+    keys = key_entries(settings.api_keys, "key")
+    keys.update(key_entries(settings.admin_keys, "admin"))
     if settings.api_keys_file:
         for line in Path(settings.api_keys_file).read_text().splitlines():
             line = line.strip()
@@ -69,10 +76,12 @@ def is_loopback(address: str | None) -> bool:
 
 def init_app(app: Flask, settings: Settings) -> None:
     keys = load_keys(settings)
+    admins = set(key_entries(settings.admin_keys, "admin").values())
 
     @app.before_request
     def authenticate() -> None:
         g.api_key_name = None
+        g.api_key_is_admin = False
         if not keys:
             return
         path = request.path
@@ -87,3 +96,4 @@ def init_app(app: Flask, settings: Settings) -> None:
                 return
             raise Unauthorized("a valid API key is required (X-API-Key or Authorization: Bearer)")
         g.api_key_name = name
+        g.api_key_is_admin = name in admins

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from .catalog import Catalog
+from .deadletter import DeadLetters
 from .protocol import McpServer
 from .ratelimit import RateLimits
 from .runtime import TaskRuntime
@@ -34,6 +35,7 @@ class Services:
     mcp: McpServer
     limits: RateLimits
     webhooks: Webhooks
+    dead_letters: DeadLetters
     started_at: float = field(default_factory=time.time)
     # per-worker caches a blueprint keeps for itself, by name (the MCP session copies)
     caches: dict[str, Any] = field(default_factory=dict)

@@ -40,6 +40,8 @@ class Settings:
     # Security
     api_keys: tuple[str, ...] = setting("API_KEYS", (), "Comma-separated API keys (name:key or key).")
     api_keys_file: str = setting("API_KEYS_FILE", "", "File of name:sha256hex lines.")
+    admin_keys: tuple[str, ...] = setting("ADMIN_KEYS", (), "Comma-separated admin keys (name:key or key): "
+                                          "keys that also see every key's dead-letter entries.")
     cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", (), "Origins allowed by CORS.")
     allowed_origins: tuple[str, ...] = setting("ALLOWED_ORIGINS", (), "Origins allowed on the MCP endpoint.")
     allowed_hosts: tuple[str, ...] = setting("ALLOWED_HOSTS", (), "Host headers accepted (beyond loopback names).")
@@ -106,6 +108,10 @@ class Settings:
     # Webhooks and observability
     webhook_secret: str = setting("WEBHOOK_SECRET", "", "Default HMAC secret for webhook signatures.")
     webhook_allow_private: bool = setting("WEBHOOK_ALLOW_PRIVATE", False, "Allow webhooks to private addresses.")
+    alert_webhook_url: str = setting("ALERT_WEBHOOK_URL", "", "URL told of each new dead-letter entry and "
+                                     "each rate-limit breach (signed like webhooks); empty: nobody.")
+    alert_webhook_secret: str = setting("ALERT_WEBHOOK_SECRET", "", "HMAC secret of alert notifications "
+                                        "(default WEBHOOK_SECRET).")
     webhook_retry_base: float = setting("WEBHOOK_RETRY_BASE", 5.0, "Seconds before a failed webhook is retried "
                                         "(doubling after each failure, 8 attempts).")
     sentry_dsn: str = setting("SENTRY_DSN", "", "Sentry DSN; empty disables Sentry.")

@@ -16,7 +16,7 @@ import logging
 import random
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -28,6 +28,9 @@ from . import SERVICE_NAME, __version__, metrics
 from .errors import NotFound, ValidationError
 from .settings import Settings
 from .store import Event, Store, TaskRecord
+
+if TYPE_CHECKING:
+    from .deadletter import DeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +56,12 @@ def backoff(attempts: int, base: float) -> float:
 
 
 class Webhooks:
-    def __init__(self, settings: Settings, store: Store, resolver: Resolver = resolve):
+    def __init__(self, settings: Settings, store: Store, resolver: Resolver = resolve,
+                 dead_letters: DeadLetters | None = None):
         self.settings = settings
         self.store = store
         self.resolver = resolver
+        self.dead_letters = dead_letters
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
 
     # -- subscriptions (request threads) ---------------------------------------------------
@@ -148,3 +153,6 @@ class Webhooks:
             self.store.update_delivery, delivery["id"], status="failed" if final else "pending", attempts=attempts,
             last_status=status, last_error=error or f"HTTP {status}",
             next_attempt_at=time.time() + backoff(attempts, self.settings.webhook_retry_base))
+        if final and self.dead_letters is not None:
+            await asyncio.to_thread(self.dead_letters.record, "webhook", delivery["id"], hook["owner"],
+                                    "retries_exhausted", error or f"HTTP {status}", attempts)

@@ -7,6 +7,7 @@ and imported lazily (CONVENTIONS 5): `sqlite:///path` (mcp.store.sqlite) and
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib
 import json
 import zlib
@@ -86,6 +87,12 @@ def unpack(text: str) -> Any:
     if text.startswith(PACKED_PREFIX):
         return json.loads(zlib.decompress(base64.b64decode(text[len(PACKED_PREFIX):])))
     return json.loads(text)
+
+
+def dead_letter_id(kind: str, ref: str) -> str:
+    """The id of the dead-letter entry of a task or delivery: one entry per thing that failed,
+    so recording the same failure twice (another worker, a crash in between) updates it."""
+    return "dl_" + hashlib.sha256(f"{kind}:{ref}".encode()).hexdigest()[:24]
 
 
 def encode_cursor(created_at: float, task_id: str) -> str:
@@ -259,6 +266,9 @@ class Store(ABC):
     def deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
 
     @abstractmethod
+    def get_delivery(self, delivery_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
     def try_lock(self, name: str, owner: str, ttl: float) -> bool:
         """Hold a named lock (taken when free, expired, or already ours); renewed by calling again."""
 
@@ -300,6 +310,31 @@ class Store(ABC):
 
     @abstractmethod
     def session_messages(self, session_id: str, after: int) -> list[tuple[int, dict[str, Any]]]: ...
+
+    # dead letter (issue 16): tasks failed for good and deliveries out of retries
+    @abstractmethod
+    def add_dead_letter(self, entry: dict[str, Any]) -> bool:
+        """Record `entry` (id, kind, ref, owner, reason, error, created_at, attempts); an
+        entry with the same id is updated instead. True when it is new."""
+
+    @abstractmethod
+    def get_dead_letter(self, entry_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def list_dead_letters(self, owner: str | None = None, kind: str | None = None, limit: int = 50,
+                          cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first; `owner` None lists every owner's."""
+
+    @abstractmethod
+    def delete_dead_letter(self, entry_id: str) -> bool: ...
+
+    @abstractmethod
+    def count_dead_letters(self) -> int: ...
+
+    @abstractmethod
+    def reopen_task(self, task_id: str) -> bool:
+        """Make a failed task pending again (a retry resumes it from its checkpoints);
+        False when it is not failed."""
 
     # retention (issue 26)
     @abstractmethod

@@ -12,7 +12,8 @@ from typing import Any
 
 import redis
 
-from . import Event, EventWrite, Store, TaskRecord, decode_cursor, dumps, encode_cursor, pack, unpack
+from . import (Event, EventWrite, Store, TaskRecord, dead_letter_id, decode_cursor, dumps, encode_cursor, pack,
+               unpack)
 
 FENCE = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -71,6 +72,14 @@ redis.call('XADD', KEYS[2], '0-' .. n, 'event_type', ARGV[6], 'timestamp', ARGV[
            'progress', '', 'data', ARGV[7])
 return n
 """
+REOPEN = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'pending', 'error', '', 'completed_at', '', 'started_at', '', 'attempts', '0',
+           'cancel_requested', '0', 'lease_owner', '', 'lease_expires', '')
+redis.call('DEL', KEYS[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"""
 INCR_COUNTER = """
 local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 if value == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -113,6 +122,9 @@ class RedisStore(Store):
     WEBHOOK_DELIVERIES_KEY = "orch:deliveries:webhook:{}"
     DELIVERY_DEDUPE_KEY = "orch:deliveries:seen"
     TASK_DELIVERIES_KEY = "orch:deliveries:task:{}"
+    DEAD_LETTER_KEY = "orch:dead-letter:{}"
+    DEAD_LETTERS_KEY = "orch:dead-letters"  # zset of every entry by created_at
+    OWNER_DEAD_LETTERS_KEY = "orch:dead-letters:owner:{}"
     #: keys that belong to one task and go with it (CONVENTIONS 6)
     TASK_OWNED_KEYS = (TASK_KEY, EVENTS_KEY, RESULT_KEY, CHECKPOINTS_KEY, TASK_DELIVERIES_KEY)
     #: how many of the oldest tasks one sweep looks at per batch it may remove
@@ -129,6 +141,7 @@ class RedisStore(Store):
         self._finish = client.register_script(FINISH)
         self._incr = client.register_script(INCR_COUNTER)
         self._lock = client.register_script(LOCK)
+        self._reopen = client.register_script(REOPEN)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -467,8 +480,66 @@ class RedisStore(Store):
         values = self.r.mget([self.DELIVERY_KEY.format(i) for i in ids]) if ids else []
         return [json.loads(v) for v in values if v]
 
+    def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        raw = self.r.get(self.DELIVERY_KEY.format(delivery_id))
+        return json.loads(raw) if raw else None
+
     def try_lock(self, name: str, owner: str, ttl: float) -> bool:
         return bool(self._lock(keys=[self.LOCK_KEY.format(name)], args=[owner, int(ttl * 1000)]))
+
+    # -- dead letter ------------------------------------------------------------------------
+
+    def add_dead_letter(self, entry: dict[str, Any]) -> bool:
+        key = self.DEAD_LETTER_KEY.format(entry["id"])
+        pipe = self.r.pipeline(transaction=True)
+        pipe.exists(key)
+        pipe.set(key, dumps(entry))
+        pipe.zadd(self.DEAD_LETTERS_KEY, {entry["id"]: entry["created_at"]})
+        pipe.zadd(self.OWNER_DEAD_LETTERS_KEY.format(entry["owner"]), {entry["id"]: entry["created_at"]})
+        return not pipe.execute()[0]
+
+    def get_dead_letter(self, entry_id: str) -> dict[str, Any] | None:
+        raw = self.r.get(self.DEAD_LETTER_KEY.format(entry_id))
+        return json.loads(raw) if raw else None
+
+    def list_dead_letters(self, owner=None, kind=None, limit=50, cursor=None):
+        key = self.OWNER_DEAD_LETTERS_KEY.format(owner) if owner is not None else self.DEAD_LETTERS_KEY
+        start_score, start_id = decode_cursor(cursor) if cursor else (float("inf"), None)
+        found: list[dict[str, Any]] = []
+        offset = 0
+        while len(found) <= limit:
+            page = self.r.zrevrangebyscore(key, start_score, "-inf", start=offset, num=max(limit * 2, 50),
+                                           withscores=True)
+            if not page:
+                break
+            offset += len(page)
+            ordered = sorted(page, key=lambda item: (-item[1], [-ord(c) for c in item[0]]))
+            values = self.r.mget([self.DEAD_LETTER_KEY.format(i) for i, _ in ordered])
+            for (entry_id, score), raw in zip(ordered, values):
+                if not raw or (start_id is not None and score == start_score and entry_id >= start_id):
+                    continue
+                entry = json.loads(raw)
+                if kind is None or entry["kind"] == kind:
+                    found.append(entry)
+        page = found[:limit]
+        return page, (encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(found) > limit else None)
+
+    def delete_dead_letter(self, entry_id: str) -> bool:
+        entry = self.get_dead_letter(entry_id)
+        if entry is None:
+            return False
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(self.DEAD_LETTER_KEY.format(entry_id))
+        pipe.zrem(self.DEAD_LETTERS_KEY, entry_id)
+        pipe.zrem(self.OWNER_DEAD_LETTERS_KEY.format(entry["owner"]), entry_id)
+        return bool(pipe.execute()[0])
+
+    def count_dead_letters(self) -> int:
+        return self.r.zcard(self.DEAD_LETTERS_KEY)
+
+    def reopen_task(self, task_id: str) -> bool:
+        return bool(self._reopen(keys=[self.TASK_KEY.format(task_id), self.RESULT_KEY.format(task_id), self.OPEN_KEY],
+                                 args=[task_id]))
 
     # -- retention --------------------------------------------------------------------------
 
@@ -489,8 +560,13 @@ class RedisStore(Store):
                     doomed[task_id] = rows[task_id][2]
         removed = {"tasks": 0, "deliveries": 0}
         for task_id, owner in doomed.items():
-            removed["deliveries"] += self._remove_task(task_id, owner)
+            delivery_ids = self._remove_task(task_id, owner)
+            removed["deliveries"] += len(delivery_ids)
             removed["tasks"] += 1
+            for kind, refs in (("task", [task_id]), ("webhook", delivery_ids)):
+                for ref in refs:
+                    if self.delete_dead_letter(dead_letter_id(kind, ref)):
+                        removed["dead_letters"] = removed.get("dead_letters", 0) + 1
         # sessions, messages, counters, cache entries, locks and workers carry their own TTLs
         return removed
 
@@ -519,7 +595,7 @@ class RedisStore(Store):
                 if len(doomed) >= limit:
                     return
 
-    def _remove_task(self, task_id: str, owner: str) -> int:
+    def _remove_task(self, task_id: str, owner: str) -> list[str]:
         delivery_ids = self.r.zrange(self.TASK_DELIVERIES_KEY.format(task_id), 0, -1)
         rows = self.r.mget([self.DELIVERY_KEY.format(d) for d in delivery_ids]) if delivery_ids else []
         pipe = self.r.pipeline(transaction=True)
@@ -535,7 +611,7 @@ class RedisStore(Store):
                 pipe.zrem(self.WEBHOOK_DELIVERIES_KEY.format(row["webhook_id"]), delivery_id)
                 pipe.srem(self.DELIVERY_DEDUPE_KEY, f"{row['webhook_id']}:{row['task_id']}:{row['event_id']}")
         pipe.execute()
-        return len(delivery_ids)
+        return delivery_ids
 
     def size(self) -> dict[str, Any]:
         memory = self.r.info("memory")

@@ -109,6 +109,17 @@ CREATE TABLE IF NOT EXISTS cache (
     value TEXT NOT NULL,
     expires REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    error TEXT,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (created_at DESC, id DESC);
 CREATE TABLE IF NOT EXISTS locks (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -571,6 +582,10 @@ class SQLiteStore(Store):
                                 (webhook_id, limit)).fetchall()
         return [dict(r) for r in rows]
 
+    def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        return dict(row) if row else None
+
     def try_lock(self, name: str, owner: str, ttl: float) -> bool:
         now = time.time()
         with self._tx() as db:
@@ -579,6 +594,51 @@ class SQLiteStore(Store):
                 "owner = excluded.owner, expires = excluded.expires WHERE locks.expires < ? OR locks.owner = ? "
                 "RETURNING owner", (name, owner, now + ttl, now, owner)).fetchone()
         return row is not None
+
+    # -- dead letter ------------------------------------------------------------------------
+
+    def add_dead_letter(self, entry: dict[str, Any]) -> bool:
+        with self._tx() as db:
+            known = db.execute("SELECT 1 FROM dead_letters WHERE id = ?", (entry["id"],)).fetchone() is not None
+            db.execute("INSERT OR REPLACE INTO dead_letters (id, kind, ref, owner, reason, error, created_at, attempts) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (entry["id"], entry["kind"], entry["ref"], entry["owner"], entry["reason"], entry.get("error"),
+                        entry["created_at"], entry.get("attempts", 0)))
+        return not known
+
+    def get_dead_letter(self, entry_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM dead_letters WHERE id = ?", (entry_id,)).fetchone()
+        return dict(row) if row else None
+
+    def list_dead_letters(self, owner=None, kind=None, limit=50, cursor=None):
+        clauses, args = [], []
+        for column, value in (("owner", owner), ("kind", kind)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if cursor:
+            created, entry_id = decode_cursor(cursor)
+            clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            args += [created, created, entry_id]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = [dict(r) for r in self._db.execute(
+            f"SELECT * FROM dead_letters {where} ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit + 1))]
+        page = rows[:limit]
+        return page, (encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None)
+
+    def delete_dead_letter(self, entry_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM dead_letters WHERE id = ?", (entry_id,)).rowcount == 1
+
+    def count_dead_letters(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+
+    def reopen_task(self, task_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE tasks SET status = 'pending', error = NULL, completed_at = NULL, started_at = NULL, "
+                "result = NULL, attempts = 0, cancel_requested = 0, lease_owner = NULL, lease_expires = NULL "
+                "WHERE task_id = ? AND status = 'failed'", (task_id,)).rowcount == 1
 
     # -- retention --------------------------------------------------------------------------
 
@@ -599,6 +659,9 @@ class SQLiteStore(Store):
         with self._tx() as db:
             if doomed:
                 marks = ",".join("?" * len(doomed))
+                removed["dead_letters"] = db.execute(
+                    f"DELETE FROM dead_letters WHERE (kind = 'task' AND ref IN ({marks})) OR (kind = 'webhook' AND "
+                    f"ref IN (SELECT id FROM deliveries WHERE task_id IN ({marks})))", doomed * 2).rowcount
                 for table in TASK_TABLES:
                     removed[table] = db.execute(f"DELETE FROM {table} WHERE task_id IN ({marks})", doomed).rowcount
                 # a task finished meanwhile elsewhere is fine; one resumed (status running) is kept
@@ -639,4 +702,4 @@ class SQLiteStore(Store):
         """Rows per table (a full count each: for the sweep's metrics, not for requests)."""
         return {t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                 for t in ("tasks", "events", "checkpoints", "deliveries", "sessions", "session_messages", "cache",
-                          "counters", "webhooks")}
+                          "counters", "webhooks", "dead_letters")}
