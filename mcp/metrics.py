@@ -51,9 +51,20 @@ CONFIGURED_WORKERS = Gauge("workers_configured", "WORKERS of this host", multipr
                            registry=None)
 SERVICE_STARTED = Gauge("service_start_time_seconds", "When the service (the gunicorn master) started, Unix time",
                         multiprocess_mode="max", registry=None)
-SERVICE_METRICS = (ORCHESTRATION_DURATION, ORCHESTRATION_TASKS, STREAMS, LLM_TOKENS, LLM_COST, WEBHOOK_DELIVERIES,
+STREAM_CAPACITY = Gauge("streaming_capacity_connections", "SSE streams the live workers can hold at once",
+                        multiprocess_mode="livesum", registry=None)
+STORE_UP = Gauge("store_up", "1 when this worker's last store write (its heartbeat) succeeded, else 0",
+                 multiprocess_mode="livemin", registry=None)
+AGENTS = Counter("orchestration_agents_total", "Worker agents of finished tasks, by outcome",
+                 ["orchestrator", "status"], registry=None)
+LLM_CALLS = Counter("llm_calls_total", "LLM calls made", ["model"], registry=None)
+SOURCE_ERRORS = Counter("source_errors_total", "Searches of a source that failed inside an agent", ["source"],
+                        registry=None)
+WORKER_MEMORY = Gauge("worker_resident_memory_bytes", "Resident memory of each worker process",
+                      multiprocess_mode="liveall", registry=None)
+SERVICE_METRICS = (WORKER_MEMORY, AGENTS, LLM_CALLS, SOURCE_ERRORS, ORCHESTRATION_DURATION, ORCHESTRATION_TASKS, STREAMS, LLM_TOKENS, LLM_COST, WEBHOOK_DELIVERIES,
                    STORE_BYTES, STORE_LIMIT_BYTES, STORE_ROWS, SWEEP_RUNS, SWEEP_REMOVED, DEAD_LETTER_ENTRIES,
-                   RATE_LIMIT_BREACHES, MCP_REQUESTS, STORE_LATENCY, LIVE_WORKERS, CONFIGURED_WORKERS, SERVICE_STARTED)
+                   RATE_LIMIT_BREACHES, MCP_REQUESTS, STORE_LATENCY, LIVE_WORKERS, CONFIGURED_WORKERS, SERVICE_STARTED, STREAM_CAPACITY, STORE_UP)
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -74,11 +85,15 @@ def init_app(app: Flask, settings: Settings) -> None:
     PrometheusMetrics(app, registry=registry, group_by="endpoint")
 
 
-def record_task(orchestrator: str, status: str, seconds: float, usage: dict) -> None:
-    """Account one finished task: its outcome, duration, tokens and cost by model."""
+def record_task(orchestrator: str, status: str, seconds: float, usage: dict,
+                agent_results: list[dict] | None = None) -> None:
+    """Account one finished task: its outcome, duration, agents, and calls, tokens and cost by model."""
     ORCHESTRATION_TASKS.labels(orchestrator, status).inc()
     ORCHESTRATION_DURATION.labels(orchestrator, status).observe(seconds)
+    for agent in agent_results or ():
+        AGENTS.labels(orchestrator, str(agent.get("status") or "unknown")).inc()
     for model, row in (usage.get("by_model") or {}).items():
+        LLM_CALLS.labels(model).inc(row.get("llm_calls", 0))
         LLM_TOKENS.labels(model, "input").inc(row.get("input_tokens", 0))
         LLM_TOKENS.labels(model, "output").inc(row.get("output_tokens", 0))
         LLM_COST.labels(model).inc(row.get("cost_usd", 0.0))
@@ -114,3 +129,20 @@ def timed_mcp(method: str, handler: Callable[[dict, Any], Any]) -> Callable[[dic
 
 #: tool names that label mcp_request_duration_seconds (the registry adds the rest at start)
 KNOWN_TOOLS: set[str] = set()
+
+
+def record_event(event_type: str, data: dict | None) -> None:
+    """Account what a task event tells: the sources that failed inside an agent."""
+    errors = (data or {}).get("source_errors")
+    if isinstance(errors, dict):
+        for source in errors:
+            SOURCE_ERRORS.labels(str(source)).inc()
+
+
+def record_memory() -> None:
+    """This process's resident memory (Linux /proc; elsewhere nothing)."""
+    try:
+        pages = int(open("/proc/self/statm").read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return
+    WORKER_MEMORY.set(pages * os.sysconf("SC_PAGE_SIZE"))

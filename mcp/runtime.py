@@ -156,6 +156,7 @@ class StoreEvents:
                 raise TaskGone(self.task_id)
             rt.hub.notify(self.task_id, event.id)
             await rt.webhooks.enqueue(self.task, event)
+        metrics.record_event(event_type, data)
 
 
 class StoreCheckpoints:
@@ -327,11 +328,17 @@ class TaskRuntime:
 
     async def _heartbeat_loop(self) -> None:
         metrics.CONFIGURED_WORKERS.set(self.settings.workers)
+        metrics.STREAM_CAPACITY.set(self.settings.max_streams)
         while not self._stopping:
             info = {"pid": os.getpid(), "host": socket.gethostname(), "running_tasks": len(self._running),
                     "active_streams": self.hub.active_streams}
             started = time.perf_counter()
-            await self._guarded(asyncio.to_thread, self.store.heartbeat, self.worker_id, info, HEARTBEAT_INTERVAL * 3)
+            try:
+                await asyncio.to_thread(self.store.heartbeat, self.worker_id, info, HEARTBEAT_INTERVAL * 3)
+                metrics.STORE_UP.set(1)
+            except Exception:  # noqa: BLE001 - told by the gauge and the log; the loop goes on
+                log.warning("heartbeat failed: the store is out of reach", exc_info=True)
+                metrics.STORE_UP.set(0)
             metrics.STORE_LATENCY.observe(time.perf_counter() - started)  # a failed write counts with its wait
             await self._guarded(self._gauges)
             await asyncio.sleep(HEARTBEAT_INTERVAL)
@@ -339,6 +346,7 @@ class TaskRuntime:
     async def _gauges(self) -> None:
         """The gauges an operator alerts on, refreshed with the heartbeat."""
         metrics.LIVE_WORKERS.set(len(await asyncio.to_thread(self.store.live_workers)))
+        metrics.record_memory()
         if self.dead_letters is not None:
             await asyncio.to_thread(self.dead_letters.refresh_gauge)
 
@@ -540,7 +548,7 @@ class TaskRuntime:
         self.hub.notify(task.task_id, event.id)
         await self.webhooks.enqueue(task, event)
         self.webhooks.forget(task.task_id)
-        metrics.record_task(task.orchestrator, status, doc["execution_time"], doc["usage"])
+        metrics.record_task(task.orchestrator, status, doc["execution_time"], doc["usage"], doc["agent_results"])
         if status == "failed" and self.dead_letters is not None:
             await self._guarded(asyncio.to_thread, self.dead_letters.record, "task", task.task_id, task.owner,
                                 failure_reason(doc["error"]), doc["error"], task.attempts)
