@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     task_service = TaskService(store, runtime, catalog, hooks)
     registry = ToolRegistry()
     register_builtin_tools(registry, task_service, catalog)
-    mcp_server = McpServer(settings, store, registry, task_service)
+    mcp_server = McpServer(settings, store, registry, task_service, dead_letters)
     errors.init_app(app, store.unavailable_errors)
     observability.init_app(app, settings)
     security.init_app(app, settings)

@@ -103,8 +103,7 @@ def record_sweep(removed: dict[str, int], size: dict, rows: dict[str, int]) -> N
     """Account one retention sweep and what the store holds after it."""
     SWEEP_RUNS.inc()
     for kind, count in removed.items():
-        if count:
-            SWEEP_REMOVED.labels(kind).inc(count)
+        SWEEP_REMOVED.labels(kind).inc(count)  # zero too: a panel shows 0 rather than "no data"
     STORE_BYTES.set(size.get("bytes") or 0)
     STORE_LIMIT_BYTES.set(size.get("limit_bytes") or 0)
     for table, count in rows.items():

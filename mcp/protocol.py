@@ -16,6 +16,7 @@ from orchestration.models import TERMINAL_STATUSES
 
 from . import SERVICE_NAME, __version__, jsonio, metrics
 from .builtin_tools import RESEARCH_DESCRIPTION, SEARCH_DESCRIPTION
+from .deadletter import DeadLetters
 from .errors import ApiError, NotFound
 from .schemas import ResearchInput, SearchInput
 from .settings import Settings
@@ -30,6 +31,7 @@ LATEST_VERSION = PROTOCOL_VERSIONS[-1]
 STATELESS_VERSION = "2026-07-28"
 META_VERSION = "io.modelcontextprotocol/protocolVersion"
 PAGE_SIZE = 50
+DEAD_LETTER_URI = "orchestrator://dead-letter"
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
     -32700, -32600, -32601, -32602, -32603)
@@ -70,7 +72,9 @@ def negotiate(requested: Any) -> str:
 
 
 class McpServer:
-    def __init__(self, settings: Settings, store: Store, registry: ToolRegistry, tasks: TaskService):
+    def __init__(self, settings: Settings, store: Store, registry: ToolRegistry, tasks: TaskService,
+                 dead_letters: DeadLetters | None = None):
+        self.dead_letters = dead_letters
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -244,6 +248,11 @@ class McpServer:
             {"uri": "orchestrator://search/info", "name": "search", "title": "Search orchestrator",
              "description": SEARCH_DESCRIPTION, "mimeType": "application/json"},
         ]
+        if self.dead_letters is not None:
+            resources.append({"uri": DEAD_LETTER_URI, "name": "dead-letter", "title": "Dead letters",
+                              "description": "Your tasks that failed for good and webhook deliveries that ran out "
+                                             "of retries (newest 50); retry or dismiss them over REST.",
+                              "mimeType": "application/json"})
         return self._page(resources, params, "resources")
 
     def resource_templates(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -264,6 +273,9 @@ class McpServer:
             data: Any = {"name": kind, "tool": f"orchestrate_{kind}",
                          "description": RESEARCH_DESCRIPTION if kind == "research" else SEARCH_DESCRIPTION,
                          "parameters": json_schema(schema)}
+        elif uri == DEAD_LETTER_URI and self.dead_letters is not None:
+            entries, cursor = self.dead_letters.list(ctx.owner, False, None, 50, None)
+            data = {"entries": entries, "next_cursor": cursor}
         elif uri.startswith("orchestrator://tasks/") and uri.count("/") == 4:
             _, _, _, task_id, what = uri.split("/")
             try:

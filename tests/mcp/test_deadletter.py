@@ -215,3 +215,19 @@ def test_dead_letter_routes_refuse_bad_input_with_json(client):
     assert client.post("/dead-letter/dl_missing/retry").status_code == 404
     assert client.delete("/dead-letter/dl_missing").status_code == 404
     assert client.get("/dead-letter").get_json() == {"entries": [], "next_cursor": None}
+
+
+def test_mcp_clients_read_their_dead_letters_as_a_resource(app, client):
+    svc = app.extensions["mcp_orchestrator"]
+    svc.dead_letters.record("task", "research_x", "anonymous", "timeout", "timed out after 10 s", 1)
+    svc.dead_letters.record("task", "research_y", "someone-else", "error", "boom", 1)
+
+    def rpc(method, params):
+        return client.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+                           headers={"Accept": "application/json"}).get_json()
+
+    listed = rpc("resources/list", {})["result"]["resources"]
+    assert "orchestrator://dead-letter" in {r["uri"] for r in listed}
+    content = rpc("resources/read", {"uri": "orchestrator://dead-letter"})["result"]["contents"][0]
+    entries = json.loads(content["text"])["entries"]
+    assert [e["ref"] for e in entries] == ["research_x"] and entries[0]["reason"] == "timeout"

@@ -87,7 +87,7 @@ def test_sliding_a_sessions_expiry_from_a_copy_keeps_what_another_worker_stored(
     # meanwhile another worker records a call of this session in the store
     stored = store.get_session(session)
     store.save_session(session, {**stored, "calls": {"7": "research_x"}}, 3600)
-    monkeypatch.setattr(mcp_http, "SESSION_REFRESH", 0.0)  # the expiry is due: the next request slides it
+    monkeypatch.setattr(mcp_http, "SESSION_REFRESH_SHARE", 0.0)  # the expiry is due: the next request slides it
     assert rpc(client, "tools/list", session=session).status_code == 200
     assert store.get_session(session)["calls"] == {"7": "research_x"}
 
@@ -180,7 +180,7 @@ def test_task_augmented_call_returns_a_task_handle_and_tasks_methods_follow_it(c
 def test_resources_prompts_logging_completion(client):
     session = initialize(client).headers["Mcp-Session-Id"]
     uris = {r["uri"] for r in rpc(client, "resources/list", session=session).get_json()["result"]["resources"]}
-    assert uris == {"orchestrator://research/info", "orchestrator://search/info"}
+    assert uris == {"orchestrator://research/info", "orchestrator://search/info", "orchestrator://dead-letter"}
     templates = rpc(client, "resources/templates/list", session=session).get_json()["result"]["resourceTemplates"]
     assert {t["uriTemplate"] for t in templates} == {"orchestrator://tasks/{task_id}/status",
                                                      "orchestrator://tasks/{task_id}/result"}
