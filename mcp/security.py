@@ -16,7 +16,9 @@ from flask import Flask, g, request
 from .errors import Unauthorized
 from .settings import Settings
 
-PUBLIC_PATHS = frozenset({"/health", "/health/live"})
+PUBLIC_PATHS = frozenset({"/health", "/health/live", "/ui"})
+# the console's static files hold no data (its API calls carry the key); OAuth discovery
+PUBLIC_PREFIXES = ("/.well-known/", "/ui/")
 
 
 def digest(key: str) -> str:
@@ -85,7 +87,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         if not keys:
             return
         path = request.path
-        if path in PUBLIC_PATHS or path.startswith("/.well-known/") or request.method == "OPTIONS":
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or request.method == "OPTIONS":
             return
         if path == "/" and request.method in ("GET", "HEAD"):
             return  # service info; POST / is the MCP endpoint and needs a key

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify, redirect, request
 
 from .. import SERVICE_NAME, __version__
 from ..errors import error_response
@@ -25,7 +25,12 @@ def index():
         return error_response(405, "method_not_allowed", "no server-initiated stream here; POST MCP requests",
                               headers={"Allow": "GET, POST"})
     prefix = public_prefix(svc.settings)
-    return jsonify({
+    if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+        # a browser: the console (JSON clients, and curl's */*, keep the service info)
+        response = redirect(f"{prefix}/ui/", 302)
+        response.vary.add("Accept")
+        return response
+    response = jsonify({
         "name": SERVICE_NAME,
         "version": __version__,
         "release": release(),
@@ -39,8 +44,11 @@ def index():
             "stream": f"{prefix}/stream/<task_id>",
             "openapi": f"{prefix}/openapi.json",
             "metrics": f"{prefix}/metrics",
+            "ui": f"{prefix}/ui/",
         },
     })
+    response.vary.add("Accept")
+    return response
 
 
 @bp.get("/health/live")
