@@ -2,8 +2,8 @@
 with Redis, every host) shares one count.
 
 `RATE_LIMIT_DEFAULT` applies to every route but the health probes; `RATE_LIMIT_ORCHESTRATE`
-to starting a task, on REST and MCP alike. Both are per API key, else per client IP
-(`TRUSTED_PROXIES` hops of X-Forwarded-For trusted)."""
+to starting a task, on REST and MCP alike. Both are per API key, else per client address
+(mcp.locality: `TRUSTED_PROXIES` hops of X-Forwarded-For trusted)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from flask import Flask, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse_many
 from limits.storage import Storage
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .errors import TooManyRequests, error_response
+from .locality import client_address
 from .settings import Settings
 from .store import Store, open_store
 
@@ -77,17 +77,12 @@ class StoreStorage(Storage):
         self.store.reset_counters(key)
 
 
-def rate_key() -> str:
-    name = getattr(g, "api_key_name", None)
-    return f"key:{name}" if name else f"ip:{request.remote_addr or 'unknown'}"
-
-
 class RateLimits:
     def __init__(self, app: Flask, settings: Settings):
         self.settings = settings
         self.orchestrate = parse_many(settings.rate_limit_orchestrate)
         self.limiter = Limiter(
-            rate_key,
+            self.rate_key,
             app=app,
             default_limits=[settings.rate_limit_default],
             storage_uri=f"{SCHEME}+{settings.resolved_store_url}",
@@ -97,11 +92,15 @@ class RateLimits:
         )
         self.limiter.request_filter(lambda: request.path in EXEMPT_PATHS)
 
+    def rate_key(self) -> str:
+        name = getattr(g, "api_key_name", None)
+        return f"key:{name}" if name else f"ip:{client_address(self.settings)}"
+
     def hit_orchestrate(self, count: int = 1) -> None:
         """Count `count` task starts against RATE_LIMIT_ORCHESTRATE; 429 when over."""
         if not self.settings.rate_limit_enabled or count <= 0:
             return
-        key = rate_key()
+        key = self.rate_key()
         for item in self.orchestrate:
             if not self.limiter.limiter.hit(item, "orchestrate", key, cost=count):
                 reset_at = self.limiter.limiter.get_window_stats(item, "orchestrate", key).reset_time
@@ -111,8 +110,6 @@ class RateLimits:
 
 
 def init_app(app: Flask, settings: Settings) -> RateLimits:
-    if settings.trusted_proxies > 0:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
     limits = RateLimits(app, settings)
 
     @app.errorhandler(RateLimitExceeded)
