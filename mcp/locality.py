@@ -37,6 +37,11 @@ def is_loopback_host(host: str) -> bool:
     return name in LOOPBACK_NAMES or is_loopback(name)
 
 
+def is_forwarded() -> bool:
+    """The request carries a header a proxy adds."""
+    return any(name in request.headers for name in FORWARDING_HEADERS)
+
+
 def forwarded_hops() -> list[str]:
     """The X-Forwarded-For addresses, client first, the nearest proxy's report last."""
     values = request.headers.getlist("X-Forwarded-For")
@@ -62,6 +67,4 @@ def is_local() -> bool:
     reach the service directly, so nothing is lost, and no proxy topology opens it."""
     if not is_loopback(request.environ.get("REMOTE_ADDR")):
         return False
-    if any(name in request.headers for name in FORWARDING_HEADERS):
-        return False
-    return is_loopback_host(request.host)
+    return not is_forwarded() and is_loopback_host(request.host)

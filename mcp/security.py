@@ -13,8 +13,8 @@ from pathlib import Path
 
 from flask import Flask, g, request
 
-from .errors import Unauthorized
-from .locality import is_local
+from .errors import Misdirected, Unauthorized
+from .locality import is_forwarded, is_local, is_loopback_host
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ def init_app(app: Flask, settings: Settings) -> None:
             # design: "no keys" means "local only"; behind a proxy on this host every peer is
             # loopback, so the request itself must be local (mcp.locality), not its socket.
             if not is_local():
+                if not is_loopback_host(request.host) and not is_forwarded():
+                    # a foreign Host sent straight here: DNS rebinding, answered as on the MCP endpoint
+                    raise Misdirected(f"host {request.host} is not served here")
                 log.info("refused a non-local request: no API keys configured")
                 raise Unauthorized(NO_KEYS_MESSAGE, details={"reason": "no_api_keys_configured",
                                                              "settings": ["API_KEYS", "API_KEYS_FILE"]})
