@@ -15,7 +15,8 @@ from tests.test_caddy import API_KEYS, KEY, MCP_HEADERS, caddy_factory  # noqa: 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is installed by ./test.sh")]
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-              "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+              "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                         "clientInfo": {"name": "t", "version": "1"}}}
 
 
 def through(caddy, method: str, path: str, **kwargs) -> requests.Response:
