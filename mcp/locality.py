@@ -17,11 +17,16 @@ FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-
 LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
 
-def is_loopback(address: str | None) -> bool:
+def ip(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address((address or "").strip().strip("[]")).is_loopback
+        return ipaddress.ip_address((address or "").strip().strip("[]"))
     except ValueError:
-        return False
+        return None
+
+
+def is_loopback(address: str | None) -> bool:
+    parsed = ip(address)
+    return parsed is not None and parsed.is_loopback
 
 
 def host_name(host: str) -> str:
@@ -50,11 +55,13 @@ def forwarded_hops() -> list[str]:
 
 def client_address(settings: Settings) -> str:
     """The client's address: the socket peer, or with TRUSTED_PROXIES=n the address the
-    n-th proxy from us reports (hops added before it are the client's word and ignored)."""
+    n-th proxy from us reports (hops added before it are the client's word and ignored; a
+    report that is not an IP address is not used)."""
     peer = request.environ.get("REMOTE_ADDR") or "unknown"
     n = settings.trusted_proxies
     hops = forwarded_hops() if n > 0 else []
-    return hops[-n] if n > 0 and len(hops) >= n else peer
+    reported = ip(hops[-n]) if n > 0 and len(hops) >= n else None
+    return str(reported) if reported is not None else peer
 
 
 def is_local() -> bool:

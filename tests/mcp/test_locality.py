@@ -86,5 +86,7 @@ def test_rate_limits_count_the_client_the_trusted_hop_reports(settings):
         assert [hit("127.0.0.1, 203.0.113.9"), hit("198.51.100.1, 203.0.113.9")] == [200, 200]
         assert hit("203.0.113.9") == 429
         assert hit("203.0.113.10") == 200
+        # a report that is not an address counts as the socket peer (127.0.0.1), one bucket
+        assert [hit("not-an-address"), hit("unknown"), hit("127.0.0.1")] == [200, 200, 429]
     finally:
         app.extensions["mcp_orchestrator"].runtime.stop()
