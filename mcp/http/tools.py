@@ -34,6 +34,5 @@ def call_tool(name: str):
         # design: the same stream as GET /stream/<task_id>, after one `task` frame without an id
         # (so ids, resumption and the end stay those of the task) naming the task and its URLs.
         handle = output.data
-        response = sse_response(svc, handle["task_id"], 0, f"event: task\ndata: {jsonio.dumps(handle)}\n\n")
-        return response
+        return sse_response(svc, handle["task_id"], 0, f"event: task\ndata: {jsonio.dumps(handle)}\n\n")
     return jsonify(output.data), 202 if output.accepted else 200
