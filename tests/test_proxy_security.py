@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pytest
 import requests
@@ -31,6 +32,9 @@ def test_without_keys_the_proxy_gets_401_and_a_local_client_is_served(service_fa
     assert direct.status_code == 202
     task_id = direct.json()["task_id"]
     assert service.get("/tasks").status_code == 200 and service.get("/metrics").status_code == 200
+    local_curl = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", f"http://localhost:{service.port}/tasks"],
+                                capture_output=True, text=True, timeout=30)
+    assert local_curl.stdout.endswith("\n200") and task_id in local_curl.stdout
 
     refused = [through(caddy, "POST", "/tools/orchestrate_search", json={"query": "sqlite store"}),
                through(caddy, "GET", "/tasks"), through(caddy, "GET", f"/tasks/{task_id}"),
