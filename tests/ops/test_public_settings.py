@@ -9,6 +9,8 @@ from tests.conftest import ROOT
 from tests.ops.test_deploy import deploy, deployment  # noqa: F401 - the fixture
 from tests.ops.test_service_manager import env, run  # noqa: F401 - the fixture
 
+pytestmark = pytest.mark.slow
+
 PUBLIC_WITHOUT_KEYS = [
     ({"TRUSTED_PROXIES": "1"}, ["TRUSTED_PROXIES"]),
     ({"ALLOWED_HOSTS": "orchestrator.example.org"}, ["ALLOWED_HOSTS"]),
