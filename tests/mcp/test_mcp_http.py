@@ -297,3 +297,83 @@ def test_notifications_cancelled_cancels_the_task_its_request_started(settings, 
         assert client.get(f"/tasks/{tasks[0]['task_id']}").get_json()["status"] == "cancelled"
     finally:
         app.extensions["mcp_orchestrator"].runtime.stop()
+
+
+def test_tasks_follow_the_2025_11_25_specification(settings, fake_llm):
+    import dataclasses
+
+    fake_llm.state.latency = 0.4
+    fake_llm.state.max_concurrency = 1
+    app = create_app(dataclasses.replace(settings, llm_provider="openai", openai_base_url=fake_llm.base_url,
+                                         openai_api_key="sk-test"))
+    try:
+        client = app.test_client()
+        session = initialize(client).headers["Mcp-Session-Id"]
+        tools = rpc(client, "tools/list", session=session).get_json()["result"]["tools"]
+        support = {t["name"]: t["execution"]["taskSupport"] for t in tools}
+        assert support["orchestrate_research"] == support["orchestrate_search"] == "optional"
+        assert support["list_orchestrations"] == support["local_search"] == "forbidden"
+        # task augmentation where the tool forbids it: -32601
+        forbidden = rpc(client, "tools/call", {"name": "list_orchestrations", "arguments": {}, "task": {}},
+                        session=session).get_json()
+        assert forbidden["error"]["code"] == -32601
+        # bad arguments: a JSON-RPC error naming the field, not a CallToolResult, and no task
+        bad = rpc(client, "tools/call", {"name": "orchestrate_research", "task": {},
+                                         "arguments": {"query": "ok query", "num_agents": 50}},
+                  session=session).get_json()
+        assert bad["error"]["code"] == -32602 and "num_agents" in bad["error"]["data"]["fields"]
+        assert client.get("/tasks").get_json()["tasks"] == []
+        started = rpc(client, "tools/call", {"name": "orchestrate_research", "task": {"ttl": 60000},
+                                             "arguments": {"query": "a long research run", "num_agents": 4}},
+                      session=session).get_json()["result"]["task"]
+        cancelled = rpc(client, "tasks/cancel", {"taskId": started["taskId"]}, session=session).get_json()["result"]
+        assert cancelled["taskId"] == started["taskId"] and cancelled["status"] == "cancelled"
+        got = rpc(client, "tasks/get", {"taskId": started["taskId"]}, session=session).get_json()["result"]
+        assert got["status"] == "cancelled"
+        again = rpc(client, "tasks/cancel", {"taskId": started["taskId"]}, session=session).get_json()
+        assert again["error"]["code"] == -32602
+        result = rpc(client, "tasks/result", {"taskId": started["taskId"]}, session=session).get_json()["result"]
+        assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": started["taskId"]}
+    finally:
+        app.extensions["mcp_orchestrator"].runtime.stop()
+
+
+def test_completion_cursors_and_resource_errors_are_invalid_params_not_internal_errors(client):
+    session = initialize(client).headers["Mcp-Session-Id"]
+
+    def error(method, params):
+        return rpc(client, method, params, session=session).get_json()["error"]
+
+    for argument in ("sources", 5, ["x"], {"value": "lo"}):
+        assert error("completion/complete", {"ref": {"type": "ref/prompt", "name": "research"},
+                                             "argument": argument})["code"] == -32602
+    assert error("completion/complete", {"ref": {"type": "ref/prompt", "name": "no-such-prompt"},
+                                         "argument": {"name": "query", "value": ""}})["code"] == -32602
+    assert error("completion/complete", {"ref": "research", "argument": {"name": "query", "value": ""}})["code"] == -32602
+    resource = rpc(client, "completion/complete", {"ref": {"type": "ref/resource",
+                                                           "uri": "orchestrator://tasks/{task_id}/status"},
+                                                   "argument": {"name": "task_id", "value": "zz"}}, session=session)
+    assert resource.get_json()["result"]["completion"]["values"] == []
+    for method in ("tools/list", "prompts/list", "resources/list", "resources/templates/list"):
+        assert error(method, {"cursor": "bogus"})["code"] == -32602, method
+    for uri in ("orchestrator://nope", "orchestrator://tasks/x/status", "orchestrator://tasks/x/other"):
+        missing = error("resources/read", {"uri": uri})
+        assert missing["code"] == -32002 and missing["data"]["uri"] == uri
+
+
+def test_log_messages_follow_the_level_the_client_set(client):
+    session = initialize(client).headers["Mcp-Session-Id"]
+    assert rpc(client, "logging/setLevel", {"level": "info"}, session=session).get_json()["result"] == {}
+    response = rpc(client, "tools/call", {"name": "orchestrate_search", "arguments": {"query": "sqlite store"}},
+                   session=session, msg_id=9)
+    assert response.mimetype == "text/event-stream"
+    messages = sse_messages(response)
+    logs = [m["params"] for m in messages if m.get("method") == "notifications/message"]
+    assert logs and all(m["level"] in ("info", "notice", "warning", "error") for m in logs)
+    assert any(m["data"]["event_type"] == "workflow_complete" for m in logs)
+    assert messages[-1]["id"] == 9 and messages[-1]["result"]["structuredContent"]["status"] == "completed"
+    # a level above every event sends none
+    assert rpc(client, "logging/setLevel", {"level": "emergency"}, session=session).get_json()["result"] == {}
+    quiet = rpc(client, "tools/call", {"name": "orchestrate_search", "arguments": {"query": "sqlite store"}},
+                session=session, msg_id=10)
+    assert not [m for m in sse_messages(quiet) if m.get("method") == "notifications/message"]
