@@ -108,11 +108,11 @@ def post() -> Response:
         if not session_id:
             return
         now = time.time()
-        if stored == jsonio.dumps(session, sort_keys=True) and now - session.get("seen", 0) < SESSION_REFRESH:
+        if stored == session and now - session.get("seen", 0) < SESSION_REFRESH:
             return
         session["seen"] = now
         svc.store.save_session(session_id, session, SESSION_TTL, create=stored is None)
-        stored = jsonio.dumps(session, sort_keys=True)
+        stored = dict(session)
 
     ctx = CallContext(owner=caller, urls=urls_under(public_prefix(svc.settings)), session=session,
                       save_session=save)
@@ -139,9 +139,10 @@ def post() -> Response:
 
 
 def load_session(svc: Services, messages: list[Any],
-                 caller: str) -> tuple[str | None, dict[str, Any] | None, str | None]:
-    """(session id, session or None when this request must get 404, its JSON as stored or
-    None for a new one). `initialize` opens a new session; a request without a session id
+                 caller: str) -> tuple[str | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """(session id, session or None when this request must get 404, a copy of it as stored
+    or None for a new one; handlers only set top-level keys, so a shallow copy tells a
+    changed session). `initialize` opens a new session; a request without a session id
     is served without one; a known id of this caller is loaded from the store (so any
     worker serves it, and it outlives a worker); an unknown, expired or deleted id is 404
     (the specification's MUST, so the client initializes again)."""
@@ -155,7 +156,7 @@ def load_session(svc: Services, messages: list[Any],
     session = svc.store.get_session(session_id)
     if session is None or session.get("owner") != caller:
         return None, None, None  # design: a session belongs to the key that opened it
-    return session_id, session, jsonio.dumps(session, sort_keys=True)
+    return session_id, session, dict(session)
 
 
 def starts_task(svc: Services, message: Any) -> bool:
