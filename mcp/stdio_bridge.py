@@ -79,6 +79,9 @@ class HttpBridge:
         except UpstreamError as exc:
             for msg_id in request_ids:
                 self.write(rpc_error(msg_id, INTERNAL_ERROR, str(exc), exc.data))
+        except ValueError as exc:  # a stream event that is not JSON
+            for msg_id in request_ids:
+                self.write(rpc_error(msg_id, INTERNAL_ERROR, f"MCP endpoint sent a message that is not JSON: {exc}"))
 
     def reinitialize(self) -> None:
         with self._lock:

@@ -150,3 +150,26 @@ def test_the_bridge_answers_json_rpc_errors_while_the_endpoint_is_down_then_work
     finally:
         stderr = bridge.close()
     assert "Traceback" not in stderr, stderr[-3000:]
+
+
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)
+def test_a_session_outlives_a_killed_worker_and_is_404_everywhere_once_deleted(service):
+    import signal
+
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    init = service.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "pytest", "version": "1"}}})
+    session = {**headers, "Mcp-Session-Id": init.headers["Mcp-Session-Id"], "MCP-Protocol-Version": "2025-11-25"}
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    victim = service.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while victim in service.worker_pids() or len(service.worker_pids()) < 4:
+        assert time.monotonic() < deadline, "gunicorn did not replace the killed worker"
+        time.sleep(0.2)
+    # fresh connections spread over the workers, the new one included
+    assert [service.post("/mcp", headers=session, json=ping).status_code for _ in range(12)] == [200] * 12
+    assert service.request("DELETE", "/mcp", headers=session).status_code == 204
+    assert [service.post("/mcp", headers=session, json=ping).status_code for _ in range(12)] == [404] * 12
+    unknown = {**session, "Mcp-Session-Id": "never-issued"}
+    assert service.post("/mcp", headers=unknown, json=ping).status_code == 404
