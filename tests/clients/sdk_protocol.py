@@ -128,7 +128,7 @@ async def modes(url: str, mode: str) -> dict:
 async def concurrent(url: str, n: int, seed: int) -> dict:
     rng = random.Random(seed)
     plan = [{"query": f"concurrent call {i} of {n}, seed {seed}, run {RUN}", "cancel": rng.random() < 0.5,
-             "delay": rng.choice((0.0, 0.0, 0.3, 1.0))} for i in range(n)]
+             "delay": rng.choice((0.0, 0.0, 0.2, 0.5))} for i in range(n)]
     async with Client(url, read_timeout_seconds=180) as client:
         task_ids: dict[int, str] = {}
 
