@@ -56,8 +56,8 @@ def service(request, fakes, tmp_path_factory):
     running.stop()
 
 
-@pytest.mark.parametrize("service, mode", [("sqlite", "default"), ("redis", "default"), ("sqlite", "legacy")],
-                         indirect=["service"])
+# design: the connect modes do not depend on the store; Redis is covered by the concurrent calls.
+@pytest.mark.parametrize("service, mode", [("sqlite", "default"), ("sqlite", "legacy")], indirect=["service"])
 def test_sdk_client_lists_calls_streams_and_cancels_in_each_mode(service, mode):
     seen = run_sdk("modes", f"{service.url}/mcp", mode)
     # the default mode probes 2026-07-28, is told the versions offered, and falls back to initialize
