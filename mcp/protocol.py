@@ -433,17 +433,15 @@ class McpServer:
         return out
 
     def task_cancel(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        """Cancel and answer once the task has stopped: the specification wants `cancelled`
-        in this response. A task still winding down past CANCEL_WAIT_SECONDS is answered
-        `cancelled` too, since its cancellation is recorded and cannot be undone."""
+        """Cancel and answer once the task has stopped (or CANCEL_WAIT_SECONDS passed: its
+        cancel is recorded and cannot be undone, so it is `cancelled` either way)."""
         task_id = self._task_id(params)
         try:
             self.tasks.cancel(task_id, ctx.owner)
         except Conflict as exc:
             raise RpcError(INVALID_PARAMS, f"cannot cancel task {task_id}: it is already {exc.details['status']}",
                            {"taskId": task_id, "status": MCP_TASK_STATUS[exc.details["status"]]}) from None
-        task = self.tasks.wait(task_id, ctx.owner, CANCEL_WAIT_SECONDS)
-        return {**mcp_task(task), "status": "cancelled"}
+        return mcp_task(self.tasks.wait(task_id, ctx.owner, CANCEL_WAIT_SECONDS))
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -473,11 +471,14 @@ MCP_TASK_STATUS = {"pending": "working", "running": "working", "completed": "com
 
 
 def mcp_task(task: Any) -> dict[str, Any]:
-    """A task record in the 2025-11-25 MCP tasks shape."""
+    """A task record in the 2025-11-25 MCP tasks shape. A task whose cancel was accepted is
+    `cancelled` from then on (the specification: before tasks/cancel answers), while its
+    agents wind down."""
+    stopping = task.cancel_requested and task.status not in TERMINAL_STATUSES
     return {
         "taskId": task.task_id,
-        "status": MCP_TASK_STATUS[task.status],
-        "statusMessage": f"{task.orchestrator} {task.status} ({task.progress:.0f}%)",
+        "status": "cancelled" if stopping else MCP_TASK_STATUS[task.status],
+        "statusMessage": f"{task.orchestrator} {'cancelling' if stopping else task.status} ({task.progress:.0f}%)",
         "createdAt": _iso(task.created_at),
         "lastUpdatedAt": _iso(task.completed_at or task.started_at or task.created_at),
         "ttl": None,
