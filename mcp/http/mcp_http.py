@@ -1,9 +1,9 @@
 """MCP Streamable HTTP transport (DESIGN §5) at POST/GET/DELETE /mcp and POST /.
 
 A thin adapter: it checks Origin/Host and the protocol version header, loads the session
-from the store (so any worker serves any session, and an unknown or deleted session is
-answered 404 so the client initializes again), hands the JSON-RPC payload to the dispatcher, and answers with JSON, or with
-an SSE stream when a call asks for progress."""
+from the store (so any worker serves any session; an unknown or deleted one is answered
+404 so the client initializes again), hands the JSON-RPC payload to the dispatcher, and
+answers with JSON, or with an SSE stream when a call asks for progress or log messages."""
 
 from __future__ import annotations
 
