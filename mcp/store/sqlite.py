@@ -475,7 +475,8 @@ class SQLiteStore(Store):
                             cancelled: bool = False) -> tuple[str | None, bool]:
         with self._tx() as db:
             row = db.execute(
-                "INSERT INTO session_calls (session_id, request_id, task_id, cancelled, expires) VALUES (?, ?, ?, ?, ?) "
+                "INSERT INTO session_calls (session_id, request_id, task_id, cancelled, expires) "
+                "VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (session_id, request_id) DO UPDATE SET task_id = COALESCE(excluded.task_id, task_id), "
                 "cancelled = MAX(cancelled, excluded.cancelled), expires = excluded.expires "
                 "RETURNING task_id, cancelled",

@@ -93,7 +93,8 @@ async def modes(url: str, mode: str) -> dict:
                           "server": client.server_info.name if client.server_info else None}
             seen["tools"] = sorted(t.name for t in (await client.list_tools()).tools)
             seen["resources"] = sorted(str(r.uri) for r in (await client.list_resources()).resources)
-            seen["templates"] = sorted(t.uri_template for t in (await client.list_resource_templates()).resource_templates)
+            templates = (await client.list_resource_templates()).resource_templates
+            seen["templates"] = sorted(t.uri_template for t in templates)
             seen["prompts"] = sorted(p.name for p in (await client.list_prompts()).prompts)
             task_id = None
             calls = {}

@@ -349,7 +349,8 @@ def test_completion_cursors_and_resource_errors_are_invalid_params_not_internal_
                                              "argument": argument})["code"] == -32602
     assert error("completion/complete", {"ref": {"type": "ref/prompt", "name": "no-such-prompt"},
                                          "argument": {"name": "query", "value": ""}})["code"] == -32602
-    assert error("completion/complete", {"ref": "research", "argument": {"name": "query", "value": ""}})["code"] == -32602
+    no_ref = error("completion/complete", {"ref": "research", "argument": {"name": "query", "value": ""}})
+    assert no_ref["code"] == -32602
     resource = rpc(client, "completion/complete", {"ref": {"type": "ref/resource",
                                                            "uri": "orchestrator://tasks/{task_id}/status"},
                                                    "argument": {"name": "task_id", "value": "zz"}}, session=session)

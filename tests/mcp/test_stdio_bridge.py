@@ -84,7 +84,8 @@ def start_bridge(url: str):
 
 
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-              "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+              "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                         "clientInfo": {"name": "t", "version": "1"}}}
 
 
 def test_a_ping_is_answered_while_a_slow_call_waits_and_every_post_carries_the_version(endpoint):
