@@ -60,3 +60,10 @@ def __getattr__(name: str):
         globals()["app"] = create_app()
         return globals()["app"]
     raise AttributeError(name)
+
+
+if __name__ == "__main__":
+    # `python3 app.py`: the development server (mcp.devserver); production runs start.sh.
+    from mcp.devserver import main
+
+    raise SystemExit(main())

@@ -3,8 +3,9 @@
 #
 # Usage: ./preflight.sh [--help]
 # Environment: the service's own (PORT, BIND_ADDRESS, DATA_DIR, STORE_URL, VENV_DIR, API_KEYS,
-#   API_KEYS_FILE, LLM_PROVIDER and provider keys, DOCS_DIR); a .env beside this script is
-#   read for variables not already set, as start.sh does.
+#   API_KEYS_FILE, TRUSTED_PROXIES, ALLOWED_HOSTS, PUBLIC_BASE_PATH, CORS_ORIGINS, LLM_PROVIDER
+#   and provider keys, DOCS_DIR); a .env beside this script is read for variables not already
+#   set, as start.sh does.
 # Exit codes: 0 every check passed; 1 a check failed (the last line names which).
 set -euo pipefail
 
@@ -20,6 +21,8 @@ usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # shellcheck source=scripts/dotenv.sh
 source "${ROOT}/scripts/dotenv.sh"
+# shellcheck source=scripts/public_settings.sh
+source "${ROOT}/scripts/public_settings.sh"
 
 check_python() {
   local version
@@ -111,10 +114,10 @@ check_store() {
 }
 
 check_config() {
-  local bind="${BIND_ADDRESS:-127.0.0.1}" provider="${LLM_PROVIDER:-auto}" key_var
-  if [[ "${bind}" != 127.* && "${bind}" != "localhost" && "${bind}" != "::1" \
-        && -z "${API_KEYS:-}" && -z "${API_KEYS_FILE:-}" ]]; then
-    fail config "BIND_ADDRESS=${bind} without API_KEYS or API_KEYS_FILE"
+  local bind="${BIND_ADDRESS:-127.0.0.1}" provider="${LLM_PROVIDER:-auto}" key_var public
+  public="$(public_settings_without_keys)"
+  if [[ -n "${public}" ]]; then
+    fail config "${public// /, } set without API_KEYS or API_KEYS_FILE: they serve remote clients, and without keys the service serves local ones only"
     return
   fi
   if [[ -n "${API_KEYS_FILE:-}" && ! -r "${API_KEYS_FILE}" ]]; then

@@ -2,12 +2,15 @@
 """Start, stop and watch mcp-orchestrator without systemd (DESIGN §12). Standard library only.
 
     service_manager.py start|stop|restart|status|logs NAME
+    service_manager.py status                  (every service, one line each)
     service_manager.py start-monitor NAME | stop-monitor | monitor-status
 
 NAME is `mcp-orchestrator` (`mcp-server` is accepted). Files live under
-SERVICE_MANAGER_HOME (default ~/.service_manager): NAME.pid, logs/NAME.log, monitor.pid,
-monitor.json. The service inherits this process's environment (PORT, DATA_DIR, ...).
-`status` exits 0 only when the process runs and /health answers. The monitor polls health
+SERVICE_MANAGER_HOME (default ~/.service_manager): NAME.pid, logs/NAME.log (with
+logs/mcp-server.log linked to it), monitor.pid, monitor.json. The service inherits this
+process's environment (PORT, DATA_DIR, ...). `status NAME` exits 0 only when the process
+runs and /health answers; `status` alone exits 0 when every service that runs is healthy.
+The monitor polls health
 every MONITOR_INTERVAL seconds (30) and restarts a dead or unhealthy service after
 MONITOR_BACKOFF x 2^n seconds (10), at most 5 times in a row; an hour healthy resets the count.
 Exit codes: 0 success, 1 failure (not running, unhealthy, start timed out), 2 usage."""
@@ -113,6 +116,36 @@ def stop(name: str) -> int:
     pid_file(name).unlink(missing_ok=True)
     print(f"{name} stopped")
     return 0
+
+
+def aliases(name: str) -> list[str]:
+    return [alias for alias, target in NAMES.items() if target == name and alias != name]
+
+
+def link_alias_logs(name: str) -> None:
+    """logs/<alias>.log -> logs/NAME.log, so `tail -f logs/mcp-server.log` follows the service."""
+    log_file(name).touch()
+    for alias in aliases(name):
+        link = log_file(alias)
+        if not link.is_symlink():
+            link.unlink(missing_ok=True)
+            link.symlink_to(log_file(name).name)
+
+
+def status_all() -> int:
+    """One line per known service: name (aliases), state, pid, uptime, health."""
+    code = 0
+    for name in dict.fromkeys(NAMES.values()):
+        label = f"{name} ({', '.join(aliases(name))})" if aliases(name) else name
+        pid = running_pid(name)
+        if pid is None:
+            print(f"{label}: stopped")
+            continue
+        uptime = int(time.time() - pid_file(name).stat().st_mtime)
+        health = "healthy" if healthy() else "unhealthy"
+        code = code if health == "healthy" else 1
+        print(f"{label}: running, pid {pid}, up {uptime // 3600}h{uptime // 60 % 60:02d}m{uptime % 60:02d}s, {health}")
+    return code
 
 
 def status(name: str) -> int:
@@ -236,12 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("stop-monitor", "monitor-status"):
         return stop_monitor() if args.command == "stop-monitor" else monitor_status()
+    if args.command == "status" and args.name is None:
+        return status_all()
     if args.name not in NAMES:
         parser.print_usage(sys.stderr)
         print(f"unknown service {args.name!r}; use one of {', '.join(NAMES)}", file=sys.stderr)
         return 2
     name = NAMES[args.name]
     (home() / "logs").mkdir(parents=True, exist_ok=True)
+    link_alias_logs(name)
     if args.command == "restart":
         stop(name)
         return start(name)

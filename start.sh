@@ -21,6 +21,14 @@ usage() {
 
 # shellcheck source=scripts/dotenv.sh
 source "${ROOT}/scripts/dotenv.sh"
+# shellcheck source=scripts/public_settings.sh
+source "${ROOT}/scripts/public_settings.sh"
+
+check_keys() {
+  local public
+  public="$(public_settings_without_keys)"
+  [[ -z "${public}" ]] || die "${public// /, } set without API_KEYS or API_KEYS_FILE: they serve remote clients, and without keys the service serves local ones only (set keys, or unset them)"
+}
 
 ensure_venv() {
   command -v python3 >/dev/null || die "python3 not found"
@@ -53,6 +61,7 @@ main() {
   fi
   cd "${ROOT}"
   load_dotenv "${ROOT}"
+  check_keys
   VENV="${VENV_DIR:-venv}"
   [[ "${VENV}" == /* ]] || VENV="${ROOT}/${VENV}"
   ensure_venv

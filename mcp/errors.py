@@ -51,6 +51,10 @@ class NotFound(ApiError):
     status, code = 404, "not_found"
 
 
+class Misdirected(ApiError):
+    status, code = 421, "misdirected_request"
+
+
 class Conflict(ApiError):
     status, code = 409, "conflict"
 

@@ -1,4 +1,5 @@
-"""Logging: JSON lines (or text) with the request id, task id and key name on each line."""
+"""Logging: JSON lines (or text) with the request id, client address, task id and key name on
+each line."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 from flask import Flask, g, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
 
+from .locality import client_address
 from .settings import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -26,12 +28,13 @@ SECURITY_HEADERS = {
 
 
 class ContextFilter(logging.Filter):
-    """Adds request_id and key_name from the current request, and task_id from the
+    """Adds request_id, client and key_name from the current request, and task_id from the
     running task, when there are such."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if has_request_context():
             record.request_id = getattr(g, "request_id", None)
+            record.client = getattr(g, "client_address", None)
             record.key_name = getattr(g, "api_key_name", None)
         task_id = current_task_id.get()
         if task_id and not hasattr(record, "task_id"):
@@ -58,6 +61,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         valid = 0 < len(incoming) <= 128 and all(c.isalnum() or c in "-_.:" for c in incoming)
         g.request_id = incoming if valid else uuid.uuid4().hex
+        g.client_address = client_address(settings)
 
     @app.after_request
     def finish_headers(response):

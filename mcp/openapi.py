@@ -151,8 +151,10 @@ def build_spec() -> dict[str, Any]:
     spec.path("/tools", operations={"get": operation("The tool registry", {"200": _ok("tools", OBJECT)})})
     for tool, body in (("orchestrate_research", "ResearchInput"), ("orchestrate_search", "SearchInput")):
         spec.path(f"/tools/{tool}", operations={"post": operation(
-            f"Start {tool.split('_')[1]}", {"202": _ok("started", HANDLE),
-                                            "200": _ok("the result (wait: true)", RESULT)}, body=body)})
+            f"Start {tool.split('_')[1]}", {"202": _ok("started", HANDLE), "200": {
+                "description": "the result (wait: true), or the task's event stream (stream: true)",
+                "content": {"application/json": {"schema": RESULT},
+                            "text/event-stream": {"schema": {}}}}}, body=body)})
     spec.path("/tools/get_orchestration_status", operations={"post": operation(
         "Task status", {"200": _ok("status", TASK_STATUS), "404": _error("unknown task")}, body="StatusInput")})
     spec.path("/tools/cancel_orchestration", operations={"post": operation(

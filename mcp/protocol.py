@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from orchestration.models import TERMINAL_STATUSES
 from . import SERVICE_NAME, __version__, jsonio, metrics
 from .builtin_tools import RESEARCH_DESCRIPTION, SEARCH_DESCRIPTION
 from .deadletter import DeadLetters
-from .errors import ApiError, NotFound
+from .errors import ApiError, Conflict, NotFound
 from .schemas import ResearchInput, SearchInput
 from .settings import Settings
 from .store import Store
@@ -26,15 +27,20 @@ from .tools import ToolContext, ToolRegistry, json_schema
 
 log = logging.getLogger(__name__)
 
+# design: the 2026-07-28 revision (server/discover, per-request envelope, cacheable
+# results, cancellation by closing the stream) is not offered: a client probing for it
+# gets -32022 naming these versions and falls back to initialize (the SDK's default mode).
 PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 LATEST_VERSION = PROTOCOL_VERSIONS[-1]
-STATELESS_VERSION = "2026-07-28"
-META_VERSION = "io.modelcontextprotocol/protocolVersion"
 PAGE_SIZE = 50
 DEAD_LETTER_URI = "orchestrator://dead-letter"
+# How long tasks/cancel waits for a running task to stop before answering.
+CANCEL_WAIT_SECONDS = 10.0
+RELATED_TASK = "io.modelcontextprotocol/related-task"
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
     -32700, -32600, -32601, -32602, -32603)
+UNSUPPORTED_PROTOCOL_VERSION = -32022
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
 
@@ -42,6 +48,44 @@ class RpcError(Exception):
     def __init__(self, code: int, message: str, data: Any = None):
         super().__init__(message)
         self.code, self.message, self.data = code, message, data
+
+
+class RequestCancelled(Exception):
+    """The client cancelled this request: it gets no response (the specification's SHOULD NOT)."""
+
+
+class CallLedger:
+    """Per request of one session: the task it started and whether the client cancelled it.
+    In memory, for a transport with one client in one process (stdio)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, tuple[str | None, bool]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, request_id: str, task_id: str | None = None, cancelled: bool = False) -> tuple[str | None, bool]:
+        """Note the task and/or the cancel; (task id, cancelled) after this write."""
+        with self._lock:
+            old_task, old_cancelled = self._calls.get(request_id, (None, False))
+            self._calls[request_id] = (task_id or old_task, cancelled or old_cancelled)
+            return self._calls[request_id]
+
+    def get(self, request_id: str) -> tuple[str | None, bool]:
+        with self._lock:
+            return self._calls.get(request_id, (None, False))
+
+
+class StoreCallLedger(CallLedger):
+    """The same, kept in the store beside the session, so a cancel landing on any worker
+    finds the request's task; each record is merged atomically by the store."""
+
+    def __init__(self, store: Store, session_id: str, ttl: float) -> None:
+        self.store, self.session_id, self.ttl = store, session_id, ttl
+
+    def record(self, request_id: str, task_id: str | None = None, cancelled: bool = False) -> tuple[str | None, bool]:
+        return self.store.record_session_call(self.session_id, request_id, self.ttl, task_id, cancelled)
+
+    def get(self, request_id: str) -> tuple[str | None, bool]:
+        return self.store.session_call(self.session_id, request_id)
 
 
 @dataclass
@@ -54,6 +98,7 @@ class CallContext:
     notify: Callable[[dict[str, Any]], None] | None = None  # sends a JSON-RPC notification now
     save_session: Callable[[], None] = lambda: None
     request_id: Any = None
+    calls: CallLedger = field(default_factory=CallLedger)
 
 
 def rpc_error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
@@ -71,6 +116,17 @@ def negotiate(requested: Any) -> str:
     return requested if requested in PROTOCOL_VERSIONS else LATEST_VERSION
 
 
+def unsupported_version(requested: Any) -> dict[str, Any]:
+    """The error for a protocol version this server does not speak, naming those it does."""
+    return rpc_error(None, UNSUPPORTED_PROTOCOL_VERSION, f"unsupported protocol version: {requested}",
+                     {"supported": list(PROTOCOL_VERSIONS), "requested": requested})
+
+
+def call_key(request_id: Any) -> str:
+    """A request id as the ledger keys it: JSON, so the id 1 and the id "1" stay apart."""
+    return json.dumps(request_id)
+
+
 class McpServer:
     def __init__(self, settings: Settings, store: Store, registry: ToolRegistry, tasks: TaskService,
                  dead_letters: DeadLetters | None = None):
@@ -82,7 +138,6 @@ class McpServer:
         self.handlers: dict[str, Callable[[dict[str, Any], CallContext], Any]] = {
             "initialize": self.initialize,
             "ping": lambda params, ctx: {},
-            "server/discover": self.discover,
             "tools/list": self.tools_list,
             "tools/call": self.tools_call,
             "resources/list": self.resources_list,
@@ -144,6 +199,8 @@ class McpServer:
         ctx.request_id = msg_id
         try:
             result = handler(params, ctx)
+        except RequestCancelled:
+            return None
         except RpcError as exc:
             return rpc_error(msg_id, exc.code, exc.message, exc.data)
         except ApiError as exc:
@@ -152,8 +209,6 @@ class McpServer:
         except Exception:  # noqa: BLE001 - logged with its traceback, answered as -32603
             log.exception("MCP method %s failed", method)
             return rpc_error(msg_id, INTERNAL_ERROR, "internal error")
-        if _meta(params).get(META_VERSION) == STATELESS_VERSION and isinstance(result, dict):
-            result.setdefault("resultType", "complete")
         return {"jsonrpc": "2.0", "id": msg_id, "result": result}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -178,10 +233,6 @@ class McpServer:
         return {"protocolVersion": version, "capabilities": self.capabilities(), "serverInfo": self.server_info(),
                 "instructions": INSTRUCTIONS}
 
-    def discover(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        return {"supportedVersions": [*PROTOCOL_VERSIONS, STATELESS_VERSION], "capabilities": self.capabilities(),
-                "serverInfo": self.server_info(), "instructions": INSTRUCTIONS}
-
     def set_level(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         level = params.get("level")
         if level not in LOG_LEVELS:
@@ -192,7 +243,8 @@ class McpServer:
     # -- tools ----------------------------------------------------------------------------
 
     def tools_list(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        tools = [t.describe() for t in self.registry.list()]
+        tools = [{**t.describe(), "execution": {"taskSupport": "optional" if t.starts_task else "forbidden"}}
+                 for t in self.registry.list()]
         return self._page(tools, params, "tools")
 
     def tools_call(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -204,40 +256,57 @@ class McpServer:
         except NotFound:
             raise RpcError(INVALID_PARAMS, f"unknown tool: {name}") from None
         arguments = params.get("arguments") or {}
+        as_task = "task" in params
+        if as_task and not tool.starts_task:
+            raise RpcError(METHOD_NOT_FOUND, f"tool {tool.name} does not support task-augmented calls",
+                           {"taskSupport": "forbidden"})
         progress_token = _meta(params).get("progressToken")
         tool_ctx = ToolContext(owner=ctx.owner, urls=ctx.urls, transport="mcp")
-        request_id = ctx.request_id
+        key = call_key(ctx.request_id)
 
         def remember(task_id: str) -> None:
-            # design: kept in the stored session so a notifications/cancelled landing on
-            # another worker still finds the task this request started.
-            ctx.session.setdefault("calls", {})[str(request_id)] = task_id
-            ctx.save_session()
+            # design: recorded in the store so a notifications/cancelled landing on another
+            # worker finds the task; a cancel that came first is honoured here.
+            _, cancelled = ctx.calls.record(key, task_id=task_id)
+            if cancelled:
+                self._cancel_quietly(task_id, ctx.owner)
 
-        tool_ctx.on_task_started = remember
-        if "task" in params and tool.starts_task:
-            # 2025-11-25 task-augmented call: answer with the task handle at once.
+        if as_task:
+            # 2025-11-25 task-augmented call: answer with the task handle at once; it is
+            # cancelled with tasks/cancel, not with notifications/cancelled.
             arguments = {**arguments, "wait_seconds": 0} if isinstance(arguments, dict) else arguments
-        elif progress_token is not None and ctx.notify is not None:
-            tool_ctx.on_progress = _progress_sender(progress_token, ctx.notify)
+        else:
+            tool_ctx.on_task_started = remember
+            if ctx.notify is not None:
+                tool_ctx.on_progress = _event_sender(progress_token, ctx.session.get("log_level"), ctx.notify)
         try:
             output = self.registry.call(tool.name, arguments, tool_ctx)
         except ApiError as exc:
+            if as_task:
+                raise  # no task was created: a JSON-RPC error, not a CreateTaskResult
             return tool_error(exc.message, {"error": exc.code, **exc.details})
-        if "task" in params and tool.starts_task:
+        if as_task:
             return {"task": mcp_task(self.tasks.get(output.data["task_id"], ctx.owner))}
+        if tool.starts_task and ctx.calls.get(key)[1]:
+            raise RequestCancelled
         return {"content": [{"type": "text", "text": jsonio.dumps(output.data)}],
                 "structuredContent": output.data, "isError": False}
 
     def on_cancelled(self, params: dict[str, Any], ctx: CallContext) -> None:
-        """A client gave up on a request: cancel the task that request started, if any."""
+        """A client gave up on a request: cancel the task that request started, if any, or
+        note the cancel so that the task is cancelled as soon as the request starts it."""
         request_id = params.get("requestId")
-        task_id = ctx.session.get("calls", {}).get(str(request_id))
+        if not _valid_id(request_id):
+            return
+        task_id, _ = ctx.calls.record(call_key(request_id), cancelled=True)
         if task_id:
-            try:
-                self.tasks.cancel(task_id, ctx.owner)
-            except ApiError:
-                pass
+            self._cancel_quietly(task_id, ctx.owner)
+
+    def _cancel_quietly(self, task_id: str, owner: str) -> None:
+        try:
+            self.tasks.cancel(task_id, owner)
+        except (Conflict, NotFound):
+            pass  # already ended, or not this caller's: nothing left to cancel
 
     # -- resources ------------------------------------------------------------------------
 
@@ -256,12 +325,12 @@ class McpServer:
         return self._page(resources, params, "resources")
 
     def resource_templates(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        return {"resourceTemplates": [
+        return self._page([
             {"uriTemplate": "orchestrator://tasks/{task_id}/status", "name": "task-status",
              "description": "Status and progress of a task.", "mimeType": "application/json"},
             {"uriTemplate": "orchestrator://tasks/{task_id}/result", "name": "task-result",
              "description": "The result document of a finished task.", "mimeType": "application/json"},
-        ]}
+        ], params, "resourceTemplates")
 
     def resources_read(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         uri = params.get("uri")
@@ -285,7 +354,7 @@ class McpServer:
                 elif what == "result":
                     data = self.tasks.result(task_id, ctx.owner)
                 else:
-                    raise RpcError(-32002, f"resource not found: {uri}")
+                    raise RpcError(-32002, f"resource not found: {uri}", {"uri": uri})
             except NotFound:
                 raise RpcError(-32002, f"resource not found: {uri}", {"uri": uri}) from None
         else:
@@ -295,7 +364,7 @@ class McpServer:
     # -- prompts --------------------------------------------------------------------------
 
     def prompts_list(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        return {"prompts": [
+        return self._page([
             {"name": "research", "title": "Research a question",
              "description": "Ask the research orchestrator for a cited report.",
              "arguments": [{"name": "query", "description": "The question", "required": True},
@@ -303,11 +372,11 @@ class McpServer:
             {"name": "search", "title": "Multi-agent search",
              "description": "Search several sources at once and summarise.",
              "arguments": [{"name": "query", "description": "What to search for", "required": True}]},
-        ]}
+        ], params, "prompts")
 
     def prompts_get(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         name, args = params.get("name"), params.get("arguments") or {}
-        if name not in ("research", "search") or not isinstance(args, dict):
+        if name not in PROMPTS or not isinstance(args, dict):
             raise RpcError(INVALID_PARAMS, f"unknown prompt: {name}")
         query = str(args.get("query", "")).strip()
         if not query:
@@ -323,8 +392,20 @@ class McpServer:
                                                                                           "text": text}}]}
 
     def complete(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        argument = params.get("argument") or {}
-        name, prefix = argument.get("name"), str(argument.get("value", ""))
+        ref, argument = params.get("ref"), params.get("argument")
+        if not isinstance(argument, dict) or not isinstance(argument.get("name"), str):
+            raise RpcError(INVALID_PARAMS, "params.argument must be an object with a string name")
+        if not isinstance(ref, dict):
+            raise RpcError(INVALID_PARAMS, "params.ref must be an object")
+        if ref.get("type") == "ref/prompt":
+            if ref.get("name") not in PROMPTS:
+                raise RpcError(INVALID_PARAMS, f"unknown prompt: {ref.get('name')}", {"ref": ref})
+        elif ref.get("type") == "ref/resource":
+            if ref.get("uri") not in RESOURCE_TEMPLATES:
+                raise RpcError(INVALID_PARAMS, f"unknown resource template: {ref.get('uri')}", {"ref": ref})
+        else:
+            raise RpcError(INVALID_PARAMS, "params.ref.type must be ref/prompt or ref/resource", {"ref": ref})
+        name, prefix = argument["name"], str(argument.get("value", ""))
         values: list[str] = []
         if name == "task_id":
             tasks, _ = self.tasks.list(ctx.owner, None, None, 100, None)
@@ -347,11 +428,14 @@ class McpServer:
     def task_result(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         task_id = self._task_id(params)
         task = self.tasks.wait(task_id, ctx.owner, self.settings.timeout)
+        if ctx.calls.get(call_key(ctx.request_id))[1]:
+            raise RequestCancelled
         if task.status not in TERMINAL_STATUSES:
             raise RpcError(INTERNAL_ERROR, f"task {task_id} is still {task.status}")
         data = self.tasks.result(task_id, ctx.owner)
         return {"content": [{"type": "text", "text": jsonio.dumps(data)}],
-                "structuredContent": data, "isError": task.status == "failed"}
+                "structuredContent": data, "isError": task.status == "failed",
+                "_meta": {RELATED_TASK: {"taskId": task_id}}}
 
     def task_list(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         cursor = params.get("cursor")
@@ -362,7 +446,15 @@ class McpServer:
         return out
 
     def task_cancel(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        return mcp_task(self.tasks.cancel(self._task_id(params), ctx.owner))
+        """Cancel and answer once the task has stopped (or CANCEL_WAIT_SECONDS passed: its
+        cancel is recorded and cannot be undone, so it is `cancelled` either way)."""
+        task_id = self._task_id(params)
+        try:
+            self.tasks.cancel(task_id, ctx.owner)
+        except Conflict as exc:
+            raise RpcError(INVALID_PARAMS, f"cannot cancel task {task_id}: it is already {exc.details['status']}",
+                           {"taskId": task_id, "status": MCP_TASK_STATUS[exc.details["status"]]}) from None
+        return mcp_task(self.tasks.wait(task_id, ctx.owner, CANCEL_WAIT_SECONDS))
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -381,6 +473,8 @@ class McpServer:
         return out
 
 
+PROMPTS = ("research", "search")
+RESOURCE_TEMPLATES = ("orchestrator://tasks/{task_id}/status", "orchestrator://tasks/{task_id}/result")
 INSTRUCTIONS = (
     "Use orchestrate_research for a cited, multi-agent research report and orchestrate_search for fused "
     "multi-source search results. Long runs return a task_id: poll get_orchestration_result with it."
@@ -390,11 +484,14 @@ MCP_TASK_STATUS = {"pending": "working", "running": "working", "completed": "com
 
 
 def mcp_task(task: Any) -> dict[str, Any]:
-    """A task record in the 2025-11-25 MCP tasks shape."""
+    """A task record in the 2025-11-25 MCP tasks shape. A task whose cancel was accepted is
+    `cancelled` from then on (the specification: before tasks/cancel answers), while its
+    agents wind down."""
+    stopping = task.cancel_requested and task.status not in TERMINAL_STATUSES
     return {
         "taskId": task.task_id,
-        "status": MCP_TASK_STATUS[task.status],
-        "statusMessage": f"{task.orchestrator} {task.status} ({task.progress:.0f}%)",
+        "status": "cancelled" if stopping else MCP_TASK_STATUS[task.status],
+        "statusMessage": f"{task.orchestrator} {'cancelling' if stopping else task.status} ({task.progress:.0f}%)",
         "createdAt": _iso(task.created_at),
         "lastUpdatedAt": _iso(task.completed_at or task.started_at or task.created_at),
         "ttl": None,
@@ -407,16 +504,40 @@ def tool_error(message: str, details: dict[str, Any]) -> dict[str, Any]:
             "isError": True}
 
 
-def _progress_sender(token: Any, notify: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+def event_level(event_type: str) -> str:
+    """The MCP log level of a task event."""
+    if "failed" in event_type or "error" in event_type:
+        return "error"
+    if "cancelled" in event_type or "retry" in event_type:
+        return "warning"
+    if event_type in ("agent_step", "heartbeat", "checkpoint"):
+        return "debug"
+    return "info"
+
+
+def _event_sender(token: Any, log_level: str | None,
+                  notify: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None] | None:
+    """What a call does with each task event: a progress notification when the request
+    carried a progressToken, a notifications/message at or above the level the client set
+    with logging/setLevel."""
+    if token is None and log_level not in LOG_LEVELS:
+        return None
     best = {"progress": -1.0}
+    floor = LOG_LEVELS.index(log_level) if log_level in LOG_LEVELS else None
 
     def send(event: dict[str, Any]) -> None:
-        progress = float(event.get("progress") if event.get("progress") is not None else best["progress"])
-        progress = max(progress, best["progress"] + 0.001) if progress <= best["progress"] else progress
-        best["progress"] = progress
         message = event["event_type"] + (f" {event['agent_id']}" if event.get("agent_id") else "")
-        notify({"jsonrpc": "2.0", "method": "notifications/progress",
-                "params": {"progressToken": token, "progress": round(progress, 3), "total": 100, "message": message}})
+        if token is not None:
+            progress = float(event.get("progress") if event.get("progress") is not None else best["progress"])
+            progress = max(progress, best["progress"] + 0.001) if progress <= best["progress"] else progress
+            best["progress"] = progress
+            notify({"jsonrpc": "2.0", "method": "notifications/progress",
+                    "params": {"progressToken": token, "progress": round(progress, 3), "total": 100,
+                               "message": message}})
+        level = event_level(event["event_type"])
+        if floor is not None and LOG_LEVELS.index(level) >= floor:
+            notify({"jsonrpc": "2.0", "method": "notifications/message",
+                    "params": {"level": level, "logger": event.get("task_id", "task"), "data": event}})
 
     return send
 

@@ -2,8 +2,8 @@
 with Redis, every host) shares one count.
 
 `RATE_LIMIT_DEFAULT` applies to every route but the health probes; `RATE_LIMIT_ORCHESTRATE`
-to starting a task, on REST and MCP alike. Both are per API key, else per client IP
-(`TRUSTED_PROXIES` hops of X-Forwarded-For trusted)."""
+to starting a task, on REST and MCP alike. Both are per API key, else per client address
+(mcp.locality: `TRUSTED_PROXIES` hops of X-Forwarded-For trusted)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from flask import Flask, g, has_request_context, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse_many
 from limits.storage import Storage
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import metrics
 from .alerts import Alerts
 from .errors import TooManyRequests, error_response
+from .locality import client_address
 from .settings import Settings
 from .store import Store, open_store
 
@@ -82,11 +82,6 @@ class StoreStorage(Storage):
         self.store.reset_counters(key)
 
 
-def rate_key() -> str:
-    name = getattr(g, "api_key_name", None)
-    return f"key:{name}" if name else f"ip:{request.remote_addr or 'unknown'}"
-
-
 class Breaches:
     """Rate-limit breaches told once per key, limit and window (issue 16), not once per
     refused request: a counter, a log line and an alert for the first 429 of each window.
@@ -122,7 +117,7 @@ class RateLimits:
         self.breaches = breaches
         self.orchestrate = parse_many(settings.rate_limit_orchestrate)
         self.limiter = Limiter(
-            rate_key,
+            self.rate_key,
             app=app,
             default_limits=[settings.rate_limit_default],
             storage_uri=f"{SCHEME}+{settings.resolved_store_url}",
@@ -132,11 +127,15 @@ class RateLimits:
         )
         self.limiter.request_filter(lambda: request.path in EXEMPT_PATHS)
 
+    def rate_key(self) -> str:
+        name = getattr(g, "api_key_name", None)
+        return f"key:{name}" if name else f"ip:{client_address(self.settings)}"
+
     def hit_orchestrate(self, count: int = 1) -> None:
         """Count `count` task starts against RATE_LIMIT_ORCHESTRATE; 429 when over."""
         if not self.settings.rate_limit_enabled or count <= 0:
             return
-        key = rate_key()
+        key = self.rate_key()
         for item in self.orchestrate:
             if not self.limiter.limiter.hit(item, "orchestrate", key, cost=count):
                 if self.breaches is not None:
@@ -148,8 +147,6 @@ class RateLimits:
 
 
 def init_app(app: Flask, settings: Settings, store: Store | None = None, alerts: Alerts | None = None) -> RateLimits:
-    if settings.trusted_proxies > 0:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
     limits = RateLimits(app, settings, Breaches(store, alerts) if store is not None and alerts is not None else None)
 
     @app.errorhandler(RateLimitExceeded)
@@ -157,7 +154,7 @@ def init_app(app: Flask, settings: Settings, store: Store | None = None, alerts:
         current = limits.limiter.current_limit
         retry = max(1, math.ceil(current.reset_at - time.time())) if current else 60
         if current is not None and limits.breaches is not None:
-            limits.breaches.record(rate_key(), current.limit)
+            limits.breaches.record(limits.rate_key(), current.limit)
         return error_response(429, "rate_limited", f"rate limit exceeded: {exc.description}",
                               {"limit": exc.description}, {"Retry-After": str(retry)})
 

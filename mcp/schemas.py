@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields, post_load, pre_load, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from orchestration.models import EVENT_TYPES, LEGACY_AGENT_TYPES, SEARCH_AGENT_TYPES
 
@@ -41,22 +41,57 @@ class OrchestrateCommon(StrictSchema):
                            metadata={"description": "Seconds before the task stops with what it has."})
     wait = Flag(load_default=False,
                           metadata={"description": "HTTP only: answer 200 with the result when done."})
+    stream = Flag(load_default=False,
+                  metadata={"description": "HTTP only: the response is the task's event stream "
+                                           "(text/event-stream, as GET /stream/<task_id>); not with wait."})
     wait_seconds = fields.Float(load_default=240, validate=validate.Range(min=0, max=3600),
                                metadata={"description": "How long a waiting call waits before it answers "
                                                         "with the task id to poll."})
     webhook_url = fields.Url(load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"})
     webhook_secret = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
 
+    # The seed review's request names -> the fields they stand for. Each alias is listed in
+    # the tool's inputSchema beside its field and validated as that field.
+    ALIASES: dict[str, str] = {"task": "query"}
+
     @pre_load
-    def task_alias(self, data: Any, **_: Any) -> Any:
-        if isinstance(data, dict) and "task" in data and "query" not in data:
-            data = dict(data)
-            data["query"] = data.pop("task")
+    def resolve_aliases(self, data: Any, **_: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        self.aliased: dict[str, str] = {}
+        for alias, name in self.ALIASES.items():
+            if alias not in data:
+                continue
+            value = data.pop(alias)
+            if name in data and data[name] != value:
+                message = f"{alias} is an alias of {name}; they were given different values"
+                raise ValidationError({alias: [message], name: [message]})
+            data[name] = value
+            self.aliased[name] = alias
         return data
+
+    def handle_error(self, error: ValidationError, data: Any, **kwargs: Any) -> None:
+        """Errors about a value sent under an alias name the alias, as the client wrote it."""
+        aliased = getattr(self, "aliased", {})
+        if aliased and isinstance(error.messages, dict):
+            raise ValidationError({aliased.get(k, k): v for k, v in error.messages.items()}) from error
+        raise error
+
+    @validates_schema
+    def stream_or_wait(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("stream") and data.get("wait"):
+            message = "stream and wait cannot both be true: stream answers with the events, wait with the result"
+            raise ValidationError({"stream": [message], "wait": [message]})
 
 
 class ResearchInput(OrchestrateCommon):
+    ALIASES = {**OrchestrateCommon.ALIASES, "max_agents": "num_agents", "max_depth": "depth"}
+
     num_agents = fields.Integer(load_default=8, validate=validate.Range(min=1, max=20))
+    depth = fields.Integer(load_default=2, validate=validate.Range(min=1, max=3),
+                           metadata={"description": "Research rounds: follow-up rounds chase the gaps a review "
+                                                    "finds (alias: max_depth)."})
     enable_drummer = Flag(load_default=True,
                                     metadata={"description": "Run mid-tier synthesizers over groups of agents."})
     enable_camina = Flag(load_default=True, metadata={"description": "Run the final synthesizer."})
@@ -67,6 +102,8 @@ class ResearchInput(OrchestrateCommon):
 
 
 class SearchInput(OrchestrateCommon):
+    ALIASES = {**OrchestrateCommon.ALIASES, "max_agents": "num_agents"}
+
     num_agents = fields.Integer(load_default=5, validate=validate.Range(min=1, max=10))
     agent_types = fields.List(
         fields.String(validate=validate.OneOf(SEARCH_AGENT_TYPES + tuple(LEGACY_AGENT_TYPES))),

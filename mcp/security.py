@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
+import logging
 from pathlib import Path
 
 from flask import Flask, g, request
 
-from .errors import Unauthorized
+from .errors import Misdirected, Unauthorized
+from .locality import is_forwarded, is_local, is_loopback_host
 from .settings import Settings
 
+log = logging.getLogger(__name__)
 PUBLIC_PATHS = frozenset({"/health", "/health/live", "/ui"})
-# the console's static files hold no data (its API calls carry the key); OAuth discovery
+# OAuth discovery's JSON 404s; the console's static files, which hold no data (its API calls
+# carry the key, and a browser must load the page before it can ask for one)
 PUBLIC_PREFIXES = ("/.well-known/", "/ui/")
+NO_KEYS_MESSAGE = (
+    "this service has no API keys configured, so it only serves local clients (loopback, straight to "
+    "the service, not through a proxy). To serve this client, set API_KEYS (name:key,...) or "
+    "API_KEYS_FILE (name:sha256hex lines), restart, and send the key as X-API-Key or Authorization: Bearer")
 
 
 def digest(key: str) -> str:
@@ -69,11 +76,12 @@ def match(keys: dict[str, str], presented: str) -> str | None:
     return found
 
 
-def is_loopback(address: str | None) -> bool:
-    try:
-        return ipaddress.ip_address(address or "").is_loopback
-    except ValueError:
-        return False
+def is_public(path: str, method: str) -> bool:
+    """Routes every client may call: service info, health probes, OAuth discovery's JSON 404s
+    and CORS preflights. POST / is the MCP endpoint and is not public."""
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or method == "OPTIONS":
+        return True
+    return path == "/" and method in ("GET", "HEAD")
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -84,18 +92,25 @@ def init_app(app: Flask, settings: Settings) -> None:
     def authenticate() -> None:
         g.api_key_name = None
         g.api_key_is_admin = False
+        if is_public(request.path, request.method):
+            return
         if not keys:
+            # design: "no keys" means "local only"; behind a proxy on this host every peer is
+            # loopback, so the request itself must be local (mcp.locality), not its socket.
+            if not is_local():
+                if not is_loopback_host(request.host) and not is_forwarded():
+                    # a foreign Host sent straight here: DNS rebinding, answered as on the MCP endpoint
+                    raise Misdirected(f"host {request.host} is not served here")
+                log.info("refused a non-local request: no API keys configured")
+                raise Unauthorized(NO_KEYS_MESSAGE, details={"reason": "no_api_keys_configured",
+                                                             "settings": ["API_KEYS", "API_KEYS_FILE"]})
             return
-        path = request.path
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or request.method == "OPTIONS":
-            return
-        if path == "/" and request.method in ("GET", "HEAD"):
-            return  # service info; POST / is the MCP endpoint and needs a key
         presented = presented_key()
         name = match(keys, presented) if presented else None
         if name is None:
-            if path == "/metrics" and is_loopback(request.remote_addr):
+            if request.path == "/metrics" and is_local():
                 return
+            log.info("refused a request without a valid API key")
             raise Unauthorized("a valid API key is required (X-API-Key or Authorization: Bearer)")
         g.api_key_name = name
         g.api_key_is_admin = name in admins

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from .protocol import PARSE_ERROR, CallContext, rpc_error
+from .protocol import PARSE_ERROR, CallContext, CallLedger, rpc_error
 
 
 class LineWriter:
@@ -49,10 +49,11 @@ def serve_in_process(lines: Iterable[str], write: LineWriter) -> None:
     app = create_app()
     svc = app.extensions[EXTENSION]
     session: dict[str, Any] = {"owner": "anonymous"}
+    calls = CallLedger()  # one client in this process: its requests' tasks and cancels
     threads: list[threading.Thread] = []
     try:
         for payload in parse_lines(lines, write):
-            ctx = CallContext(owner="anonymous", urls=urls_under(""), session=session, notify=write)
+            ctx = CallContext(owner="anonymous", urls=urls_under(""), session=session, notify=write, calls=calls)
 
             def work(payload: Any = payload, ctx: CallContext = ctx) -> None:
                 reply = svc.mcp.handle_payload(payload, ctx)
@@ -72,33 +73,10 @@ def serve_in_process(lines: Iterable[str], write: LineWriter) -> None:
 def bridge(lines: Iterable[str], write: LineWriter, url: str, api_key: str | None) -> None:
     import httpx
 
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-    if api_key:
-        headers["X-API-Key"] = api_key
+    from .stdio_bridge import HttpBridge
+
     with httpx.Client(timeout=httpx.Timeout(30.0, read=900.0)) as client:
-        for payload in parse_lines(lines, write):
-            with client.stream("POST", url, content=json.dumps(payload), headers=headers) as response:
-                if response.headers.get("Mcp-Session-Id"):
-                    headers["Mcp-Session-Id"] = response.headers["Mcp-Session-Id"]
-                if response.status_code == 202:
-                    continue
-                kind = response.headers.get("Content-Type", "")
-                if kind.startswith("text/event-stream"):
-                    for line in response.iter_lines():
-                        if line.startswith("data:"):
-                            write(json.loads(line[5:].strip()))
-                    continue
-                body = response.read()
-                try:
-                    reply = json.loads(body)
-                except ValueError:
-                    reply = None
-                if isinstance(reply, dict) and "jsonrpc" in reply or isinstance(reply, list):
-                    for message in reply if isinstance(reply, list) else [reply]:
-                        write(message)
-                elif isinstance(payload, dict) and "id" in payload:
-                    write(rpc_error(payload["id"], -32603, f"upstream answered HTTP {response.status_code}",
-                                    {"body": body[:500].decode(errors="replace")}))
+        HttpBridge(write, url, api_key, client).run(parse_lines(lines, write))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from .store import Event, Store, TaskRecord
 from .webhooks import Webhooks
 
 # Fields of a start request that configure the task (the rest are about the call).
-CALL_FIELDS = ("wait", "wait_seconds")
+CALL_FIELDS = ("wait", "wait_seconds", "stream")
 
 
 class TaskService:

@@ -66,8 +66,14 @@ def _converter() -> Any:
 @functools.cache
 def json_schema(schema: type[marshmallow.Schema]) -> dict[str, Any]:
     """The JSON Schema of a marshmallow schema class, built once per process (apispec's
-    conversion costs more than the rest of a cheap tool call); callers must not mutate it."""
-    return _converter().schema2jsonschema(schema())
+    conversion costs more than the rest of a cheap tool call); callers must not mutate it.
+    A schema's request aliases (`ALIASES`) are listed beside the fields they stand for."""
+    converted = _converter().schema2jsonschema(schema())
+    properties = converted.get("properties", {})
+    for alias, name in getattr(schema, "ALIASES", {}).items():
+        target = {k: v for k, v in properties[name].items() if k != "default"}
+        properties[alias] = {**target, "description": f"Alias of {name}."}
+    return converted
 
 
 class ToolRegistry:

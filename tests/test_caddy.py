@@ -19,13 +19,22 @@ from tests.test_service import QUERY
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is installed by ./test.sh")]
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+# Behind a proxy the service needs keys: without them it serves local clients only.
+API_KEYS = "tester:caddy-secret"
+KEY = {"X-API-Key": "caddy-secret"}
 
 
 class Caddy:
-    def __init__(self, config: Path, env: dict[str, str], log: Path):
+    """A real Caddy on a free port; with `tls`, on https://127.0.0.1 with Caddy's internal CA
+    (pass `verify=caddy.verify` to requests: that CA's root certificate)."""
+
+    def __init__(self, config: Path, env: dict[str, str], log: Path, tls: bool = False):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SITE_ADDRESS": f":{self.port}", "CADDY_ADMIN": f"127.0.0.1:{free_port()}",
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        site = f"https://127.0.0.1:{self.port}" if tls else f":{self.port}"
+        self.verify: str | bool = str(log.parent / "caddy/pki/authorities/local/root.crt") if tls else True
+        env = {**os.environ, "SITE_ADDRESS": site, "CADDY_ADMIN": f"127.0.0.1:{free_port()}",
+               "CADDY_HTTP_PORT": str(free_port()),
                "HOME": str(log.parent), "XDG_DATA_HOME": str(log.parent), "XDG_CONFIG_HOME": str(log.parent), **env}
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(["caddy", "run", "--config", str(config), "--adapter", "caddyfile"], env=env,
@@ -33,9 +42,9 @@ class Caddy:
         deadline = time.monotonic() + 20
         while True:
             try:
-                if requests.get(f"{self.url}/mcp/health/live", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/mcp/health/live", timeout=1, verify=self.verify).status_code == 200:
                     return
-            except requests.RequestException:
+            except OSError:  # not up yet (a RequestException), or its CA not yet written
                 pass
             assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
@@ -50,8 +59,8 @@ class Caddy:
 def caddy_factory(tmp_path):
     started: list[Caddy] = []
 
-    def make(config: str, **env: str) -> Caddy:
-        caddy = Caddy(ROOT / "deploy" / config, env, tmp_path / f"caddy{len(started)}.log")
+    def make(config: str, tls: bool = False, **env: str) -> Caddy:
+        caddy = Caddy(ROOT / "deploy" / config, env, tmp_path / f"caddy{len(started)}.log", tls)
         started.append(caddy)
         return caddy
 
@@ -64,17 +73,17 @@ def test_the_service_through_caddy(service_factory, caddy_factory, fake_llm):
     fake_llm.state.latency = 0.5
     fake_llm.state.max_concurrency = 2
     service = service_factory({"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": fake_llm.base_url,
-                               "OPENAI_API_KEY": "sk-test", "TRUSTED_PROXIES": "1"})
+                               "OPENAI_API_KEY": "sk-test", "TRUSTED_PROXIES": "1", "API_KEYS": API_KEYS})
     caddy = caddy_factory("Caddyfile", UPSTREAM=f"127.0.0.1:{service.port}")
     health = requests.get(f"{caddy.url}/mcp/health", timeout=10)
     assert health.status_code == 200 and health.json()["service"] == "mcp-orchestrator"
 
     handle = requests.post(f"{caddy.url}/mcp/tools/orchestrate_research", json={"query": QUERY, "num_agents": 6},
-                           timeout=10).json()
+                           headers=KEY, timeout=10).json()
     assert handle["stream_url"] == f"/mcp/stream/{handle['task_id']}"
     assert handle["result_url"].startswith("/mcp/tasks/")
     started = time.monotonic()
-    stream = requests.get(f"{caddy.url}{handle['stream_url']}", stream=True, timeout=60)
+    stream = requests.get(f"{caddy.url}{handle['stream_url']}", headers=KEY, stream=True, timeout=60)
     first_event_at = None
     for line in stream.iter_lines(decode_unicode=True):
         if line.startswith("id: ") and first_event_at is None:
@@ -86,7 +95,7 @@ def test_the_service_through_caddy(service_factory, caddy_factory, fake_llm):
     # takes seconds: six agents two at a time, 0.5 s a call)
     assert first_event_at is not None and first_event_at < finished_at - 1.0
 
-    initialize = requests.post(f"{caddy.url}/mcp", headers=MCP_HEADERS, timeout=10, json={
+    initialize = requests.post(f"{caddy.url}/mcp", headers={**MCP_HEADERS, **KEY}, timeout=10, json={
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
     assert initialize.status_code == 200 and initialize.headers["Mcp-Session-Id"]
@@ -95,10 +104,12 @@ def test_the_service_through_caddy(service_factory, caddy_factory, fake_llm):
 def test_two_instances_behind_one_caddy_serve_one_mcp_session(service_factory, caddy_factory, redis_server,
                                                                tmp_path):
     subprocess.run(["redis-cli", "-u", f"{redis_server}/15", "flushdb"], check=True, capture_output=True)
-    env = {"STORE_URL": f"{redis_server}/15", "WORKERS": "2", "RATE_LIMIT_ORCHESTRATE": "100 per minute"}
+    env = {"STORE_URL": f"{redis_server}/15", "WORKERS": "2", "RATE_LIMIT_ORCHESTRATE": "100 per minute",
+           "API_KEYS": API_KEYS}
     a, b = service_factory(env, tmp_path / "a"), service_factory(env, tmp_path / "b")
     caddy = caddy_factory("Caddyfile.scaleout", UPSTREAMS=f"127.0.0.1:{a.port} 127.0.0.1:{b.port}")
     session = requests.Session()
+    session.headers.update(KEY)
     init = session.post(f"{caddy.url}/mcp", headers=MCP_HEADERS, timeout=10, json={
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, request, stream_with_context
 
 from ..errors import NotFound, ValidationError
-from ..protocol import PARSE_ERROR, CallContext, new_session_id, rpc_error
+from ..protocol import PARSE_ERROR, CallContext, StoreCallLedger, new_session_id, rpc_error
 from ..services import Services, services
 from . import owner, public_prefix, urls_under
 from .mcp_http import dns_rebinding_guard
@@ -78,7 +78,8 @@ def post_message() -> Response:
 
     ctx = CallContext(owner=session["owner"], urls=urls_under(public_prefix(svc.settings)), session=session,
                       notify=deliver,
-                      save_session=lambda: svc.store.save_session(session_id, session, svc.settings.session_ttl_seconds))
+                      save_session=lambda: svc.store.save_session(session_id, session, create=False),
+                      calls=StoreCallLedger(svc.store, session_id, svc.settings.session_ttl_seconds))
 
     def work() -> None:
         reply = svc.mcp.handle_payload(payload, ctx)

@@ -1,9 +1,9 @@
 """MCP Streamable HTTP transport (DESIGN §5) at POST/GET/DELETE /mcp and POST /.
 
 A thin adapter: it checks Origin/Host and the protocol version header, loads the session
-from the store (so any worker serves any session, and an unknown but authenticated session
-is rebuilt), hands the JSON-RPC payload to the dispatcher, and answers with JSON, or with
-an SSE stream when a call asks for progress."""
+from the store (so any worker serves any session; an unknown or deleted one is answered
+404 so the client initializes again), hands the JSON-RPC payload to the dispatcher, and
+answers with JSON, or with an SSE stream when a call asks for progress or log messages."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import json
 import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,15 +22,15 @@ from ..errors import NotFound, error_response
 from ..protocol import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
-    META_VERSION,
     PARSE_ERROR,
     PROTOCOL_VERSIONS,
-    STATELESS_VERSION,
     CallContext,
     McpServer,
+    StoreCallLedger,
     is_request,
     new_session_id,
     rpc_error,
+    unsupported_version,
 )
 from ..services import Services, services
 from . import owner, public_prefix, urls_under
@@ -43,46 +42,6 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 # A session unchanged by a request is written back (sliding its expiry) at most once in this
 # share of SESSION_TTL.
 SESSION_REFRESH_SHARE = 1 / 24
-# Methods that read or change session state another worker may have just changed (the
-# request-id -> task map a cancel looks up, the log level): they always read the stored
-# session. Other requests may use this worker's copy of the last few seconds.
-FRESH_METHODS = frozenset({"initialize", "notifications/cancelled", "logging/setLevel"})
-SESSION_CACHE_SECONDS = 5.0
-
-
-class SessionCache:
-    """This worker's recent copies of sessions, as the JSON last read or written.
-
-    design: every MCP request used to read its session from the store; for most methods
-    only the owner and protocol version matter, and those never change after initialize."""
-
-    def __init__(self, size: int = 10_000):
-        self.size = size
-        self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, session_id: str) -> str | None:
-        with self._lock:
-            item = self._items.get(session_id)
-            if item is None or time.monotonic() - item[0] > SESSION_CACHE_SECONDS:
-                return None
-            return item[1]
-
-    def put(self, session_id: str, text: str) -> None:
-        with self._lock:
-            self._items[session_id] = (time.monotonic(), text)
-            self._items.move_to_end(session_id)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def drop(self, session_id: str) -> None:
-        with self._lock:
-            self._items.pop(session_id, None)
-
-
-def session_cache(svc: Services) -> SessionCache:
-    cache = svc.caches.get("sessions")
-    return cache if cache is not None else svc.caches.setdefault("sessions", SessionCache())
 
 # Versions whose transport still allows JSON-RPC batches.
 BATCH_VERSIONS = ("2024-11-05", "2025-03-26")
@@ -122,9 +81,10 @@ def rpc_response(body: Any, status: int = 200, session_id: str | None = None) ->
 def post() -> Response:
     svc = services()
     header_version = request.headers.get(VERSION_HEADER)
-    if header_version and header_version not in (*PROTOCOL_VERSIONS, STATELESS_VERSION):
-        return rpc_response(rpc_error(None, INVALID_REQUEST, f"unsupported {VERSION_HEADER}: {header_version}",
-                                      {"supported": list(PROTOCOL_VERSIONS)}), 400)
+    if header_version and header_version not in PROTOCOL_VERSIONS:
+        # design: the SDK's default mode probes 2026-07-28 first; this answer (-32022 with
+        # the versions we speak) makes it fall back to initialize.
+        return rpc_response(unsupported_version(header_version), 400)
     try:
         payload = json.loads(request.get_data(cache=False) or b"")
     except (ValueError, UnicodeDecodeError):
@@ -132,9 +92,9 @@ def post() -> Response:
 
     caller = owner()
     messages = payload if isinstance(payload, list) else [payload]
-    session_id, session, stored, cached = load_session(svc, messages, caller, header_version)
+    session_id, session, stored = load_session(svc, messages, caller)
     if session is None:
-        return rpc_response(rpc_error(None, INVALID_REQUEST, "session not found"), 404)
+        return rpc_response(rpc_error(None, INVALID_REQUEST, "session not found: initialize a new one"), 404)
     version = session.get("protocol_version") or header_version or "2025-03-26"
     if isinstance(payload, list) and version not in BATCH_VERSIONS:
         return rpc_response(rpc_error(None, INVALID_REQUEST, f"batches are not supported in protocol {version}"),
@@ -142,27 +102,23 @@ def post() -> Response:
 
     def save() -> None:
         """Write the session when it changed, or to slide its expiry once in a while: most
-        calls change nothing, and a store write per MCP request halved throughput."""
+        calls change nothing, and a store write per MCP request halved throughput. Only
+        initialize creates it: a call ending after DELETE must not bring it back."""
         nonlocal stored
         if not session_id:
             return
         now = time.time()
-        unchanged = stored == jsonio.dumps(session, sort_keys=True)
         ttl = svc.settings.session_ttl_seconds
-        if unchanged and now - session.get("seen", 0) < ttl * SESSION_REFRESH_SHARE:
+        if stored == session and now - session.get("seen", 0) < ttl * SESSION_REFRESH_SHARE:
             return
-        target = session
-        if unchanged and cached:
-            # design: only the expiry slides; a copy up to five seconds old must not write
-            # over what another worker stored meanwhile, so slide the stored session itself.
-            target = svc.store.get_session(session_id) or session
-        target["seen"] = now
-        svc.store.save_session(session_id, target, ttl)
-        stored = jsonio.dumps(target, sort_keys=True)
-        session_cache(svc).put(session_id, stored)
+        session["seen"] = now
+        svc.store.save_session(session_id, session, ttl, create=stored is None)
+        stored = dict(session)
 
     ctx = CallContext(owner=caller, urls=urls_under(public_prefix(svc.settings)), session=session,
                       save_session=save)
+    if session_id:
+        ctx.calls = StoreCallLedger(svc.store, session_id, svc.settings.session_ttl_seconds)
     if not isinstance(payload, (dict, list)) or payload == []:
         return rpc_response(rpc_error(None, INVALID_REQUEST, "expected a JSON-RPC message object or a batch"), 400,
                             session_id)
@@ -172,49 +128,36 @@ def post() -> Response:
         save()
         # notifications and responses get 202 and no body; a malformed one gets its error
         return rpc_response(errors, 400, session_id) if errors else Response(status=202)
-    if wants_progress(messages) and "text/event-stream" in request.headers.get("Accept", ""):
+    if "text/event-stream" in request.headers.get("Accept", "") and (
+            wants_progress(messages) or (session.get("log_level") and any(starts_task(svc, m) for m in messages))):
         return sse_call(svc.mcp, payload, ctx, session_id, svc.settings.stream_keepalive)
     body = svc.mcp.handle_payload(payload, ctx)
     save()
+    if body is None:
+        # the client cancelled its request: it gets no response, only a stream that ends
+        return sse_headers(Response("", mimetype="text/event-stream"), session_id)
     return rpc_response(body, 200, session_id)
 
 
-def load_session(svc: Services, messages: list[Any], caller: str,
-                 header_version: str | None) -> tuple[str | None, dict[str, Any] | None, str | None, bool]:
-    """(session id, session, its JSON as stored or None when not stored, whether that came
-    from this worker's copy rather than the store) for this request.
-    `initialize` opens a new session; a known id is loaded; an unknown id is rebuilt for this
-    caller, because clients such as Claude Code never re-initialize; a request in the
-    stateless 2026-07-28 style has no session."""
+def load_session(svc: Services, messages: list[Any],
+                 caller: str) -> tuple[str | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """(session id, session or None when this request must get 404, a copy of it as stored
+    or None for a new one; handlers only set top-level keys, so a shallow copy tells a
+    changed session). `initialize` opens a new session; a request without a session id
+    is served without one; a known id of this caller is loaded from the store (so any
+    worker serves it, and it outlives a worker); an unknown, expired or deleted id is 404
+    (the specification's MUST, so the client initializes again)."""
     if any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages):
-        return new_session_id(), {"owner": caller}, None, False
-    stateless = any(isinstance(m, dict) and isinstance(m.get("params"), dict)
-                    and isinstance(m["params"].get("_meta"), dict)
-                    and m["params"]["_meta"].get(META_VERSION) == STATELESS_VERSION for m in messages)
+        return new_session_id(), {"owner": caller}, None
     session_id = request.headers.get(SESSION_HEADER)
-    if stateless or not session_id:
-        return None, {"owner": caller}, None, False
+    if not session_id:
+        return None, {"owner": caller}, None
     if len(session_id) > 200 or not session_id.isprintable():
-        return None, None, None, False
-    fresh = any(needs_stored_session(svc, m) for m in messages)
-    stored = None if fresh else session_cache(svc).get(session_id)
-    session = json.loads(stored) if stored else svc.store.get_session(session_id)
-    if session is None:
-        return session_id, {"owner": caller, "protocol_version": header_version, "rebuilt": True}, None, False
-    if session.get("owner") != caller:
-        return None, None, None, False  # design: a session belongs to the key that opened it
-    cached = stored is not None
-    if not cached:
-        stored = jsonio.dumps(session, sort_keys=True)
-        session_cache(svc).put(session_id, stored)
-    return session_id, session, stored, cached
-
-
-def needs_stored_session(svc: Services, message: Any) -> bool:
-    """Whether handling `message` reads or changes session state another worker may have
-    just changed, so this worker's copy will not do."""
-    method = message.get("method") if isinstance(message, dict) else None
-    return (isinstance(method, str) and method in FRESH_METHODS) or starts_task(svc, message)
+        return None, None, None
+    session = svc.store.get_session(session_id)
+    if session is None or session.get("owner") != caller:
+        return None, None, None  # design: a session belongs to the key that opened it
+    return session_id, session, dict(session)
 
 
 def starts_task(svc: Services, message: Any) -> bool:
@@ -249,7 +192,7 @@ def sse_call(server: McpServer, payload: Any, ctx: CallContext, session_id: str 
         except Exception:  # noqa: BLE001 - handle_payload maps errors; this is a last resort
             reply = rpc_error(None, INTERNAL_ERROR, "internal error")
         ctx.save_session()
-        outbox.put((done, reply))
+        outbox.put((done, reply))  # None when the client cancelled: the stream ends without a response
 
     def stream() -> Iterator[str]:
         threading.Thread(target=work, name="mcp-call", daemon=True).start()
@@ -260,12 +203,15 @@ def sse_call(server: McpServer, payload: Any, ctx: CallContext, session_id: str 
                 yield ": keep-alive\n\n"
                 continue
             if isinstance(item, tuple) and item and item[0] is done:
-                for message in item[1] if isinstance(item[1], list) else [item[1]]:
+                for message in item[1] if isinstance(item[1], list) else [item[1]] if item[1] else []:
                     yield f"event: message\ndata: {jsonio.dumps(message)}\n\n"
                 return
             yield f"event: message\ndata: {jsonio.dumps(item)}\n\n"
 
-    response = Response(stream_with_context(stream()), mimetype="text/event-stream")
+    return sse_headers(Response(stream_with_context(stream()), mimetype="text/event-stream"), session_id)
+
+
+def sse_headers(response: Response, session_id: str | None) -> Response:
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     if session_id:
@@ -286,7 +232,7 @@ def delete() -> Response:
     if not session_id:
         return rpc_response(rpc_error(None, INVALID_REQUEST, f"missing {SESSION_HEADER}"), 400)
     session = svc.store.get_session(session_id)
-    if session is not None and session.get("owner") == owner():
-        svc.store.delete_session(session_id)
-        session_cache(svc).drop(session_id)
+    if session is None or session.get("owner") != owner():
+        return rpc_response(rpc_error(None, INVALID_REQUEST, "session not found"), 404)
+    svc.store.delete_session(session_id)
     return Response(status=204)

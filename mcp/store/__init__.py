@@ -274,14 +274,32 @@ class Store(ABC):
 
     # MCP sessions
     @abstractmethod
-    def save_session(self, session_id: str, data: dict[str, Any], ttl: float) -> None: ...
+    def save_session(self, session_id: str, data: dict[str, Any], ttl: float, create: bool = True) -> bool:
+        """Store the session for `ttl` seconds; with create=False only a session still
+        stored is written (a request finishing after DELETE must not bring it back).
+        Whether it was written."""
 
     @abstractmethod
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         """The session, or None when unknown or expired."""
 
     @abstractmethod
-    def delete_session(self, session_id: str) -> bool: ...
+    def delete_session(self, session_id: str) -> bool:
+        """Forget the session, its call records and its queued messages."""
+
+    @abstractmethod
+    def record_session_call(self, session_id: str, request_id: str, ttl: float, task_id: str | None = None,
+                            cancelled: bool = False) -> tuple[str | None, bool]:
+        """Atomically note, for one request of a session, the task it started and/or that the
+        client cancelled it; (task id, cancelled) as recorded after this write.
+
+        design: one record per request, merged in the store, so concurrent calls of one
+        session cannot drop each other's entries, and whichever of "task started" and
+        "cancelled" lands second sees the first."""
+
+    @abstractmethod
+    def session_call(self, session_id: str, request_id: str) -> tuple[str | None, bool]:
+        """(task id, cancelled) recorded for one request; (None, False) when nothing is."""
 
     # rate-limit counters (fixed windows), shared by every worker
     @abstractmethod

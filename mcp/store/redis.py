@@ -114,6 +114,8 @@ class RedisStore(Store):
     WORKER_KEY = "orch:worker:{}"
     SESSION_KEY = "orch:session:{}"
     SESSION_MESSAGES_KEY = "orch:session-messages:{}"
+    # one hash per session: fields task:<request id> and cancelled:<request id>
+    SESSION_CALLS_KEY = "orch:session-calls:{}"
     COUNTER_KEY = "orch:counter:{}"
     WEBHOOK_KEY = "orch:webhook:{}"
     OWNER_WEBHOOKS_KEY = "orch:webhooks:owner:{}"
@@ -371,16 +373,37 @@ class RedisStore(Store):
 
     # -- MCP sessions ----------------------------------------------------------------------
 
-    def save_session(self, session_id: str, data: dict[str, Any], ttl: float) -> None:
-        self.r.set(self.SESSION_KEY.format(session_id), dumps(data), px=int(ttl * 1000))
+    def save_session(self, session_id: str, data: dict[str, Any], ttl: float, create: bool = True) -> bool:
+        return bool(self.r.set(self.SESSION_KEY.format(session_id), dumps(data), px=int(ttl * 1000), xx=not create))
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         raw = self.r.get(self.SESSION_KEY.format(session_id))
         return json.loads(raw) if raw else None
 
     def delete_session(self, session_id: str) -> bool:
-        self.r.delete(self.SESSION_MESSAGES_KEY.format(session_id))
+        self.r.delete(self.SESSION_MESSAGES_KEY.format(session_id), self.SESSION_CALLS_KEY.format(session_id))
         return bool(self.r.delete(self.SESSION_KEY.format(session_id)))
+
+    def record_session_call(self, session_id: str, request_id: str, ttl: float, task_id: str | None = None,
+                            cancelled: bool = False) -> tuple[str | None, bool]:
+        key = self.SESSION_CALLS_KEY.format(session_id)
+        fields: dict[str, str] = {}
+        if task_id is not None:
+            fields[f"task:{request_id}"] = task_id
+        if cancelled:
+            fields[f"cancelled:{request_id}"] = "1"
+        pipe = self.r.pipeline(transaction=True)
+        if fields:
+            pipe.hset(key, mapping=fields)
+        pipe.pexpire(key, int(ttl * 1000))
+        pipe.hmget(key, f"task:{request_id}", f"cancelled:{request_id}")
+        task, flag = pipe.execute()[-1]
+        return task, flag == "1"
+
+    def session_call(self, session_id: str, request_id: str) -> tuple[str | None, bool]:
+        task, flag = self.r.hmget(self.SESSION_CALLS_KEY.format(session_id), f"task:{request_id}",
+                                  f"cancelled:{request_id}")
+        return task, flag == "1"
 
     def push_session_message(self, session_id: str, message: dict[str, Any]) -> int:
         key = self.SESSION_MESSAGES_KEY.format(session_id)

@@ -65,6 +65,14 @@ CREATE TABLE IF NOT EXISTS sessions (
     data TEXT NOT NULL,
     expires REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS session_calls (
+    session_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    task_id TEXT,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    expires REAL NOT NULL,
+    PRIMARY KEY (session_id, request_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS session_messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id TEXT NOT NULL,
@@ -473,12 +481,19 @@ class SQLiteStore(Store):
 
     # -- MCP sessions ----------------------------------------------------------------------
 
-    def save_session(self, session_id: str, data: dict[str, Any], ttl: float) -> None:
+    def save_session(self, session_id: str, data: dict[str, Any], ttl: float, create: bool = True) -> bool:
         now = time.time()
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO sessions (session_id, data, expires) VALUES (?, ?, ?)",
-                       (session_id, dumps(data), now + ttl))
+            if create:
+                db.execute("INSERT OR REPLACE INTO sessions (session_id, data, expires) VALUES (?, ?, ?)",
+                           (session_id, dumps(data), now + ttl))
+                written = True
+            else:
+                written = db.execute("UPDATE sessions SET data = ?, expires = ? WHERE session_id = ? AND expires >= ?",
+                                     (dumps(data), now + ttl, session_id, now)).rowcount == 1
             db.execute("DELETE FROM sessions WHERE expires < ?", (now,))
+            db.execute("DELETE FROM session_calls WHERE expires < ?", (now,))
+            return written
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT data FROM sessions WHERE session_id = ? AND expires >= ?",
@@ -488,7 +503,25 @@ class SQLiteStore(Store):
     def delete_session(self, session_id: str) -> bool:
         with self._tx() as db:
             db.execute("DELETE FROM session_messages WHERE session_id = ?", (session_id,))
+            db.execute("DELETE FROM session_calls WHERE session_id = ?", (session_id,))
             return db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,)).rowcount == 1
+
+    def record_session_call(self, session_id: str, request_id: str, ttl: float, task_id: str | None = None,
+                            cancelled: bool = False) -> tuple[str | None, bool]:
+        with self._tx() as db:
+            row = db.execute(
+                "INSERT INTO session_calls (session_id, request_id, task_id, cancelled, expires) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (session_id, request_id) DO UPDATE SET task_id = COALESCE(excluded.task_id, task_id), "
+                "cancelled = MAX(cancelled, excluded.cancelled), expires = excluded.expires "
+                "RETURNING task_id, cancelled",
+                (session_id, request_id, task_id, int(cancelled), time.time() + ttl)).fetchone()
+            return row[0], bool(row[1])
+
+    def session_call(self, session_id: str, request_id: str) -> tuple[str | None, bool]:
+        row = self._db.execute("SELECT task_id, cancelled FROM session_calls WHERE session_id = ? AND request_id = ?",
+                               (session_id, request_id)).fetchone()
+        return (row[0], bool(row[1])) if row else (None, False)
 
     def push_session_message(self, session_id: str, message: dict[str, Any]) -> int:
         now = time.time()

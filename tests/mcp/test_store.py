@@ -144,6 +144,38 @@ def test_webhooks_outbox_and_locks(store):
     assert store.delete_webhook("wh_1") and store.get_webhook("wh_1") is None
 
 
+def test_concurrent_calls_of_one_session_keep_every_request_record(store):
+    store.save_session("s1", {"owner": "a"}, ttl=60)
+    start = threading.Barrier(20)
+
+    def call(n):
+        start.wait()
+        store.record_session_call("s1", str(n), 60, task_id=f"research_{n}")
+        if n % 2:
+            store.record_session_call("s1", str(n), 60, cancelled=True)
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [store.session_call("s1", str(n)) for n in range(20)] == [(f"research_{n}", bool(n % 2)) for n in range(20)]
+    # a cancel recorded before the task is seen by whoever records the task
+    assert store.record_session_call("s1", "late", 60, cancelled=True) == (None, True)
+    assert store.record_session_call("s1", "late", 60, task_id="research_late") == ("research_late", True)
+    assert store.session_call("s1", "never") == (None, False)
+    assert store.delete_session("s1") and store.session_call("s1", "1") == (None, False)
+
+
+def test_saving_a_session_without_create_never_brings_a_deleted_one_back(store):
+    assert store.save_session("s2", {"owner": "a"}, ttl=60)
+    assert store.save_session("s2", {"owner": "a", "log_level": "info"}, ttl=60, create=False)
+    assert store.get_session("s2")["log_level"] == "info"
+    store.delete_session("s2")
+    assert not store.save_session("s2", {"owner": "a"}, ttl=60, create=False)
+    assert store.get_session("s2") is None
+
+
 def test_sessions_and_counters(store):
     store.save_session("s1", {"owner": "a"}, ttl=0.3)
     assert store.get_session("s1") == {"owner": "a"}
