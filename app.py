@@ -10,7 +10,7 @@ from mcp import errors, jsonio, metrics, observability, openapi, ratelimit, secu
 from mcp.bridge import process_loop
 from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
-from mcp.http import health, legacy_sse, mcp_http, streams, tasks, tools, webhooks
+from mcp.http import health, legacy_sse, mcp_http, reports, streams, tasks, tools, webhooks
 from mcp.protocol import McpServer
 from mcp.runtime import TaskRuntime
 from mcp.settings import Settings
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.init_app(app, settings)
     services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry,
                                              mcp_server, limits, hooks))
-    for bp in (health.bp, tools.bp, tasks.bp, streams.bp, webhooks.bp, mcp_http.bp, legacy_sse.bp, openapi.bp):
+    for bp in (health.bp, tools.bp, tasks.bp, reports.bp, streams.bp, webhooks.bp, mcp_http.bp, legacy_sse.bp, openapi.bp):
         app.register_blueprint(bp)
     runtime.start()
     return app

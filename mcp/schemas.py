@@ -105,6 +105,14 @@ class EventsQuery(StrictSchema):
     limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=5000))
 
 
+class ReportQuery(StrictSchema):
+    # design: not an enum here: a format the server does not make is 406 (DESIGN §13), not 400.
+    format = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=20),
+                           metadata={"description": "md, html, pdf or docx (default: by Accept, else md)."})
+    partial = fields.Boolean(load_default=False,
+                             metadata={"description": "For a task still running: the report so far instead of 409."})
+
+
 class StreamQuery(StrictSchema):
     last_event_id = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0, max=2**53))
 

@@ -6,6 +6,7 @@ each is one atomic step. Key names are constants of this class (CONVENTIONS 6)."
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
@@ -107,6 +108,7 @@ class RedisStore(Store):
     DELIVERY_DEDUPE_KEY = "orch:deliveries:seen"
     LOCK_KEY = "orch:lock:{}"
     CACHE_KEY = "orch:cache:{}"
+    REPORT_KEY = "orch:report:{}"  # hash: format -> base64 of the document
 
     def __init__(self, client: redis.Redis):
         self.r = client
@@ -343,6 +345,20 @@ class RedisStore(Store):
 
     def cache_set(self, key: str, value: str, ttl: float) -> None:
         self.r.set(self.CACHE_KEY.format(key), value, px=max(1, int(ttl * 1000)))
+
+    # -- report documents ---------------------------------------------------------------------
+    # design: the client decodes replies as text, so documents are kept as base64.
+
+    def get_report(self, task_id: str, fmt: str) -> bytes | None:
+        raw = self.r.hget(self.REPORT_KEY.format(task_id), fmt)
+        return base64.b64decode(raw) if raw else None
+
+    def save_report(self, task_id: str, fmt: str, body: bytes) -> bytes:
+        key = self.REPORT_KEY.format(task_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hsetnx(key, fmt, base64.b64encode(body).decode("ascii"))
+        pipe.hget(key, fmt)
+        return base64.b64decode(pipe.execute()[1])
 
     # -- MCP sessions ----------------------------------------------------------------------
 

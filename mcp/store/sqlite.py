@@ -108,6 +108,13 @@ CREATE TABLE IF NOT EXISTS cache (
     value TEXT NOT NULL,
     expires REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reports (
+    task_id TEXT NOT NULL,
+    format TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (task_id, format)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS locks (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -435,6 +442,19 @@ class SQLiteStore(Store):
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)", (key, value, now + ttl))
             db.execute("DELETE FROM cache WHERE expires < ?", (now,))
+
+    # -- report documents ---------------------------------------------------------------------
+
+    def get_report(self, task_id: str, fmt: str) -> bytes | None:
+        row = self._db.execute("SELECT body FROM reports WHERE task_id = ? AND format = ?", (task_id, fmt)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def save_report(self, task_id: str, fmt: str, body: bytes) -> bytes:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO reports (task_id, format, body, created_at) VALUES (?, ?, ?, ?)",
+                       (task_id, fmt, body, time.time()))
+            row = db.execute("SELECT body FROM reports WHERE task_id = ? AND format = ?", (task_id, fmt)).fetchone()
+        return bytes(row[0])
 
     # -- MCP sessions ----------------------------------------------------------------------
 

@@ -1,0 +1,104 @@
+"""Report documents (DESIGN §13): a finished task's report as Markdown, HTML, PDF or Word.
+
+One module per format, registered by name and imported on first use (CONVENTIONS 5):
+`mcp.reports.markdown`, `.html`, `.pdf`, `.docx`, each `render(Report)`. A finished task's
+document is made once per format and kept in the store, so every worker (and host) serves
+the same bytes, and the same ETag, from then on."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from orchestration.models import TERMINAL_STATUSES
+
+from ..errors import Conflict
+from ..store import Store, TaskRecord
+from .document import build_report
+from .snapshot import snapshot_result
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    media_type: str
+    renderer: str  # module:function
+
+    @property
+    def binary(self) -> bool:
+        return not self.media_type.startswith("text/")
+
+
+FORMATS = {
+    "md": Format("md", "text/markdown", "mcp.reports.markdown:render"),
+    "html": Format("html", "text/html", "mcp.reports.html:render"),
+    "pdf": Format("pdf", "application/pdf", "mcp.reports.pdf:render"),
+    "docx": Format("docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                   "mcp.reports.docx:render"),
+}
+ALIASES = {"markdown": "md", "htm": "html", "word": "docx"}
+
+
+@dataclass(frozen=True)
+class ReportDocument:
+    format: Format
+    body: bytes
+    filename: str
+    cached: bool  # served from the store, not made by this request
+
+    @property
+    def etag(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()[:32]
+
+    @property
+    def content_type(self) -> str:
+        return self.format.media_type + ("; charset=utf-8" if not self.format.binary else "")
+
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+
+def render(fmt: Format, report: Any) -> bytes:
+    module_name, function = fmt.renderer.split(":")
+    out = getattr(importlib.import_module(module_name), function)(report)
+    return out.encode("utf-8") if isinstance(out, str) else out
+
+
+_UNSAFE_NAME = re.compile(r"[^\w.-]+")
+
+
+def filename_for(title: str, task_id: str, fmt: Format) -> str:
+    """A file name from the title: letters, digits, dashes (no path, no quote, no space);
+    the task id when nothing is left."""
+    stem = _UNSAFE_NAME.sub("-", title).strip("-._")[:80].rstrip("-._") or task_id
+    return f"{stem}.{fmt.name}"
+
+
+class Reports:
+    def __init__(self, store: Store):
+        self.store = store
+
+    def document(self, task: TaskRecord, fmt: Format, partial: bool = False) -> ReportDocument:
+        """The report of `task` in `fmt`. A finished task's is made once and kept; a running
+        task's (only with `partial`) is made from its checkpoints on each request."""
+        title = task.title or task.query
+        filename = filename_for(title, task.task_id, fmt)
+        if task.status in TERMINAL_STATUSES:
+            body = self.store.get_report(task.task_id, fmt.name)
+            if body is not None:
+                return ReportDocument(fmt, body, filename, cached=True)
+            result = self.store.get_result(task.task_id) or {}
+            made = render(fmt, build_report(result, task.params))
+            # design: two workers asked at once both render; the first stored copy wins, so
+            # every later request, from any worker, gets the same bytes and ETag.
+            kept = self.store.save_report(task.task_id, fmt.name, made)
+            return ReportDocument(fmt, kept, filename, cached=False)
+        if not partial:
+            raise Conflict(f"task {task.task_id} is still {task.status}; ask with partial=1 for what exists so far",
+                           {"status": task.status, "progress": task.progress})
+        result = snapshot_result(task, self.store.load_checkpoints(task.task_id))
+        report = build_report(result, task.params, running=f"{task.status} ({task.progress:.0f}% done)")
+        return ReportDocument(fmt, render(fmt, report), filename, cached=False)

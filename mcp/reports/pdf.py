@@ -1,0 +1,23 @@
+"""The report as PDF: the HTML page printed by WeasyPrint with its print stylesheet.
+
+WeasyPrint takes the document's title from `<title>`, the subject from the `description`
+meta (the query), and builds the PDF outline from the headings; `<a href>` become link
+annotations (to the web for sources, inside the document for `[Sn]`)."""
+
+from __future__ import annotations
+
+from .document import Report
+from .html import render as render_html
+
+
+def render(report: Report) -> bytes:
+    # design: imported on first use; WeasyPrint takes over a second to import, and only
+    # workers that are asked for a PDF should pay for it.
+    import weasyprint
+    from weasyprint.urls import URLFetcher
+
+    # design: a report loads nothing from anywhere (no image, font or stylesheet by URL):
+    # a URL in a hostile report must not make the server fetch it.
+    no_fetch = URLFetcher(allowed_protocols=set())
+    html = weasyprint.HTML(string=render_html(report), url_fetcher=no_fetch, base_url=None)
+    return html.write_pdf()
