@@ -17,6 +17,7 @@ from orchestration.models import TERMINAL_STATUSES
 from . import SERVICE_NAME, __version__, jsonio
 from .builtin_tools import RESEARCH_DESCRIPTION, SEARCH_DESCRIPTION
 from .errors import ApiError, NotFound
+from .reports import FORMATS, report_uri
 from .schemas import ResearchInput, SearchInput
 from .settings import Settings
 from .store import Store
@@ -31,6 +32,7 @@ STATELESS_VERSION = "2026-07-28"
 META_VERSION = "io.modelcontextprotocol/protocolVersion"
 SESSION_TTL = 24 * 3600
 PAGE_SIZE = 50
+REPORT_RESOURCES = 10  # finished tasks whose reports resources/list shows
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
     -32700, -32600, -32601, -32602, -32603)
@@ -221,8 +223,8 @@ class McpServer:
             return tool_error(exc.message, {"error": exc.code, **exc.details})
         if "task" in params and tool.starts_task:
             return {"task": mcp_task(self.tasks.get(output.data["task_id"], ctx.owner))}
-        return {"content": [{"type": "text", "text": jsonio.dumps(output.data)}],
-                "structuredContent": output.data, "isError": False}
+        content = output.content or [{"type": "text", "text": jsonio.dumps(output.data)}]
+        return {"content": content, "structuredContent": output.data, "isError": False}
 
     def on_cancelled(self, params: dict[str, Any], ctx: CallContext) -> None:
         """A client gave up on a request: cancel the task that request started, if any."""
@@ -243,6 +245,18 @@ class McpServer:
             {"uri": "orchestrator://search/info", "name": "search", "title": "Search orchestrator",
              "description": SEARCH_DESCRIPTION, "mimeType": "application/json"},
         ]
+        # design: only the caller's most recent finished tasks are listed (REPORT_RESOURCES of
+        # them, each in every format), so the list stays small however many tasks a key has;
+        # any other task's report is read by its URI (see the templates).
+        tasks, _ = self.tasks.list(ctx.owner, None, None, REPORT_RESOURCES * 3, None)
+        finished = [t for t in tasks if t.status in TERMINAL_STATUSES][:REPORT_RESOURCES]
+        for task in finished:
+            for fmt in FORMATS.values():
+                resources.append({
+                    "uri": report_uri(task.task_id, fmt.name), "name": f"{task.task_id}.{fmt.name}",
+                    "title": f"{task.title or task.query} ({fmt.name})"[:200],
+                    "description": f"Report of the {task.orchestrator} task {task.task_id} ({task.status}).",
+                    "mimeType": fmt.media_type})
         return self._page(resources, params, "resources")
 
     def resource_templates(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -251,6 +265,9 @@ class McpServer:
              "description": "Status and progress of a task.", "mimeType": "application/json"},
             {"uriTemplate": "orchestrator://tasks/{task_id}/result", "name": "task-result",
              "description": "The result document of a finished task.", "mimeType": "application/json"},
+            *({"uriTemplate": f"orchestrator://tasks/{{task_id}}/report.{fmt.name}", "name": f"task-report-{fmt.name}",
+               "description": f"The report of a finished task as {fmt.name} ({'base64 blob' if fmt.binary else 'text'}).",
+               "mimeType": fmt.media_type} for fmt in FORMATS.values()),
         ]}
 
     def resources_read(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -267,6 +284,9 @@ class McpServer:
             _, _, _, task_id, what = uri.split("/")
             try:
                 task = self.tasks.get(task_id, ctx.owner)
+                if what.startswith("report.") and what[len("report."):] in FORMATS:
+                    doc = self.tasks.reports.document(task, FORMATS[what[len("report."):]])
+                    return {"contents": [doc.mcp_contents(uri)]}
                 if what == "status":
                     data = self.tasks.status(task, ctx.urls(task_id))
                 elif what == "result":

@@ -9,6 +9,7 @@ from marshmallow import RAISE, Schema, fields, post_load, pre_load, validate
 
 from orchestration.models import EVENT_TYPES, LEGACY_AGENT_TYPES, SEARCH_AGENT_TYPES
 
+REPORT_FORMATS = ("md", "html", "pdf", "docx")
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 PROVIDER_NAMES = ("auto", "extractive", "openai", "anthropic", "xai", "groq", "mistral", "openrouter", "ollama")
 
@@ -83,6 +84,14 @@ class SearchInput(OrchestrateCommon):
 
 class TaskIdInput(StrictSchema):
     task_id = fields.String(required=True, validate=validate.Length(min=1, max=100))
+
+
+class ResultInput(TaskIdInput):
+    format = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(REPORT_FORMATS),
+                           metadata={"description": "Omit for the result document (JSON); md, html, pdf or docx for "
+                                                    "the report as a document (PDF and Word as a base64 blob)."})
+    partial = Flag(load_default=False, metadata={"description": "With format, for a task still running: the "
+                                                                "report so far instead of an error."})
 
 
 class StatusInput(TaskIdInput):

@@ -7,6 +7,7 @@ the same bytes, and the same ETag, from then on."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib
 import re
@@ -59,6 +60,17 @@ class ReportDocument:
 
     def text(self) -> str:
         return self.body.decode("utf-8")
+
+    def mcp_contents(self, uri: str) -> dict[str, Any]:
+        """As MCP resource contents: text formats as `text`, PDF and Word as a base64 `blob`."""
+        if self.format.binary:
+            return {"uri": uri, "mimeType": self.format.media_type, "blob": base64.b64encode(self.body).decode("ascii")}
+        return {"uri": uri, "mimeType": self.format.media_type, "text": self.text()}
+
+
+def report_uri(task_id: str, fmt: str) -> str:
+    """The MCP resource of a task's report in one format."""
+    return f"orchestrator://tasks/{task_id}/report.{fmt}"
 
 
 def render(fmt: Format, report: Any) -> bytes:
