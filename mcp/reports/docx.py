@@ -173,7 +173,7 @@ class _BodyWriter:
 
     @staticmethod
     def _link(paragraph: Paragraph, text: str, href: str) -> None:
-        if href.startswith("#"):
+        if href.startswith("#") and len(href) > 1:
             add_hyperlink(paragraph, text, anchor=href[1:])
         elif safe_url(href):
             add_hyperlink(paragraph, text, url=safe_url(href))

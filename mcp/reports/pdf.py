@@ -6,8 +6,14 @@ annotations (to the web for sources, inside the document for `[Sn]`)."""
 
 from __future__ import annotations
 
+import logging
+
 from .document import Report
 from .html import render as render_html
+
+
+# design: WeasyPrint logs every layout step at INFO; a report is one request, not news.
+logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
 
 
 def render(report: Report) -> bytes:
