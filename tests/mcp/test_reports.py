@@ -267,3 +267,32 @@ def test_report_is_409_while_running_unless_partial_and_names_why_a_report_is_pa
     assert "Partial report: the task was cancelled" in done.get_data(as_text=True)
     assert done.headers["Content-Disposition"] == (
         "inline; filename=\"Report-draft.html\"; filename*=UTF-8''R%C3%A9port-draft.html")
+
+
+@pytest.fixture
+def unlimited_client(settings):
+    app = create_app(dataclasses.replace(settings, rate_limit_enabled=False))
+    yield app.test_client()
+    app.extensions["mcp_orchestrator"].runtime.stop()
+
+
+def test_mcp_lists_a_bounded_set_of_report_resources_and_reads_them_by_uri(unlimited_client):
+    from tests.mcp.test_mcp_http import initialize, rpc
+
+    client = unlimited_client
+    ids = [finished(client, "search", query=f"sqlite store {n}", num_agents=1)["task_id"] for n in range(12)]
+    session = initialize(client).headers["Mcp-Session-Id"]
+    listed = rpc(client, "resources/list", session=session).get_json()["result"]
+    reports = [r for r in listed["resources"] if "/report." in r["uri"]]
+    assert len(reports) == 40 and "nextCursor" not in listed  # the ten newest tasks, four formats each
+    assert {r["uri"] for r in reports} == {f"orchestrator://tasks/{t}/report.{f}" for t in ids[2:]
+                                           for f in ("md", "html", "pdf", "docx")}
+    assert {r["mimeType"] for r in reports} == set(FORMAT_TYPES.values())
+    oldest = rpc(client, "resources/read", {"uri": f"orchestrator://tasks/{ids[0]}/report.html"},
+                 session=session).get_json()["result"]["contents"][0]
+    assert oldest["mimeType"] == "text/html" and "text" in oldest and "blob" not in oldest
+    assert_safe_html(oldest["text"])
+    missing = rpc(client, "resources/read", {"uri": "orchestrator://tasks/search_nope/report.pdf"}, session=session)
+    assert missing.get_json()["error"]["code"] == -32002
+    unknown = rpc(client, "resources/read", {"uri": f"orchestrator://tasks/{ids[0]}/report.odt"}, session=session)
+    assert unknown.get_json()["error"]["code"] == -32002
