@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from ..errors import Unavailable
 from .document import Report
 from .html import render as render_html
 
@@ -19,8 +20,13 @@ logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
 def render(report: Report) -> bytes:
     # design: imported on first use; WeasyPrint takes over a second to import, and only
     # workers that are asked for a PDF should pay for it.
-    import weasyprint
-    from weasyprint.urls import URLFetcher
+    try:
+        import weasyprint
+        from weasyprint.urls import URLFetcher
+    except OSError as exc:  # pango or harfbuzz missing: WeasyPrint loads them when imported
+        raise Unavailable("PDF reports need the pango and harfbuzz system libraries: "
+                          "apt-get install libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core",
+                          {"format": "pdf", "cause": str(exc)[:300]}) from None
 
     # design: a report loads nothing from anywhere (no image, font or stylesheet by URL):
     # a URL in a hostile report must not make the server fetch it.
