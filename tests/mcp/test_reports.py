@@ -48,10 +48,17 @@ def hostile_web():
 
 
 @pytest.fixture
-def web_client(settings, hostile_web):
-    app = create_app(dataclasses.replace(settings, searxng_url=hostile_web.url))
-    yield app.test_client()
-    app.extensions["mcp_orchestrator"].runtime.stop()
+def client_with(settings):
+    """A test client of an app built with these settings changed."""
+    apps = []
+
+    def make(**changes):
+        apps.append(create_app(dataclasses.replace(settings, **changes)))
+        return apps[-1].test_client()
+
+    yield make
+    for app in apps:
+        app.extensions["mcp_orchestrator"].runtime.stop()
 
 
 def finished(client, kind, **args):
@@ -164,7 +171,8 @@ def assert_safe_html(page: str) -> None:
             assert "javascript:" not in value.lower().replace(" ", ""), (element.tag, name, value)
 
 
-def test_hostile_source_titles_snippets_and_urls_never_reach_a_document_as_markup(web_client, tmp_path):
+def test_hostile_source_titles_snippets_and_urls_never_reach_a_document_as_markup(client_with, hostile_web, tmp_path):
+    web_client = client_with(searxng_url=hostile_web.url)
     result = finished(web_client, "search", query="reciprocal rank fusion", agent_types=["web"])
     titles = [s["title"] for s in result["sources"]]
     assert any("<script>" in t for t in titles), titles  # the hostile input did reach the result
@@ -214,14 +222,8 @@ def test_raw_html_and_script_links_in_the_report_text_are_neutralised():
     assert any(t.style.name == "Table Grid" for t in doc.tables)
 
 
-@pytest.fixture
-def keyed_client(settings):
-    app = create_app(dataclasses.replace(settings, api_keys=("alice:alice-key", "bob:bob-key")))
-    yield app.test_client()
-    app.extensions["mcp_orchestrator"].runtime.stop()
-
-
-def test_report_route_ownership_formats_and_etag(keyed_client):
+def test_report_route_ownership_formats_and_etag(client_with):
+    keyed_client = client_with(api_keys=("alice:alice-key", "bob:bob-key"))
     alice, bob = {"X-API-Key": "alice-key"}, {"X-API-Key": "bob-key"}
     task = keyed_client.post("/tools/orchestrate_search", json={"query": "sqlite store", "wait": True},
                              headers=alice).get_json()
@@ -245,14 +247,8 @@ def test_report_route_ownership_formats_and_etag(keyed_client):
     assert keyed_client.get(f"{url}?format=md", headers={**alice, "If-None-Match": etag}).status_code == 200
 
 
-@pytest.fixture
-def idle_client(settings):
-    app = create_app(dataclasses.replace(settings, max_concurrent_tasks=0))
-    yield app.test_client()
-    app.extensions["mcp_orchestrator"].runtime.stop()
-
-
-def test_report_is_409_while_running_unless_partial_and_names_why_a_report_is_partial(idle_client):
+def test_report_is_409_while_running_unless_partial_and_names_why_a_report_is_partial(client_with):
+    idle_client = client_with(max_concurrent_tasks=0)  # its workers take no task: tasks stay pending
     handle = idle_client.post("/tools/orchestrate_research", json={"query": "pending work",
                                                                    "title": "Réport: «draft»"}).get_json()
     url = f"/tasks/{handle['task_id']}/report"
@@ -269,17 +265,10 @@ def test_report_is_409_while_running_unless_partial_and_names_why_a_report_is_pa
         "inline; filename=\"Report-draft.html\"; filename*=UTF-8''R%C3%A9port-draft.html")
 
 
-@pytest.fixture
-def unlimited_client(settings):
-    app = create_app(dataclasses.replace(settings, rate_limit_enabled=False))
-    yield app.test_client()
-    app.extensions["mcp_orchestrator"].runtime.stop()
-
-
-def test_mcp_lists_a_bounded_set_of_report_resources_and_reads_them_by_uri(unlimited_client):
+def test_mcp_lists_a_bounded_set_of_report_resources_and_reads_them_by_uri(client_with):
     from tests.mcp.test_mcp_http import initialize, rpc
 
-    client = unlimited_client
+    client = client_with(rate_limit_enabled=False)
     ids = [finished(client, "search", query=f"sqlite store {n}", num_agents=1)["task_id"] for n in range(12)]
     session = initialize(client).headers["Mcp-Session-Id"]
     listed = rpc(client, "resources/list", session=session).get_json()["result"]
@@ -296,3 +285,27 @@ def test_mcp_lists_a_bounded_set_of_report_resources_and_reads_them_by_uri(unlim
     assert missing.get_json()["error"]["code"] == -32002
     unknown = rpc(client, "resources/read", {"uri": f"orchestrator://tasks/{ids[0]}/report.odt"}, session=session)
     assert unknown.get_json()["error"]["code"] == -32002
+
+
+def test_a_running_tasks_partial_report_shows_its_finished_agents_from_the_checkpoints():
+    from mcp.reports.snapshot import snapshot_result
+    from mcp.store import TaskRecord
+    from orchestration.models import AgentResult, Citation, to_dict
+
+    passage = "Leases are renewed by the worker that holds the task every few seconds."
+    done = AgentResult("agent_1", "sub_1", "research", "completed", f"{passage} [1]",
+                       [Citation(1, "Leases", "https://leases.example/", "web", passage)])
+    failed = AgentResult("agent_2", "sub_2", "research", "failed", "", [], error="boom")
+    saved = {"plan": [{"subtask_id": "sub_1", "title": "How leases work", "query": "q"}],
+             "agent:agent_1": to_dict(done), "agent:agent_2": to_dict(failed),
+             "evidence:agent_1": {"https://leases.example": passage},
+             "usage": {"llm_calls": 2, "input_tokens": 10, "output_tokens": 5, "cost_usd": 0.001, "by_model": {}}}
+    task = TaskRecord("research_run", "research", "how do leases work", None, {"provider": "extractive"},
+                      status="running", created_at=1.0, started_at=1.0, progress=40)
+    result = snapshot_result(task, saved)
+    rep = build_report(result, task.params, running="running (40% done)")
+    markdown = render(FORMATS["md"], rep).decode()
+    assert "> **Partial report: the task is still running (40% done); this is what exists so far.**" in markdown
+    assert "### How leases work" in markdown and "[\\[S1\\]](#source-s1)" in markdown
+    assert "https://leases.example/" in markdown and "LLM calls: 2" in markdown
+    assert result["citations"] == {"total": 1, "verified": 1, "dropped": 0}
