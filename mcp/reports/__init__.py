@@ -18,6 +18,7 @@ from orchestration.models import TERMINAL_STATUSES
 
 from ..errors import Conflict
 from ..store import Store, TaskRecord
+from ..version import release
 from .document import build_report
 from .snapshot import snapshot_result
 
@@ -99,14 +100,17 @@ class Reports:
         title = task.title or task.query
         filename = filename_for(title, task.task_id, fmt)
         if task.status in TERMINAL_STATUSES:
-            body = self.store.get_report(task.task_id, fmt.name)
+            # design: kept per release, so a release that changes a renderer (a sanitiser
+            # fix above all) is not shadowed by documents an older one made.
+            key = f"{fmt.name}@{release()}"
+            body = self.store.get_report(task.task_id, key)
             if body is not None:
                 return ReportDocument(fmt, body, filename, cached=True)
             result = self.store.get_result(task.task_id) or {}
             made = render(fmt, build_report(result, task.params))
             # design: two workers asked at once both render; the first stored copy wins, so
             # every later request, from any worker, gets the same bytes and ETag.
-            kept = self.store.save_report(task.task_id, fmt.name, made)
+            kept = self.store.save_report(task.task_id, key, made)
             return ReportDocument(fmt, kept, filename, cached=False)
         if not partial:
             raise Conflict(f"task {task.task_id} is still {task.status}; ask with partial=1 for what exists so far",

@@ -276,7 +276,7 @@ class Store(ABC):
     # report documents of finished tasks, made once per format
     @abstractmethod
     def get_report(self, task_id: str, fmt: str) -> bytes | None:
-        """The stored document of `task_id` in format `fmt`, or None."""
+        """The stored document of `task_id` under `fmt` (its format and release), or None."""
 
     @abstractmethod
     def save_report(self, task_id: str, fmt: str, body: bytes) -> bytes:
