@@ -11,7 +11,7 @@ from orchestration.models import TERMINAL_STATUSES
 
 from .catalog import Catalog
 from .errors import Conflict, NotFound, ValidationError
-from .reports import Format, ReportDocument, Reports
+from .reports import Reports
 from .results import status_document
 from .runtime import TaskRuntime, new_task_id
 from .store import Event, Store, TaskRecord
@@ -27,7 +27,7 @@ class TaskService:
         self.runtime = runtime
         self.catalog = catalog
         self.webhooks = webhooks
-        self.reports = Reports(store)
+        self.reports = Reports(store)  # report documents; callers look the task up with get() first
 
     def start(self, orchestrator: str, args: dict[str, Any], owner: str) -> TaskRecord:
         params = {k: v for k, v in args.items() if k not in (*CALL_FIELDS, "webhook_url", "webhook_secret")}
@@ -58,10 +58,6 @@ class TaskService:
             raise Conflict(f"task {task_id} is still {task.status}",
                            {"status": task.status, "progress": task.progress})
         return self.store.get_result(task_id) or {}
-
-    def report(self, task_id: str, owner: str, fmt: Format, partial: bool = False) -> ReportDocument:
-        """The task's report document; 409 while it runs unless `partial`."""
-        return self.reports.document(self.get(task_id, owner), fmt, partial)
 
     def wait(self, task_id: str, owner: str, seconds: float) -> TaskRecord:
         self.get(task_id, owner)
