@@ -4,6 +4,7 @@ Word, a browser's HTML parser), and the route's HTTP behaviour."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import json
@@ -245,6 +246,12 @@ def test_report_route_ownership_formats_and_etag(client_with):
     assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
     assert keyed_client.get(f"{url}?format=docx", headers=alice).data == first.data  # kept, not made anew
     assert keyed_client.get(f"{url}?format=md", headers={**alice, "If-None-Match": etag}).status_code == 200
+
+    tool = "/tools/get_orchestration_result"
+    as_json = keyed_client.post(tool, json={"task_id": task["task_id"], "format": "docx"}, headers=alice).get_json()
+    assert base64.b64decode(as_json["blob"]) == first.data and as_json["etag"] == etag.strip('"')
+    assert as_json["uri"] == f"orchestrator://tasks/{task['task_id']}/report.docx"
+    assert keyed_client.post(tool, json={"task_id": task["task_id"], "format": "md"}, headers=bob).status_code == 404
 
 
 def test_report_is_409_while_running_unless_partial_and_names_why_a_report_is_partial(client_with):
