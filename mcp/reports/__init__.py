@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib
+import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,8 @@ from ..store import Store, TaskRecord
 from ..version import release
 from .document import build_report
 from .snapshot import snapshot_result
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,10 @@ class Reports:
             if body is not None:
                 return ReportDocument(fmt, body, filename, cached=True)
             result = self.store.get_result(task.task_id) or {}
+            started = time.monotonic()
             made = render(fmt, build_report(result, task.params))
+            log.info("report of %s made as %s in %.2fs (%d bytes)", task.task_id, fmt.name,
+                     time.monotonic() - started, len(made), extra={"task_id": task.task_id})
             # design: two workers asked at once both render; the first stored copy wins, so
             # every later request, from any worker, gets the same bytes and ETag.
             kept = self.store.save_report(task.task_id, key, made)
