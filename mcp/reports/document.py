@@ -11,10 +11,10 @@ from __future__ import annotations
 import html
 import re
 import time
-from urllib.parse import quote
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from orchestration.citations import GLOBAL_TAG
 
@@ -179,8 +179,8 @@ def _one_line(text: Any) -> str:
 def _source_entry(number: int, s: dict[str, Any]) -> SourceEntry:
     url = _one_line(s.get("url") or "")
     return SourceEntry(
-        id=str(s.get("id") or f"S{number}"), number=number, title=_one_line(s.get("title") or url or "untitled"),
-        url=url, link=safe_url(url), source=str(s.get("source") or ""), snippet=_one_line(s.get("snippet") or ""),
+        id=_one_line(s.get("id") or f"S{number}"), number=number, title=_one_line(s.get("title") or url or "untitled"),
+        url=url, link=safe_url(url), source=_one_line(s.get("source") or ""), snippet=_one_line(s.get("snippet") or ""),
         found_by=[f for f in s.get("found_by") or [] if isinstance(f, dict)], score=float(s.get("score") or 0.0),
     )
 
