@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.init_app(app, settings)
     services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry,
                                              mcp_server, limits, hooks))
-    for bp in (health.bp, tools.bp, tasks.bp, reports.bp, streams.bp, webhooks.bp, mcp_http.bp, legacy_sse.bp, openapi.bp):
+    for bp in (health.bp, tools.bp, tasks.bp, reports.bp, streams.bp, webhooks.bp, mcp_http.bp, legacy_sse.bp,
+               openapi.bp):
         app.register_blueprint(bp)
     runtime.start()
     return app

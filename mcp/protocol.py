@@ -266,7 +266,8 @@ class McpServer:
             {"uriTemplate": "orchestrator://tasks/{task_id}/result", "name": "task-result",
              "description": "The result document of a finished task.", "mimeType": "application/json"},
             *({"uriTemplate": f"orchestrator://tasks/{{task_id}}/report.{fmt.name}", "name": f"task-report-{fmt.name}",
-               "description": f"The report of a finished task as {fmt.name} ({'base64 blob' if fmt.binary else 'text'}).",
+               "description": f"The report of a finished task as {fmt.name} "
+                              f"({'base64 blob' if fmt.binary else 'text'}).",
                "mimeType": fmt.media_type} for fmt in FORMATS.values()),
         ]}
 

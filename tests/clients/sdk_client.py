@@ -84,7 +84,8 @@ async def exercise(args: argparse.Namespace) -> dict:
 def _contents(contents) -> dict:
     """What a client got for a resource: its kind (text or blob), type and first bytes."""
     if isinstance(contents, BlobResourceContents):
-        return {"kind": "blob", "mime": contents.mime_type, "head": base64.b64decode(contents.blob)[:5].decode("latin-1")}
+        head = base64.b64decode(contents.blob)[:5].decode("latin-1")
+        return {"kind": "blob", "mime": contents.mime_type, "head": head}
     if isinstance(contents, TextResourceContents):
         return {"kind": "text", "mime": contents.mime_type, "head": contents.text[:2]}
     return {"kind": type(contents).__name__}
