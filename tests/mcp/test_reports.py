@@ -319,3 +319,15 @@ def test_a_running_tasks_partial_report_shows_its_finished_agents_from_the_check
     assert "### How leases work" in markdown and "[\\[S1\\]](#source-s1)" in markdown
     assert "https://leases.example/" in markdown and "LLM calls: 2" in markdown
     assert result["citations"] == {"total": 1, "verified": 1, "dropped": 0}
+
+
+def test_a_failed_task_with_no_text_and_no_sources_still_has_a_report_in_every_format(tmp_path):
+    result = {"task_id": "search_f", "orchestrator": "search", "status": "failed", "query": "q\x01uery",
+              "title": None, "final_synthesis": "", "sources": [], "error": "provider openai: 401", "partial": True}
+    rep = build_report(result, {})
+    assert rep.notice == "The task failed: provider openai: 401. What it found before failing is shown."
+    for fmt in FORMATS.values():
+        body = render(fmt, rep)
+        assert body, fmt.name
+    assert "No sources." in poppler("pdftotext", render(FORMATS["pdf"], rep), tmp_path)
+    assert "The task failed" in render(FORMATS["md"], rep).decode()
