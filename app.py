@@ -12,7 +12,7 @@ from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
 from mcp.alerts import Alerts
 from mcp.deadletter import DeadLetters
-from mcp.http import deadletter, health, legacy_sse, mcp_http, streams, tasks, tools, webhooks
+from mcp.http import deadletter, health, legacy_sse, mcp_http, reports, streams, tasks, tools, webhooks
 from mcp.protocol import McpServer
 from mcp.runtime import TaskRuntime
 from mcp.settings import Settings
@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.init_app(app, settings)
     services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry,
                                              mcp_server, limits, hooks, dead_letters))
-    for bp in (health.bp, tools.bp, tasks.bp, streams.bp, webhooks.bp, deadletter.bp, mcp_http.bp, legacy_sse.bp,
+    for bp in (health.bp, tools.bp, tasks.bp, reports.bp, streams.bp, webhooks.bp, deadletter.bp, mcp_http.bp,
+               legacy_sse.bp,
                openapi.bp):
         app.register_blueprint(bp)
     runtime.start()

@@ -29,6 +29,8 @@ check_keys() {
   public="$(public_settings_without_keys)"
   [[ -z "${public}" ]] || die "${public// /, } set without API_KEYS or API_KEYS_FILE: they serve remote clients, and without keys the service serves local ones only (set keys, or unset them)"
 }
+# shellcheck source=scripts/report_libs.sh
+source "${ROOT}/scripts/report_libs.sh"
 
 ensure_venv() {
   command -v python3 >/dev/null || die "python3 not found"
@@ -54,6 +56,15 @@ install_requirements() {
   printf '%s\n' "${want}" > "${stamp}"
 }
 
+check_report_libraries() {
+  # design: a warning, not a stop: everything but PDF reports works without these.
+  local missing
+  missing="$(missing_report_packages | tr '\n' ' ')"
+  [[ -z "${missing}" ]] && return 0
+  log "warning: PDF reports will answer 503 until these Debian packages are installed:" \
+    "sudo apt-get install ${missing% }"
+}
+
 main() {
   if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
     usage
@@ -66,6 +77,7 @@ main() {
   [[ "${VENV}" == /* ]] || VENV="${ROOT}/${VENV}"
   ensure_venv
   install_requirements
+  check_report_libraries
   mkdir -p "${DATA_DIR:-./data}" || die "DATA_DIR ${DATA_DIR:-./data} is not writable"
   log "starting gunicorn on ${BIND_ADDRESS:-127.0.0.1}:${PORT:-5060}"
   exec "${VENV}/bin/gunicorn" --config "${ROOT}/gunicorn.conf.py"

@@ -4,7 +4,7 @@
 #
 # Usage: bench/run.sh [--quick] [--only LIST]
 #   --quick  shorter loads (about 4 minutes on 2 cores)
-#   --only   comma-separated subset: mcp,rest,footprint,sse,overhead,scaling,store,soak
+#   --only   comma-separated subset: mcp,rest,footprint,sse,overhead,scaling,store,soak,report
 # Environment: VENV_DIR (default venv; ./test.sh or ./start.sh create it); PEER_VENV (default
 # ~/.cache/mcp-orchestrator/bench-peer: the FastMCP peer's own venv, made from
 # bench/requirements-peer.txt when missing or changed).
