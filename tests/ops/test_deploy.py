@@ -17,7 +17,8 @@ import requests
 
 from tests.conftest import ROOT, free_port
 
-pytestmark = pytest.mark.slow
+# a real first install of the release's venv, under a loaded machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def git(repo: Path, *args: str) -> str:

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import pytest
 
 from tests.conftest import ROOT, free_port
 
-pytestmark = pytest.mark.slow
+# design: four first installs (README, service manager, deploy, bench), each a real pip run
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 # A first install under a loaded machine takes minutes; a bound, not a target.
 SETUP_SECONDS = 900
@@ -76,7 +76,7 @@ class Host:
     def stop_managed(self) -> None:
         for manager in (self.clone / "service_manager.py", self.deploy_root / "current" / "service_manager.py"):
             if manager.exists():
-                subprocess.run([sys.executable, str(manager), "stop", "mcp-orchestrator"], env=self.env,
+                subprocess.run(["python3", str(manager), "stop", "mcp-orchestrator"], env=self.env,
                                capture_output=True, timeout=60)
 
 
@@ -114,7 +114,7 @@ def test_readme_service_manager_deploy_and_bench_work_from_nothing(host):
     readme_run(host)
 
     host.wipe()
-    manager = (sys.executable, host.clone / "service_manager.py")
+    manager = ("python3", host.clone / "service_manager.py")  # as the README runs it
     started = host.run(*manager, "start", "mcp-orchestrator")
     assert started.returncode == 0, host.log.read_text()[-3000:]
     assert host.run(*manager, "status", "mcp-orchestrator").returncode == 0
