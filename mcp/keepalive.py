@@ -77,7 +77,8 @@ class UnreadBodyGuard:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         req = _take_request()
-        if req is None or not hasattr(req, "force_close"):
+        has_body = environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ
+        if req is None or not hasattr(req, "force_close") or not has_body:
             return self.wsgi_app(environ, start_response)
 
         def guarded_start_response(status: str, headers: list, exc_info: Any = None) -> Any:
