@@ -5,11 +5,13 @@
 # Usage: bench/run.sh [--quick] [--only LIST]
 #   --quick  shorter loads (about 4 minutes on 2 cores)
 #   --only   comma-separated subset: mcp,rest,footprint,sse,overhead,scaling,store
-#            (the smallest run: --quick --only store, a few seconds after setup)
-# Sets up what the selected benchmarks need, as start.sh does: the venv (VENV_DIR, default
-# venv, with requirements-dev.txt; shared with ./test.sh), redis-server, and for mcp/rest
-# wrk (apt-get) and for mcp the FastMCP peer's own venv (PEER_VENV, default
-# ~/.cache/mcp-orchestrator/bench-peer, from bench/requirements-peer.txt).
+# Environment: VENV_DIR (default venv; ./test.sh or ./start.sh create it); PEER_VENV (default
+# ~/.cache/mcp-orchestrator/bench-peer: the FastMCP peer's own venv, made from
+# bench/requirements-peer.txt when missing or changed).
+#
+# Sets up what the selected benchmarks need, as start.sh does: the venv with
+# requirements-dev.txt (shared with ./test.sh), redis-server, and only for mcp and rest wrk
+# (apt-get), only for mcp the peer's venv. Smallest run: bench/run.sh --quick --only store.
 # Exit codes: 0 done; 1 setup failed; 2 usage.
 set -euo pipefail
 
@@ -29,9 +31,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The benchmarks --only selects (all by default), one per line.
+# The benchmarks --only selects, one per line, or "all".
 selected() {
-  local only="mcp,rest,footprint,sse,overhead,scaling,store"
+  local only="all"
   while (($#)); do
     case "$1" in
       --only) only="${2:-}"; shift ;;
@@ -42,7 +44,7 @@ selected() {
   tr ',' '\n' <<<"${only}"
 }
 
-wants() { grep -qx "$1" <<<"${SELECTED}"; }
+wants() { [[ "${SELECTED}" == "all" ]] || grep -qx "$1" <<<"${SELECTED}"; }
 
 ensure_tools() {
   local missing=() tool tools=(redis-server)
