@@ -82,7 +82,8 @@ class UnreadBodyGuard:
             return self.wsgi_app(environ, start_response)
 
         def guarded_start_response(status: str, headers: list, exc_info: Any = None) -> Any:
-            if not drain(environ["wsgi.input"], environ.get("gunicorn.socket")):
+            # a 413's body is by definition too large to be worth reading
+            if status.startswith("413") or not drain(environ["wsgi.input"], environ.get("gunicorn.socket")):
                 req.force_close()
             return start_response(status, headers, exc_info)
 
