@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from mcp import errors, jsonio, metrics, observability, openapi, ratelimit, security, services
+from mcp import errors, jsonio, keepalive, metrics, observability, openapi, ratelimit, security, services
 from mcp.bridge import process_loop
 from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     security.init_app(app, settings)
     limits = ratelimit.init_app(app, settings, store, dead_letters.alerts)
     metrics.init_app(app, settings)
+    keepalive.init_app(app)
     services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry,
                                              mcp_server, limits, hooks, dead_letters))
     for bp in (health.bp, tools.bp, tasks.bp, reports.bp, streams.bp, webhooks.bp, deadletter.bp, mcp_http.bp,

@@ -2,7 +2,9 @@
 # Run mcp-orchestrator: virtual environment, pinned dependencies (installed only when
 # requirements.txt changed), then gunicorn with gunicorn.conf.py in the foreground.
 #
-# Usage: ./start.sh [--help]
+# Usage: ./start.sh [--help] [--prepare]
+#   --prepare  only the venv, the dependencies and DATA_DIR, then exit (service_manager.py
+#              runs it first, so a first install is not timed as the service's start)
 # Environment: see .env.example (PORT, BIND_ADDRESS, WORKERS, VENV_DIR, DATA_DIR,
 #   SKIP_PIP_INSTALL, ...). A .env file beside this script is read for variables not
 #   already set in the environment.
@@ -16,7 +18,7 @@ log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # shellcheck source=scripts/dotenv.sh
@@ -79,6 +81,7 @@ main() {
   install_requirements
   check_report_libraries
   mkdir -p "${DATA_DIR:-./data}" || die "DATA_DIR ${DATA_DIR:-./data} is not writable"
+  [[ "${1:-}" == "--prepare" ]] && exit 0
   log "starting gunicorn on ${BIND_ADDRESS:-127.0.0.1}:${PORT:-5060}"
   exec "${VENV}/bin/gunicorn" --config "${ROOT}/gunicorn.conf.py"
 }
