@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from flask import Flask
 
-from mcp import errors, jsonio, metrics, observability, openapi, ratelimit, security, services
+from mcp import errors, jsonio, keepalive, metrics, observability, openapi, ratelimit, security, services
 from mcp.bridge import process_loop
 from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
 from mcp.alerts import Alerts
 from mcp.deadletter import DeadLetters
-from mcp.http import deadletter, health, legacy_sse, mcp_http, streams, tasks, tools, ui, webhooks
+from mcp.http import deadletter, health, legacy_sse, mcp_http, reports, streams, tasks, tools, ui, webhooks
 from mcp.protocol import McpServer
 from mcp.runtime import TaskRuntime
 from mcp.settings import Settings
@@ -44,10 +44,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     security.init_app(app, settings)
     limits = ratelimit.init_app(app, settings, store, dead_letters.alerts)
     metrics.init_app(app, settings)
+    keepalive.init_app(app)
     services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry,
                                              mcp_server, limits, hooks, dead_letters))
-    for bp in (health.bp, tools.bp, tasks.bp, streams.bp, webhooks.bp, deadletter.bp, mcp_http.bp, legacy_sse.bp,
-               openapi.bp, ui.bp):
+    for bp in (health.bp, tools.bp, tasks.bp, reports.bp, streams.bp, webhooks.bp, deadletter.bp, mcp_http.bp,
+               legacy_sse.bp, openapi.bp, ui.bp):
         app.register_blueprint(bp)
     runtime.start()
     return app

@@ -18,6 +18,7 @@ DEPLOY_ROOT="${DEPLOY_ROOT:-/opt/mcp-orchestrator}"
 HEALTH_TIMEOUT="${DEPLOY_HEALTH_TIMEOUT:-60}"
 KEEP_RELEASES=5
 UNIT="mcp-orchestrator.service"
+VENV_COMPLETE=".complete"
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -52,14 +53,27 @@ build_release() {
   # installs nothing; a new requirements.txt gets a fresh venv beside the old one.
   hash="$(sha256sum < "${dir}/requirements.txt" | cut -c1-16)"
   venv="${DEPLOY_ROOT}/venvs/${hash}"
-  if [[ ! -x "${venv}/bin/gunicorn" ]]; then
-    log "creating venv ${venv}"
-    if ! python3 -m venv "${venv}.tmp" || ! "${venv}.tmp/bin/pip" install --quiet -r "${dir}/requirements.txt"; then
-      die "could not install the requirements of ${sha}"
-    fi
-    mv "${venv}.tmp" "${venv}"
-  fi
+  ensure_venv "${venv}" "${dir}/requirements.txt" || die "could not install the requirements of ${sha}"
   ln -sfn "${venv}" "${dir}/venv"
+}
+
+# design: a venv is not relocatable (its scripts' shebangs name the path it was made at), so
+# it is built where it will be used, and VENV_COMPLETE, written last, says it is whole; one
+# without it (a deploy killed mid-install) is removed and built again.
+ensure_venv() {
+  local venv="$1" requirements="$2"
+  [[ -f "${venv}/${VENV_COMPLETE}" ]] && return 0
+  if [[ -e "${venv}" || -L "${venv}" ]]; then
+    log "removing the incomplete venv ${venv}"
+    rm -rf "${venv}"
+  fi
+  log "creating venv ${venv}"
+  if ! python3 -m venv "${venv}" \
+      || ! "${venv}/bin/pip" install --quiet --disable-pip-version-check -r "${requirements}"; then
+    rm -rf "${venv}"
+    return 1
+  fi
+  sha256sum < "${requirements}" | cut -d' ' -f1 > "${venv}/${VENV_COMPLETE}"
 }
 
 service_env() {

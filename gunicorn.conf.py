@@ -59,6 +59,15 @@ def post_fork(server, worker):
     process_loop()
 
 
+def pre_request(worker, req):
+    """Hand the request to mcp.keepalive, which closes the connection when a response goes
+    out before a large body was read (gunicorn ignores an app's `Connection` header)."""
+    from mcp.keepalive import bind_request
+
+    worker.log.debug("%s %s", req.method, req.path)
+    bind_request(req)
+
+
 def post_worker_init(worker):
     """On SIGTERM, begin the graceful stop at once (tasks hand back their leases, SSE
     clients are told to reconnect) while gunicorn drains requests."""

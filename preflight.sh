@@ -23,6 +23,8 @@ usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 source "${ROOT}/scripts/dotenv.sh"
 # shellcheck source=scripts/public_settings.sh
 source "${ROOT}/scripts/public_settings.sh"
+# shellcheck source=scripts/report_libs.sh
+source "${ROOT}/scripts/report_libs.sh"
 
 check_python() {
   local version
@@ -63,6 +65,16 @@ EOF
     ok venv "${VENV}: every pinned dependency installed"
   else
     fail venv "${VENV}: ${missing}"
+  fi
+}
+
+check_report_libraries() {
+  local missing
+  missing="$(missing_report_packages | tr '\n' ' ')"
+  if [[ -z "${missing}" ]]; then
+    ok reports "PDF report libraries present (pango, harfbuzz, DejaVu fonts)"
+  else
+    fail reports "PDF reports need Debian packages: sudo apt-get install ${missing% }"
   fi
 }
 
@@ -166,6 +178,7 @@ main() {
   [[ "${VENV}" == /* ]] || VENV="${ROOT}/${VENV}"
   check_python
   check_venv
+  check_report_libraries
   check_port
   check_data_dir
   check_store

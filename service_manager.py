@@ -85,6 +85,14 @@ def start(name: str) -> int:
         return 0
     log_file(name).parent.mkdir(parents=True, exist_ok=True)
     with open(log_file(name), "ab") as log:
+        # design: on a fresh host start.sh first builds the venv, a minute or more that the
+        # start timeout (meant for gunicorn's boot) must not cover: that part runs to its end first.
+        prepared = subprocess.run([str(ROOT / "start.sh"), "--prepare"], cwd=ROOT, stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if prepared.returncode != 0:
+            print(f"{name} could not be set up (start.sh --prepare exited with {prepared.returncode}); "
+                  f"see {log_file(name)}", file=sys.stderr)
+            return 1
         proc = subprocess.Popen([str(ROOT / "start.sh")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     pid_file(name).write_text(f"{proc.pid} {start_time(proc.pid)}\n")

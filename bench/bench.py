@@ -4,7 +4,7 @@ Run through bench/run.sh, which installs wrk and the FastMCP peer's venv. Every 
 bounded in time and count; every server listens on 127.0.0.1. Prints one table and writes
 bench/results/latest.json.
 
-    bench/run.sh [--quick] [--only mcp,rest,footprint,sse,overhead,scaling,store,soak]
+    bench/run.sh [--quick] [--only mcp,rest,footprint,sse,overhead,scaling,store,soak,report]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.conftest import Service, free_port  # noqa: E402
 from orchestration.models import TERMINAL_EVENTS  # noqa: E402
 from tests.fakes.openai_server import FakeServer  # noqa: E402
 
-BENCHMARKS = ("mcp", "rest", "footprint", "sse", "overhead", "scaling", "store", "soak")
+BENCHMARKS = ("mcp", "rest", "footprint", "sse", "overhead", "scaling", "store", "soak", "report")
 QUERY = "How does the orchestrator recover tasks after a crash?"
 # The service as start.sh starts it, with rate limits off: a load test from one client
 # would otherwise measure 429 answers.
@@ -466,6 +466,64 @@ def bench_soak(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def timed_get(service: Service, path: str, **headers: str) -> tuple[float, requests.Response]:
+    started = time.monotonic()
+    response = service.get(path, headers=headers, timeout=120)
+    return time.monotonic() - started, response
+
+
+def render_cpu_seconds(result: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds (not wall) of importing WeasyPrint and of rendering this report, in this
+    process: what a request costs on an idle core, whatever else the machine is doing."""
+    from mcp.reports import FORMATS, render
+    from mcp.reports.document import build_report
+
+    report = build_report(result, {})
+    started = time.process_time()
+    import weasyprint  # noqa: F401 - timed on purpose
+
+    out = {"import_weasyprint": round(time.process_time() - started, 2)}
+    for name in ("pdf", "docx"):
+        runs = []
+        for _ in range(3):
+            started = time.process_time()
+            render(FORMATS[name], report)
+            runs.append(time.process_time() - started)
+        out[f"{name}_first"], out[f"{name}_best"] = round(runs[0], 2), round(min(runs), 2)
+    return out
+
+
+def bench_report(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """A 20-agent research report as PDF: the first request renders it (the worker that
+    gets it may first import WeasyPrint), a second task's PDF, then the first again, served
+    from the store, and with its ETag (304)."""
+    service, _ = start_service(tmp, "report", {})
+    out: dict[str, Any] = {}
+    try:
+        _, first = run_task(service, "research", 20)
+        _, second = run_task(service, "research", 20, title="A second 20-agent report")
+        url = f"/tasks/{first['task_id']}/report?format=pdf"
+        cold, made = timed_get(service, url)
+        other, _ = timed_get(service, f"/tasks/{second['task_id']}/report?format=pdf")
+        cached = min(timed_get(service, url)[0] for _ in range(5))
+        again = timed_get(service, url)[1]
+        revalidated = timed_get(service, url, **{"If-None-Match": made.headers["ETag"]})[1]
+        assert made.status_code == 200 and again.content == made.content, "the cached PDF differs"
+        pages = subprocess.run(["pdfinfo", "-"], input=made.content, capture_output=True).stdout.decode()
+        cpu = render_cpu_seconds(service.get(f"/tasks/{first['task_id']}/result").json())
+        out["report_pdf_20_agents"] = {
+            "first_request_s": round(cold, 2), "second_task_s": round(other, 2),
+            "from_store_s": round(cached, 3), "same_bytes": again.content == made.content,
+            "if_none_match_status": revalidated.status_code, "bytes": len(made.content),
+            "pages": int(re.search(r"Pages:\s+(\d+)", pages).group(1)) if "Pages:" in pages else None,
+            "sources": len(first["sources"]), "load_average_1m": round(os.getloadavg()[0], 1),
+            "cpu_s_in_process": cpu,
+            "target": "first request < 2 s"}
+    finally:
+        service.stop()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="shorter loads (about 4 minutes on 2 cores)")
@@ -491,6 +549,7 @@ def main() -> int:
         ({"scaling"}, lambda: bench_scaling(tmp, args)),
         ({"store"}, lambda: bench_store(tmp, args)),
         ({"soak"}, lambda: bench_soak(tmp, args)),
+        ({"report"}, lambda: bench_report(tmp, args)),
     ]
     for names, step in steps:
         if names & which:

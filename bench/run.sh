@@ -4,11 +4,15 @@
 #
 # Usage: bench/run.sh [--quick] [--only LIST]
 #   --quick  shorter loads (about 4 minutes on 2 cores)
-#   --only   comma-separated subset: mcp,rest,footprint,sse,overhead,scaling,store,soak
+#   --only   comma-separated subset: mcp,rest,footprint,sse,overhead,scaling,store,soak,report
 # Environment: VENV_DIR (default venv; ./test.sh or ./start.sh create it); PEER_VENV (default
 # ~/.cache/mcp-orchestrator/bench-peer: the FastMCP peer's own venv, made from
 # bench/requirements-peer.txt when missing or changed).
-# Exit codes: 0 done; 1 setup failed.
+#
+# Sets up what the selected benchmarks need, as start.sh does: the venv with
+# requirements-dev.txt (shared with ./test.sh), redis-server, and only for mcp and rest wrk
+# (apt-get), only for mcp the peer's venv. Smallest run: bench/run.sh --quick --only store.
+# Exit codes: 0 done; 1 setup failed; 2 usage.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +20,10 @@ REDIS_PID=""
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { log "$*"; exit 1; }
+
+# shellcheck source=scripts/devenv.sh
+source "${ROOT}/scripts/devenv.sh"
+
 cleanup() {
   if [[ -n "${REDIS_PID}" ]]; then
     kill "${REDIS_PID}" 2>/dev/null || true
@@ -23,9 +31,27 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The benchmarks --only selects, one per line, or "all".
+selected() {
+  local only="all"
+  while (($#)); do
+    case "$1" in
+      --only) only="${2:-}"; shift ;;
+      --only=*) only="${1#--only=}" ;;
+    esac
+    shift
+  done
+  tr ',' '\n' <<<"${only}"
+}
+
+wants() { [[ "${SELECTED}" == "all" ]] || grep -qx "$1" <<<"${SELECTED}"; }
+
 ensure_tools() {
-  local missing=() tool
-  for tool in wrk redis-server; do
+  local missing=() tool tools=(redis-server)
+  if wants mcp || wants rest; then
+    tools+=(wrk)
+  fi
+  for tool in "${tools[@]}"; do
     command -v "${tool}" >/dev/null || missing+=("${tool}")
   done
   ((${#missing[@]} == 0)) && return 0
@@ -56,15 +82,19 @@ ensure_peer() {
 }
 
 main() {
-  local venv="${VENV_DIR:-venv}"
+  local venv="${VENV_DIR:-venv}" peer_args=()
   [[ "${venv}" == /* ]] || venv="${ROOT}/${venv}"
-  [[ -x "${venv}/bin/python" ]] || die "no venv at ${venv}: run ./test.sh first"
-  PEER_VENV="${PEER_VENV:-${HOME}/.cache/mcp-orchestrator/bench-peer}"
+  SELECTED="$(selected "$@")"
+  ensure_dev_venv "${venv}" "${ROOT}"
   ensure_tools
-  ensure_peer
+  if wants mcp; then
+    PEER_VENV="${PEER_VENV:-${HOME}/.cache/mcp-orchestrator/bench-peer}"
+    ensure_peer
+    peer_args=(--peer-python "${PEER_VENV}/bin/python")
+  fi
   start_redis
   cd "${ROOT}"
-  "${venv}/bin/python" bench/bench.py --redis-url "${REDIS_URL}" --peer-python "${PEER_VENV}/bin/python" "$@"
+  "${venv}/bin/python" bench/bench.py --redis-url "${REDIS_URL}" "${peer_args[@]}" "$@"
 }
 
 main "$@"

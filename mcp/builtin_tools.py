@@ -14,11 +14,13 @@ from .bridge import run_sync
 from .catalog import Catalog
 from .errors import Unavailable, UpstreamError, ValidationError
 from .plugins import load_plugins
+from .reports import FORMATS, report_uri
 from .schemas import (
     EmptyInput,
     FetchInput,
     ListTasksInput,
     ResearchInput,
+    ResultInput,
     SearchInput,
     SourceSearchInput,
     StatusInput,
@@ -75,7 +77,21 @@ def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog
         return ToolOutput(doc)
 
     def result(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
-        return ToolOutput(service.result(args["task_id"], ctx.owner))
+        if not args.get("format"):
+            return ToolOutput(service.result(args["task_id"], ctx.owner))
+        task = service.get(args["task_id"], ctx.owner)
+        doc = service.reports.document(task, FORMATS[args["format"]], args["partial"])
+        uri = report_uri(task.task_id, doc.format.name)
+        data = {"task_id": task.task_id, "status": task.status, "format": doc.format.name,
+                "mime_type": doc.format.media_type, "filename": doc.filename, "etag": doc.etag,
+                "bytes": len(doc.body), "uri": uri,
+                "report_url": f"{ctx.urls(task.task_id)['report_url']}?format={doc.format.name}"}
+        if ctx.transport == "mcp":
+            # design: the document travels once, as an embedded resource; structuredContent
+            # describes it.
+            return ToolOutput(data, content=[{"type": "resource", "resource": doc.mcp_contents(uri)}])
+        contents = doc.mcp_contents(uri)
+        return ToolOutput({**data, **{k: contents[k] for k in ("text", "blob") if k in contents}})
 
     def cancel(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
         task = service.cancel(args["task_id"], ctx.owner)
@@ -109,7 +125,8 @@ def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog
         Tool("get_orchestration_status", "Status and progress of an orchestration task.", StatusInput, status,
              READ_ONLY, TASK_OUTPUT, ("dreamwalker_status", "dream_orchestration_status")),
         Tool("get_orchestration_result", "The result document of a finished orchestration task "
-             "(an error while it still runs).", TaskIdInput, result, READ_ONLY, TASK_OUTPUT,
+             "(an error while it still runs); with `format` (md, html, pdf, docx), its report as a document.",
+             ResultInput, result, READ_ONLY, TASK_OUTPUT,
              ("dreamwalker_result",)),
         Tool("cancel_orchestration", "Cancel a running orchestration; it ends `cancelled` with whatever "
              "partial report exists.", TaskIdInput, cancel,

@@ -55,6 +55,10 @@ class Misdirected(ApiError):
     status, code = 421, "misdirected_request"
 
 
+class NotAcceptable(ApiError):
+    status, code = 406, "not_acceptable"
+
+
 class Conflict(ApiError):
     status, code = 409, "conflict"
 

@@ -15,6 +15,7 @@ from .schemas import (
     EventsQuery,
     ListDeadLettersInput,
     ListTasksInput,
+    ReportQuery,
     ResearchInput,
     SearchInput,
     SourceSearchInput,
@@ -46,6 +47,7 @@ TASK_STATUS = {
         "stream_url": {"type": "string"},
         "status_url": {"type": "string"},
         "result_url": {"type": "string"},
+        "report_url": {"type": "string"},
     },
 }
 HANDLE = {
@@ -180,6 +182,22 @@ def build_spec() -> dict[str, Any]:
     spec.path("/tasks/{task_id}/result", operations={"get": operation(
         "The result document", {"200": _ok("result", RESULT), "404": _error("unknown task"),
                                 "409": _error("still running")}, path_task=True)})
+    report_ok = {"description": "the report document (a 304 without body when If-None-Match matches)",
+                 "headers": {"ETag": {"schema": {"type": "string"}},
+                             "Content-Disposition": {"schema": {"type": "string"}}},
+                 "content": {"text/markdown": {"schema": {"type": "string"}},
+                             "text/html": {"schema": {"type": "string"}},
+                             "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                             "application/vnd.openxmlformats-officedocument.wordprocessingml.document": {
+                                 "schema": {"type": "string", "format": "binary"}}}}
+    spec.path("/tasks/{task_id}/report", operations={"get": operation(
+        "The report as Markdown, HTML, PDF or Word (by ?format= or Accept)", {
+            "200": report_ok, "304": {"description": "not modified (If-None-Match)"},
+            "400": _error("invalid query"), "404": _error("unknown task"),
+            "406": _error("unknown format, or no acceptable media type"),
+            "409": _error("still running (ask with partial=1)")},
+        path_task=True, query=ReportQuery,
+        extra_params=[{"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}}])})
     spec.path("/tasks/{task_id}/events", operations={"get": operation(
         "The event log", {"200": _ok("events", {"type": "object", "required": ["events"],
                                                 "properties": {"events": {"type": "array", "items": EVENT}}}),

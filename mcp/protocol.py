@@ -19,6 +19,7 @@ from . import SERVICE_NAME, __version__, jsonio, metrics
 from .builtin_tools import RESEARCH_DESCRIPTION, SEARCH_DESCRIPTION
 from .deadletter import DeadLetters
 from .errors import ApiError, Conflict, NotFound
+from .reports import FORMATS, report_uri
 from .schemas import ResearchInput, SearchInput
 from .settings import Settings
 from .store import Store
@@ -37,6 +38,7 @@ DEAD_LETTER_URI = "orchestrator://dead-letter"
 # How long tasks/cancel waits for a running task to stop before answering.
 CANCEL_WAIT_SECONDS = 10.0
 RELATED_TASK = "io.modelcontextprotocol/related-task"
+REPORT_RESOURCES = 10  # finished tasks whose reports resources/list shows
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
     -32700, -32600, -32601, -32602, -32603)
@@ -289,8 +291,8 @@ class McpServer:
             return {"task": mcp_task(self.tasks.get(output.data["task_id"], ctx.owner))}
         if tool.starts_task and ctx.calls.get(key)[1]:
             raise RequestCancelled
-        return {"content": [{"type": "text", "text": jsonio.dumps(output.data)}],
-                "structuredContent": output.data, "isError": False}
+        content = output.content or [{"type": "text", "text": jsonio.dumps(output.data)}]
+        return {"content": content, "structuredContent": output.data, "isError": False}
 
     def on_cancelled(self, params: dict[str, Any], ctx: CallContext) -> None:
         """A client gave up on a request: cancel the task that request started, if any, or
@@ -322,6 +324,18 @@ class McpServer:
                               "description": "Your tasks that failed for good and webhook deliveries that ran out "
                                              "of retries (newest 50); retry or dismiss them over REST.",
                               "mimeType": "application/json"})
+        # design: only the caller's most recent finished tasks are listed (REPORT_RESOURCES of
+        # them, each in every format), so the list stays small however many tasks a key has;
+        # any other task's report is read by its URI (see the templates).
+        tasks, _ = self.tasks.list(ctx.owner, None, None, REPORT_RESOURCES * 3, None)
+        finished = [t for t in tasks if t.status in TERMINAL_STATUSES][:REPORT_RESOURCES]
+        for task in finished:
+            for fmt in FORMATS.values():
+                resources.append({
+                    "uri": report_uri(task.task_id, fmt.name), "name": f"{task.task_id}.{fmt.name}",
+                    "title": f"{task.title or task.query} ({fmt.name})"[:200],
+                    "description": f"Report of the {task.orchestrator} task {task.task_id} ({task.status}).",
+                    "mimeType": fmt.media_type})
         return self._page(resources, params, "resources")
 
     def resource_templates(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -330,6 +344,10 @@ class McpServer:
              "description": "Status and progress of a task.", "mimeType": "application/json"},
             {"uriTemplate": "orchestrator://tasks/{task_id}/result", "name": "task-result",
              "description": "The result document of a finished task.", "mimeType": "application/json"},
+            *({"uriTemplate": f"orchestrator://tasks/{{task_id}}/report.{fmt.name}", "name": f"task-report-{fmt.name}",
+               "description": f"The report of a finished task as {fmt.name} "
+                              f"({'base64 blob' if fmt.binary else 'text'}).",
+               "mimeType": fmt.media_type} for fmt in FORMATS.values()),
         ], params, "resourceTemplates")
 
     def resources_read(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -349,6 +367,9 @@ class McpServer:
             _, _, _, task_id, what = uri.split("/")
             try:
                 task = self.tasks.get(task_id, ctx.owner)
+                if what.startswith("report.") and what[len("report."):] in FORMATS:
+                    doc = self.tasks.reports.document(task, FORMATS[what[len("report."):]])
+                    return {"contents": [doc.mcp_contents(uri)]}
                 if what == "status":
                     data = self.tasks.status(task, ctx.urls(task_id))
                 elif what == "result":

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from flask import Flask, g, has_request_context, request
-from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter import HeaderNames, Limiter, RateLimitExceeded
 from limits import parse_many
 from limits.storage import Storage
 
@@ -31,6 +31,10 @@ EXEMPT_PATHS = frozenset({"/health", "/health/live"})
 SCHEME = "orchestrator-store"
 # How long a thread trusts the figures its own last increment returned.
 JUST_HIT_SECONDS = 0.05
+# design: flask-limiter writes Retry-After on every response it counts, so a plain 200 told
+# clients to wait a minute. Its value goes to this internal header, dropped before the
+# response leaves; Retry-After is set only by the refusals themselves (429 here, 503s).
+LIMITER_RETRY_AFTER = "X-Limiter-Retry-After"
 
 
 class StoreStorage(Storage):
@@ -82,6 +86,11 @@ class StoreStorage(Storage):
         self.store.reset_counters(key)
 
 
+def drop_limiter_retry_after(response):
+    response.headers.pop(LIMITER_RETRY_AFTER, None)
+    return response
+
+
 class Breaches:
     """Rate-limit breaches told once per key, limit and window (issue 16), not once per
     refused request: a counter, a log line and an alert for the first 429 of each window.
@@ -116,6 +125,9 @@ class RateLimits:
         self.settings = settings
         self.breaches = breaches
         self.orchestrate = parse_many(settings.rate_limit_orchestrate)
+        # Registered before the limiter, so it runs after the limiter's header hook (Flask runs
+        # after_request functions in reverse order).
+        app.after_request(drop_limiter_retry_after)
         self.limiter = Limiter(
             self.rate_key,
             app=app,
@@ -123,6 +135,7 @@ class RateLimits:
             storage_uri=f"{SCHEME}+{settings.resolved_store_url}",
             strategy="fixed-window",
             headers_enabled=True,
+            header_name_mapping={HeaderNames.RETRY_AFTER: LIMITER_RETRY_AFTER},
             enabled=settings.rate_limit_enabled,
         )
         self.limiter.request_filter(lambda: request.path in EXEMPT_PATHS)
@@ -152,7 +165,9 @@ def init_app(app: Flask, settings: Settings, store: Store | None = None, alerts:
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded):
         current = limits.limiter.current_limit
-        retry = max(1, math.ceil(current.reset_at - time.time())) if current else 60
+        # the window's end, rounded up, is never further away than the window itself
+        retry = (max(1, min(math.ceil(current.reset_at - time.time()), current.limit.get_expiry()))
+                 if current else 60)
         if current is not None and limits.breaches is not None:
             limits.breaches.record(limits.rate_key(), current.limit)
         return error_response(429, "rate_limited", f"rate limit exceeded: {exc.description}",

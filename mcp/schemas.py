@@ -9,6 +9,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_l
 
 from orchestration.models import EVENT_TYPES, LEGACY_AGENT_TYPES, SEARCH_AGENT_TYPES
 
+REPORT_FORMATS = ("md", "html", "pdf", "docx")
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 PROVIDER_NAMES = ("auto", "extractive", "openai", "anthropic", "xai", "groq", "mistral", "openrouter", "ollama")
 
@@ -122,6 +123,14 @@ class TaskIdInput(StrictSchema):
     task_id = fields.String(required=True, validate=validate.Length(min=1, max=100))
 
 
+class ResultInput(TaskIdInput):
+    format = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(REPORT_FORMATS),
+                           metadata={"description": "Omit for the result document (JSON); md, html, pdf or docx for "
+                                                    "the report as a document (PDF and Word as a base64 blob)."})
+    partial = Flag(load_default=False, metadata={"description": "With format, for a task still running: the "
+                                                                "report so far instead of an error."})
+
+
 class StatusInput(TaskIdInput):
     include_events = Flag(load_default=False)
 
@@ -146,6 +155,14 @@ class EmptyInput(StrictSchema):
 class EventsQuery(StrictSchema):
     after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**53))
     limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=5000))
+
+
+class ReportQuery(StrictSchema):
+    # design: not an enum here: a format the server does not make is 406 (DESIGN §13), not 400.
+    format = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=20),
+                           metadata={"description": "md, html, pdf or docx (default: by Accept, else md)."})
+    partial = fields.Boolean(load_default=False,
+                             metadata={"description": "For a task still running: the report so far instead of 409."})
 
 
 class StreamQuery(StrictSchema):

@@ -11,6 +11,7 @@ from orchestration.models import TERMINAL_STATUSES
 
 from .catalog import Catalog
 from .errors import Conflict, NotFound, ValidationError
+from .reports import Reports
 from .results import status_document
 from .runtime import TaskRuntime, new_task_id
 from .store import Event, Store, TaskRecord
@@ -26,6 +27,7 @@ class TaskService:
         self.runtime = runtime
         self.catalog = catalog
         self.webhooks = webhooks
+        self.reports = Reports(store)  # report documents; callers look the task up with get() first
 
     def start(self, orchestrator: str, args: dict[str, Any], owner: str) -> TaskRecord:
         params = {k: v for k, v in args.items() if k not in (*CALL_FIELDS, "webhook_url", "webhook_secret")}

@@ -31,6 +31,7 @@ class ToolContext:
 class ToolOutput:
     data: dict[str, Any]
     accepted: bool = False  # started work that is still running (REST answers 202)
+    content: list[dict[str, Any]] | None = None  # MCP content items in place of the data as JSON text
 
 
 @dataclass

@@ -66,6 +66,7 @@ def urls_under(prefix: str):
             "status_url": f"{prefix}/tasks/{task_id}",
             "result_url": f"{prefix}/tasks/{task_id}/result",
             "events_url": f"{prefix}/tasks/{task_id}/events",
+            "report_url": f"{prefix}/tasks/{task_id}/report",
         }
 
     return urls

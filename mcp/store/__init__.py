@@ -322,6 +322,16 @@ class Store(ABC):
     @abstractmethod
     def cache_set(self, key: str, value: str, ttl: float) -> None: ...
 
+    # report documents of finished tasks, made once per format
+    @abstractmethod
+    def get_report(self, task_id: str, fmt: str) -> bytes | None:
+        """The stored document of `task_id` under `fmt` (its format and release), or None."""
+
+    @abstractmethod
+    def save_report(self, task_id: str, fmt: str, body: bytes) -> bytes:
+        """Keep `body` unless a document of that task and format is kept already; returns
+        the one kept (the first saved wins, so every worker serves the same bytes)."""
+
     # legacy HTTP+SSE: messages for the worker that holds a session's stream
     @abstractmethod
     def push_session_message(self, session_id: str, message: dict[str, Any]) -> int: ...

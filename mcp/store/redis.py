@@ -6,6 +6,7 @@ each is one atomic step. Key names are constants of this class (CONVENTIONS 6)."
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
@@ -76,7 +77,7 @@ REOPEN = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'error', '', 'completed_at', '', 'started_at', '', 'attempts', '0',
            'cancel_requested', '0', 'lease_owner', '', 'lease_expires', '')
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[4])
 redis.call('SADD', KEYS[3], ARGV[1])
 return 1
 """
@@ -127,8 +128,9 @@ class RedisStore(Store):
     DEAD_LETTER_KEY = "orch:dead-letter:{}"
     DEAD_LETTERS_KEY = "orch:dead-letters"  # zset of every entry by created_at
     OWNER_DEAD_LETTERS_KEY = "orch:dead-letters:owner:{}"
+    REPORT_KEY = "orch:report:{}"  # hash: format -> base64 of the document
     #: keys that belong to one task and go with it (CONVENTIONS 6)
-    TASK_OWNED_KEYS = (TASK_KEY, EVENTS_KEY, RESULT_KEY, CHECKPOINTS_KEY, TASK_DELIVERIES_KEY)
+    TASK_OWNED_KEYS = (TASK_KEY, EVENTS_KEY, RESULT_KEY, CHECKPOINTS_KEY, TASK_DELIVERIES_KEY, REPORT_KEY)
     #: how many of the oldest tasks one sweep looks at per batch it may remove
     SWEEP_SCAN_FACTOR = 5
     LOCK_KEY = "orch:lock:{}"
@@ -371,6 +373,20 @@ class RedisStore(Store):
     def cache_set(self, key: str, value: str, ttl: float) -> None:
         self.r.set(self.CACHE_KEY.format(key), value, px=max(1, int(ttl * 1000)))
 
+    # -- report documents ---------------------------------------------------------------------
+    # design: the client decodes replies as text, so documents are kept as base64.
+
+    def get_report(self, task_id: str, fmt: str) -> bytes | None:
+        raw = self.r.hget(self.REPORT_KEY.format(task_id), fmt)
+        return base64.b64decode(raw) if raw else None
+
+    def save_report(self, task_id: str, fmt: str, body: bytes) -> bytes:
+        key = self.REPORT_KEY.format(task_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hsetnx(key, fmt, base64.b64encode(body).decode("ascii"))
+        pipe.hget(key, fmt)
+        return base64.b64decode(pipe.execute()[1])
+
     # -- MCP sessions ----------------------------------------------------------------------
 
     def save_session(self, session_id: str, data: dict[str, Any], ttl: float, create: bool = True) -> bool:
@@ -561,8 +577,8 @@ class RedisStore(Store):
         return self.r.zcard(self.DEAD_LETTERS_KEY)
 
     def reopen_task(self, task_id: str) -> bool:
-        return bool(self._reopen(keys=[self.TASK_KEY.format(task_id), self.RESULT_KEY.format(task_id), self.OPEN_KEY],
-                                 args=[task_id]))
+        return bool(self._reopen(keys=[self.TASK_KEY.format(task_id), self.RESULT_KEY.format(task_id), self.OPEN_KEY,
+                                       self.REPORT_KEY.format(task_id)], args=[task_id]))
 
     # -- retention --------------------------------------------------------------------------
 

@@ -128,6 +128,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS reports (
+    task_id TEXT NOT NULL,
+    format TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (task_id, format)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS locks (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -153,7 +160,7 @@ VACUUM_PAGES = 4096
 WAL_SIZE_LIMIT = 8 * 1024 * 1024
 AUTO_VACUUM_MODES = {0: "none", 1: "full", 2: "incremental"}
 # tables whose rows belong to one task, removed with it
-TASK_TABLES = ("events", "checkpoints", "deliveries")
+TASK_TABLES = ("events", "checkpoints", "deliveries", "reports")
 
 
 class SQLiteStore(Store):
@@ -479,6 +486,19 @@ class SQLiteStore(Store):
             db.execute("INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)", (key, value, now + ttl))
             db.execute("DELETE FROM cache WHERE expires < ?", (now,))
 
+    # -- report documents ---------------------------------------------------------------------
+
+    def get_report(self, task_id: str, fmt: str) -> bytes | None:
+        row = self._db.execute("SELECT body FROM reports WHERE task_id = ? AND format = ?", (task_id, fmt)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def save_report(self, task_id: str, fmt: str, body: bytes) -> bytes:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO reports (task_id, format, body, created_at) VALUES (?, ?, ?, ?)",
+                       (task_id, fmt, body, time.time()))
+            row = db.execute("SELECT body FROM reports WHERE task_id = ? AND format = ?", (task_id, fmt)).fetchone()
+        return bytes(row[0])
+
     # -- MCP sessions ----------------------------------------------------------------------
 
     def save_session(self, session_id: str, data: dict[str, Any], ttl: float, create: bool = True) -> bool:
@@ -668,6 +688,8 @@ class SQLiteStore(Store):
 
     def reopen_task(self, task_id: str) -> bool:
         with self._tx() as db:
+            db.execute("DELETE FROM reports WHERE task_id = ? AND EXISTS (SELECT 1 FROM tasks WHERE task_id = ? "
+                       "AND status = 'failed')", (task_id, task_id))  # the documents of the failure
             return db.execute(
                 "UPDATE tasks SET status = 'pending', error = NULL, completed_at = NULL, started_at = NULL, "
                 "result = NULL, attempts = 0, cancel_requested = 0, lease_owner = NULL, lease_expires = NULL "

@@ -10,6 +10,7 @@ Prints one JSON line summarising what the session saw; exits non-zero on any err
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 import anyio
 import httpx2
 from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.types import BlobResourceContents, TextResourceContents
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -54,6 +56,10 @@ async def exercise(args: argparse.Namespace) -> dict:
                                                                     "num_agents": 2}, progress_callback=on_progress)
         resources = await session.list_resources()
         info = await session.read_resource("orchestrator://research/info")
+        research_id = (research.structured_content or {}).get("task_id")
+        report_pdf = await session.read_resource(f"orchestrator://tasks/{research_id}/report.pdf")
+        report_md = await session.read_resource(f"orchestrator://tasks/{research_id}/report.md")
+        result_docx = await session.call_tool("get_orchestration_result", {"task_id": research_id, "format": "docx"})
         prompt = await session.get_prompt("research", {"query": "why sqlite"})
         await session.send_ping()
     return {
@@ -67,8 +73,22 @@ async def exercise(args: argparse.Namespace) -> dict:
         "progress_notifications": len(progress),
         "resources": sorted(str(r.uri) for r in resources.resources),
         "info_tool": json.loads(info.contents[0].text)["tool"],
+        "report_pdf": _contents(report_pdf.contents[0]),
+        "report_md": _contents(report_md.contents[0]),
+        "result_docx": _contents(result_docx.content[0].resource) if result_docx.content[0].type == "resource"
+        else result_docx.content[0].type,
         "prompt_mentions_tool": "orchestrate_research" in prompt.messages[0].content.text,
     }
+
+
+def _contents(contents) -> dict:
+    """What a client got for a resource: its kind (text or blob), type and first bytes."""
+    if isinstance(contents, BlobResourceContents):
+        head = base64.b64decode(contents.blob)[:5].decode("latin-1")
+        return {"kind": "blob", "mime": contents.mime_type, "head": head}
+    if isinstance(contents, TextResourceContents):
+        return {"kind": "text", "mime": contents.mime_type, "head": contents.text[:2]}
+    return {"kind": type(contents).__name__}
 
 
 def main() -> int:

@@ -38,7 +38,14 @@ def assert_full_session(seen: dict) -> None:
     assert seen["patterns_error"] is False
     assert seen["search_status"] == seen["research_status"] == "completed" and seen["research_cites"]
     assert seen["progress_notifications"] > 0
-    assert seen["resources"] == ["orchestrator://research/info", "orchestrator://search/info"]
+    info, reports = seen["resources"][:2], seen["resources"][2:]
+    assert info == ["orchestrator://research/info", "orchestrator://search/info"]
+    # each finished task of the key (at least this session's two, at most ten), every format
+    assert 8 <= len(reports) <= 40 and len(reports) % 4 == 0
+    assert {r.rsplit(".", 1)[1] for r in reports} == {"md", "html", "pdf", "docx"}
+    assert seen["report_pdf"] == {"kind": "blob", "mime": "application/pdf", "head": "%PDF-"}
+    assert seen["report_md"] == {"kind": "text", "mime": "text/markdown", "head": "# "}
+    assert seen["result_docx"]["kind"] == "blob" and seen["result_docx"]["head"].startswith("PK")
     assert seen["info_tool"] == "orchestrate_research" and seen["prompt_mentions_tool"]
 
 

@@ -180,8 +180,9 @@ def test_resources_prompts_logging_completion(client):
     uris = {r["uri"] for r in rpc(client, "resources/list", session=session).get_json()["result"]["resources"]}
     assert uris == {"orchestrator://research/info", "orchestrator://search/info", "orchestrator://dead-letter"}
     templates = rpc(client, "resources/templates/list", session=session).get_json()["result"]["resourceTemplates"]
-    assert {t["uriTemplate"] for t in templates} == {"orchestrator://tasks/{task_id}/status",
-                                                     "orchestrator://tasks/{task_id}/result"}
+    assert {t["uriTemplate"] for t in templates} == {
+        "orchestrator://tasks/{task_id}/status", "orchestrator://tasks/{task_id}/result",
+        *(f"orchestrator://tasks/{{task_id}}/report.{fmt}" for fmt in ("md", "html", "pdf", "docx"))}
     info = rpc(client, "resources/read", {"uri": "orchestrator://research/info"}, session=session).get_json()
     assert json.loads(info["result"]["contents"][0]["text"])["tool"] == "orchestrate_research"
     assert rpc(client, "resources/read", {"uri": "orchestrator://tasks/x/status"},

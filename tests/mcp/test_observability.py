@@ -72,6 +72,12 @@ class Envelopes(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
+        elif self.headers.get("Content-Encoding") == "br":
+            # sentry-sdk sends brotli whenever the brotli module is installed (WeasyPrint's
+            # fonttools brings it), as Sentry accepts
+            import brotli
+
+            body = brotli.decompress(body)
         Envelopes.received.append(body)
         self.send_response(200)
         self.send_header("Content-Length", "0")

@@ -52,3 +52,16 @@ def test_the_same_orchestrate_limit_applies_over_mcp(limited):
     codes = [call(c, n).status_code for n, c in enumerate((b, a, b))]
     assert codes == [200, 200, 429]
     assert call(a, 9).headers["Retry-After"]
+
+
+def test_only_refusals_carry_retry_after(limited):
+    a, _ = limited
+    ordinary = [a.get("/tasks"), a.post("/tools/list_orchestrator_patterns", json={}), a.get("/tasks/search_0")]
+    assert [r.status_code for r in ordinary] == [200, 200, 404]
+    for response in ordinary:
+        assert "Retry-After" not in response.headers, response.status_code
+        assert response.headers["X-RateLimit-Remaining"]
+        assert not any(name.lower().startswith("x-limiter") for name in response.headers.keys())
+    while (refused := a.get("/tasks")).status_code != 429:
+        pass
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60

@@ -200,6 +200,16 @@ def test_response_cache_is_shared_and_expires(store):
     assert store.cache_get("src:k") is None
 
 
+def test_report_documents_are_kept_per_format_and_the_first_saved_wins(store):
+    pdf = b"%PDF-1.7\x00\xff binary"
+    assert store.get_report("t1", "pdf") is None
+    assert store.save_report("t1", "pdf", pdf) == pdf
+    assert store.save_report("t1", "pdf", b"made later by another worker") == pdf
+    assert store.get_report("t1", "pdf") == pdf
+    assert store.get_report("t1", "md") is None and store.get_report("t2", "pdf") is None
+    assert store.save_report("t1", "md", b"# md") == b"# md" and store.get_report("t1", "pdf") == pdf
+
+
 def test_batched_appends_keep_order_fence_by_lease_and_isolate_a_bad_item(store):
     make_task(store, "t1")
     make_task(store, "t2")

@@ -78,7 +78,7 @@ def test_a_stale_pid_file_is_not_trusted(env, tmp_path):
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is installed by ./test.sh")
 def test_shell_scripts_pass_shellcheck():
-    scripts = [str(ROOT / name) for name in ("start.sh", "test.sh", "preflight.sh", "deploy.sh", ".ci/run")]
+    scripts = [str(ROOT / name) for name in ("start.sh", "test.sh", "preflight.sh", "deploy.sh", "bench/run.sh", ".ci/run")]
     checked = subprocess.run(["shellcheck", "-x", *scripts], capture_output=True, text=True, cwd=ROOT)
     assert checked.returncode == 0, checked.stdout
 

@@ -1,0 +1,30 @@
+"""Fixtures of the operations tests: a wheelhouse, so that the first-run paths (deploy.sh,
+start.sh, bench/run.sh) really create their venvs and really run pip, offline and fast."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory) -> Path:
+    """Wheels of every pinned dependency (runtime, tests and bench), built once per session
+    from the package registry."""
+    house = tmp_path_factory.mktemp("wheelhouse")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+                            "--wheel-dir", str(house), "-r", str(ROOT / "requirements-dev.txt")],
+                           capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    return house
+
+
+@pytest.fixture
+def offline_pip(wheelhouse) -> dict[str, str]:
+    """Environment under which every `pip install` installs from the wheelhouse only."""
+    return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
