@@ -65,7 +65,7 @@ def ask(page, question: str, agents: int = 4, kind: str = "research"):
     page.get_by_label("Question").fill(question)
     if kind == "search":
         page.get_by_label("Search").check()
-    page.get_by_label("Agents").fill(str(agents))
+    page.get_by_label("Agents", exact=True).fill(str(agents))
     page.get_by_role("button", name="Start").click()
     page.wait_for_url("**#/task/*")
     return page.url.rsplit("/", 1)[1]
@@ -96,7 +96,7 @@ def test_a_research_from_the_form_fills_live_renders_the_cited_report_and_downlo
     assert page.url.endswith("/ui/")
     page.get_by_role("button", name="Start").wait_for()
     assert page.locator("#sources input[value=local]").is_checked()
-    assert "WIKIPEDIA_API_URL" in page.locator("#sources").inner_text()  # a disabled source says how to enable it
+    assert "WIKIPEDIA_API_URL" in page.locator("#sources").text_content()  # a disabled source says how to enable it
     record_first_agent(page)
     task_id = ask(page, QUERY, agents=12)
     wait_state(page, "completed")
@@ -193,7 +193,7 @@ def test_a_killed_worker_streaming_to_the_page_leaves_no_gap_and_no_duplicate(br
     page = view.page
     page.goto(f"{service.url}/ui/")
     task_id = ask(page, QUERY, agents=6)
-    page.locator("#event-list li").nth(3).wait_for(timeout=30000)
+    page.locator("#event-list li").nth(3).wait_for(state="attached", timeout=30000)
     streaming = [w for w in service.get("/stats").json()["workers"] if int(w.get("active_streams", 0)) > 0]
     deadline = time.monotonic() + 15
     while not streaming and time.monotonic() < deadline:  # heartbeats report streams every few seconds
@@ -232,8 +232,8 @@ def test_keys_the_prompt_a_refused_key_and_another_keys_tasks_never_shown(browse
     assert "bob's private question" not in page.locator("#tasks-table").inner_text()
     page.goto(f"{service.url}/ui/#/task/{bobs}")
     page.get_by_text("No such task").wait_for()
-    # the refused requests are the only errors the browser logged
-    assert all("status of 401" in problem for problem in view.problems), view.problems
+    # the refused key (401) and bob's task (404) are the only errors the browser logged
+    assert all("status of 401" in p or "status of 404" in p for p in view.problems), view.problems
     assert view.csp_violations() == []
     view.close()
 
@@ -257,7 +257,8 @@ def test_behind_caddy_under_mcp_ui(browser, service_factory, tmp_path):
         with page.expect_download() as download:
             page.get_by_role("button", name="Markdown").click()
         assert Path(download.value.path()).read_text().strip()
-        view.assert_clean()
+        assert view.csp_violations() == []
+        assert all("status of 401" in p for p in view.problems), view.problems  # the prompt's own 401
         view.close()
     finally:
         caddy.stop()
