@@ -15,7 +15,7 @@ from mcp.protocol import McpServer
 from mcp.runtime import TaskRuntime
 from mcp.settings import Settings
 from mcp.store import open_store
-from mcp.streaming import StreamHub
+from mcp.streaming import StreamHub, stream_capacity
 from mcp.tasks import TaskService
 from mcp.tools import ToolRegistry
 from mcp.webhooks import Webhooks
@@ -29,7 +29,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     store = open_store(settings.resolved_store_url)
     catalog = Catalog(settings, store)
-    hub = StreamHub(store)
+    hub = StreamHub(store, capacity=stream_capacity(settings.threads, settings.stream_reserve_threads,
+                                                   settings.max_streams))
     hooks = Webhooks(settings, store)
     runtime = TaskRuntime(settings, store, catalog, hub, process_loop(), hooks)
     task_service = TaskService(store, runtime, catalog, hooks)

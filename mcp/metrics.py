@@ -21,10 +21,16 @@ ORCHESTRATION_TASKS = Counter(
     "orchestration_tasks_total", "Orchestrations finished, by outcome", ["orchestrator", "status"], registry=None)
 STREAMS = Gauge(
     "streaming_active_connections", "Open SSE streams", multiprocess_mode="livesum", registry=None)
+STREAM_CAPACITY = Gauge(
+    "streaming_capacity_connections", "SSE streams the live workers may hold at once (STREAM_RESERVE_THREADS "
+    "threads of each kept for other requests)", multiprocess_mode="livesum", registry=None)
+STREAMS_REFUSED = Counter(
+    "streaming_refused_total", "Streams refused with 503 because the worker held its capacity", registry=None)
 LLM_TOKENS = Counter("llm_tokens_total", "LLM tokens used", ["model", "kind"], registry=None)
 LLM_COST = Counter("llm_cost_usd_total", "LLM spend in USD", ["model"], registry=None)
 WEBHOOK_DELIVERIES = Counter("webhook_deliveries_total", "Webhook delivery attempts", ["result"], registry=None)
-SERVICE_METRICS = (ORCHESTRATION_DURATION, ORCHESTRATION_TASKS, STREAMS, LLM_TOKENS, LLM_COST, WEBHOOK_DELIVERIES)
+SERVICE_METRICS = (ORCHESTRATION_DURATION, ORCHESTRATION_TASKS, STREAMS, STREAM_CAPACITY, STREAMS_REFUSED, LLM_TOKENS,
+                   LLM_COST, WEBHOOK_DELIVERIES)
 
 
 def init_app(app: Flask, settings: Settings) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
@@ -77,28 +78,51 @@ def bridge(lines: Iterable[str], write: LineWriter, url: str, api_key: str | Non
         headers["X-API-Key"] = api_key
     with httpx.Client(timeout=httpx.Timeout(30.0, read=900.0)) as client:
         for payload in parse_lines(lines, write):
-            with client.stream("POST", url, content=json.dumps(payload), headers=headers) as response:
-                if response.headers.get("Mcp-Session-Id"):
-                    headers["Mcp-Session-Id"] = response.headers["Mcp-Session-Id"]
-                if response.status_code == 202:
-                    continue
-                kind = response.headers.get("Content-Type", "")
-                if kind.startswith("text/event-stream"):
-                    for line in response.iter_lines():
-                        if line.startswith("data:"):
-                            write(json.loads(line[5:].strip()))
-                    continue
-                body = response.read()
-                try:
-                    reply = json.loads(body)
-                except ValueError:
-                    reply = None
-                if isinstance(reply, dict) and "jsonrpc" in reply or isinstance(reply, list):
-                    for message in reply if isinstance(reply, list) else [reply]:
-                        write(message)
-                elif isinstance(payload, dict) and "id" in payload:
-                    write(rpc_error(payload["id"], -32603, f"upstream answered HTTP {response.status_code}",
-                                    {"body": body[:500].decode(errors="replace")}))
+            forward(client, url, headers, payload, write)
+
+
+# A 503 (a worker holding all its streams, a store outage) is retried after its Retry-After,
+# this many times, before the caller gets the error.
+BUSY_RETRIES = 5
+
+
+def forward(client: Any, url: str, headers: dict[str, str], payload: Any, write: LineWriter) -> None:
+    """POST one message and write every JSON-RPC message of the answer (JSON or SSE)."""
+    for attempt in range(BUSY_RETRIES + 1):
+        with client.stream("POST", url, content=json.dumps(payload), headers=headers) as response:
+            if response.headers.get("Mcp-Session-Id"):
+                headers["Mcp-Session-Id"] = response.headers["Mcp-Session-Id"]
+            if response.status_code == 503 and attempt < BUSY_RETRIES:
+                time.sleep(retry_after(response.headers.get("Retry-After")))
+                continue
+            if response.status_code == 202:
+                return
+            kind = response.headers.get("Content-Type", "")
+            if kind.startswith("text/event-stream"):
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        write(json.loads(line[5:].strip()))
+                return
+            body = response.read()
+            try:
+                reply = json.loads(body)
+            except ValueError:
+                reply = None
+            if isinstance(reply, dict) and "jsonrpc" in reply or isinstance(reply, list):
+                for message in reply if isinstance(reply, list) else [reply]:
+                    write(message)
+            elif isinstance(payload, dict) and "id" in payload:
+                write(rpc_error(payload["id"], -32603, f"upstream answered HTTP {response.status_code}",
+                                {"body": body[:500].decode(errors="replace")}))
+            return
+
+
+def retry_after(value: str | None) -> float:
+    """Seconds to wait from a Retry-After header in seconds (1 when absent or a date), at most 30."""
+    try:
+        return min(max(float(value or 1), 0.0), 30.0)
+    except ValueError:
+        return 1.0
 
 
 def main(argv: list[str] | None = None) -> int:

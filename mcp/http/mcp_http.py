@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, Response, request
 
 from .. import jsonio
 from ..errors import NotFound, error_response
@@ -29,13 +29,13 @@ from ..protocol import (
     SESSION_TTL,
     STATELESS_VERSION,
     CallContext,
-    McpServer,
     is_request,
     new_session_id,
     rpc_error,
 )
 from ..services import Services, services
 from . import owner, public_prefix, urls_under
+from .streams import sse_response
 
 bp = Blueprint("mcp_http", __name__)
 SESSION_HEADER = "Mcp-Session-Id"
@@ -172,7 +172,7 @@ def post() -> Response:
         # notifications and responses get 202 and no body; a malformed one gets its error
         return rpc_response(errors, 400, session_id) if errors else Response(status=202)
     if wants_progress(messages) and "text/event-stream" in request.headers.get("Accept", ""):
-        return sse_call(svc.mcp, payload, ctx, session_id, svc.settings.stream_keepalive)
+        return sse_call(svc, payload, ctx, session_id)
     body = svc.mcp.handle_payload(payload, ctx)
     save()
     return rpc_response(body, 200, session_id)
@@ -235,9 +235,10 @@ def wants_progress(messages: list[Any]) -> bool:
     return False
 
 
-def sse_call(server: McpServer, payload: Any, ctx: CallContext, session_id: str | None,
-             keepalive: float) -> Response:
-    """Answer one POST as an SSE stream: progress notifications as they happen, then the response."""
+def sse_call(svc: Services, payload: Any, ctx: CallContext, session_id: str | None) -> Response:
+    """Answer one POST as an SSE stream: progress notifications as they happen, then the
+    response. It holds a request thread like any stream, so it takes a stream slot."""
+    server, keepalive = svc.mcp, svc.settings.stream_keepalive
     outbox: queue.Queue = queue.Queue()
     ctx.notify = outbox.put
     done = object()
@@ -264,12 +265,7 @@ def sse_call(server: McpServer, payload: Any, ctx: CallContext, session_id: str 
                 return
             yield f"event: message\ndata: {jsonio.dumps(item)}\n\n"
 
-    response = Response(stream_with_context(stream()), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    if session_id:
-        response.headers[SESSION_HEADER] = session_id
-    return response
+    return sse_response(svc, stream, headers={SESSION_HEADER: session_id} if session_id else None)
 
 
 @bp.get("/mcp")

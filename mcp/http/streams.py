@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
@@ -22,6 +22,9 @@ from . import load_query, owner
 
 bp = Blueprint("streams", __name__)
 RETRY_MS = 3000
+# Seconds a refused stream is told to wait: long enough for a slot to free up or for the
+# next connection to land on another worker, short enough for a dashboard to feel live.
+REFUSED_RETRY_AFTER = 2
 
 
 _encoded: OrderedDict[tuple[str, int], str] = OrderedDict()
@@ -56,30 +59,57 @@ def resume_point() -> int:
     return from_query or 0
 
 
+def sse_response(svc: Services, make_stream: Callable[[], Iterator[str]], task_id: str | None = None,
+                 headers: dict[str, str] | None = None) -> Response:
+    """The response of every SSE stream this service serves (task streams, legacy MCP, MCP
+    calls with progress): it takes one of this worker's stream slots first, or answers 503
+    with Retry-After, so streams can never take the threads other requests need. The slot
+    is given back when the server closes the response, however the stream ended."""
+    hub = svc.hub
+    if not hub.admit(task_id):
+        raise Unavailable(f"this worker holds its {hub.capacity} streams; retry shortly",
+                          {"streams": {"open": hub.active_streams, "capacity": hub.capacity}},
+                          headers={"Retry-After": str(REFUSED_RETRY_AFTER)})
+    released = threading.Event()
+
+    def release() -> None:
+        if not released.is_set():
+            released.set()
+            hub.stream_closed(task_id)
+
+    try:
+        response = Response(stream_with_context(make_stream()), mimetype="text/event-stream")
+    except BaseException:
+        release()
+        raise
+    response.call_on_close(release)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
 def event_stream(svc: Services, task_id: str, after: int) -> Iterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
     last = after
-    svc.hub.stream_opened(task_id)
-    try:
-        while True:
-            events = svc.hub.events_after(task_id, last)
-            for event in events:
-                yield sse_event(event)
-                last = event.id
-                if event.event_type in TERMINAL_EVENTS:
-                    return
-            if events:
-                continue
-            if svc.hub.stopping:
-                # design: the worker is going away; tell the client to come back (to another one).
-                yield f"retry: 1000\nevent: reconnect\ndata: {json.dumps({'last_event_id': last})}\n\n"
+    while True:
+        events = svc.hub.events_after(task_id, last)
+        for event in events:
+            yield sse_event(event)
+            last = event.id
+            if event.event_type in TERMINAL_EVENTS:
                 return
-            if not svc.hub.wait(task_id, last, svc.settings.stream_keepalive):
-                if svc.hub.stopping:
-                    continue
-                yield ": keep-alive\n\n"
-    finally:
-        svc.hub.stream_closed(task_id)
+        if events:
+            continue
+        if svc.hub.stopping:
+            # design: the worker is going away; tell the client to come back (to another one).
+            yield f"retry: 1000\nevent: reconnect\ndata: {json.dumps({'last_event_id': last})}\n\n"
+            return
+        if not svc.hub.wait(task_id, last, svc.settings.stream_keepalive):
+            if svc.hub.stopping:
+                continue
+            yield ": keep-alive\n\n"
 
 
 @bp.get("/stream/<task_id>")
@@ -87,9 +117,4 @@ def stream(task_id: str):
     svc = services()
     svc.tasks.get(task_id, owner())
     after = resume_point()
-    if svc.hub.active_streams >= svc.settings.max_streams:
-        raise Unavailable("too many open streams on this worker; retry shortly", headers={"Retry-After": "2"})
-    response = Response(stream_with_context(event_stream(svc, task_id, after)), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    return response
+    return sse_response(svc, lambda: event_stream(svc, task_id, after), task_id)
