@@ -69,6 +69,13 @@ class UpstreamError(ApiError):
     status, code = 502, "upstream_error"
 
 
+class SourceFailed(UpstreamError):
+    """A search source failed for one query (its API out of reach, or an answer of another
+    shape than the API documents); the message names the source and what was wrong."""
+
+    code = "source_error"
+
+
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",

@@ -68,7 +68,8 @@ def health():
     checks["runtime"] = {"status": "ok" if loop_ok else "error", **svc.runtime.info(), "live_workers": len(workers)}
     if not loop_ok and status == "healthy":
         status = "degraded"
-    checks["sources"] = {name: {"status": "ok" if s.enabled else "disabled", **s.describe()}
+    checks["sources"] = {name: {"status": "ok" if s.enabled else "disabled", **s.describe(),
+                                "last_error": svc.catalog.last_source_error(name)}
                          for name, s in svc.catalog.sources.items()}
     if not Path(svc.settings.docs_dir).is_dir():
         checks["sources"]["local"]["status"] = "degraded"
