@@ -217,7 +217,7 @@ def bench_http(tmp: Path, args: argparse.Namespace, which: set[str]) -> dict[str
 
 async def sse_client(port: int, path: str, latencies: list[float], done: list[int], retries: list[int]) -> None:
     """One SSE reader (HTTP/1.0, so the body is the raw stream until the server closes).
-    Like a browser's EventSource it reconnects when told to: a worker already holding its
+    Like a well-behaved dashboard it reconnects when refused: a worker already holding its
     stream capacity (THREADS - STREAM_RESERVE_THREADS, at most MAX_STREAMS) answers 503 with
     Retry-After, and the next connection may land on another worker. Replayed events are
     not timed (they are old by design)."""
