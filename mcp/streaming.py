@@ -90,32 +90,36 @@ class StreamHub:
         """Make this worker's capacity visible in /metrics (summed over live workers)."""
         STREAM_CAPACITY.set(self.capacity)
 
-    def admit(self, task_id: str | None = None) -> bool:
+    def admit(self) -> bool:
         """Take a stream slot, or False when this worker holds `capacity` streams already.
         The caller owns the slot and gives it back with `stream_closed`."""
         with self._lock:
-            if self._streams >= self.capacity:
-                refused = True
-            else:
-                refused = False
+            refused = self._streams >= self.capacity
+            if not refused:
                 self._streams += 1
-                if task_id is not None:
-                    self._windows.setdefault(task_id, _Window()).readers += 1
         if refused:
             STREAMS_REFUSED.inc()
             return False
         STREAMS.inc()
         return True
 
-    def stream_closed(self, task_id: str | None = None) -> None:
+    def stream_closed(self) -> None:
         with self._lock:
             self._streams -= 1
-            window = self._windows.get(task_id) if task_id is not None else None
+        STREAMS.dec()
+
+    def join(self, task_id: str) -> None:
+        """A reader of `task_id` starts: it shares the task's window with the others here."""
+        with self._lock:
+            self._windows.setdefault(task_id, _Window()).readers += 1
+
+    def leave(self, task_id: str) -> None:
+        with self._lock:
+            window = self._windows.get(task_id)
             if window is not None:
                 window.readers -= 1
                 if window.readers <= 0:
                     del self._windows[task_id]
-        STREAMS.dec()
 
     def events_after(self, task_id: str, after: int, limit: int = 500) -> list[Event]:
         """Events of `task_id` newer than `after`, oldest first, at most `limit`: from the

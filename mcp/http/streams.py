@@ -59,14 +59,17 @@ def resume_point() -> int:
     return from_query or 0
 
 
-def sse_response(svc: Services, make_stream: Callable[[], Iterator[str]], task_id: str | None = None,
+def sse_response(svc: Services, make_stream: Callable[[], Iterator[str]],
                  headers: dict[str, str] | None = None) -> Response:
     """The response of every SSE stream this service serves (task streams, legacy MCP, MCP
     calls with progress): it takes one of this worker's stream slots first, or answers 503
     with Retry-After, so streams can never take the threads other requests need. The slot
-    is given back when the server closes the response, however the stream ended."""
+    is given back when the server closes the response, however the stream ended.
+
+    `make_stream` is called only once the slot is taken: work that only makes sense with a
+    stream to watch it (starting a task for `"stream": true`) belongs in it."""
     hub = svc.hub
-    if not hub.admit(task_id):
+    if not hub.admit():
         raise Unavailable(f"this worker holds its {hub.capacity} streams; retry shortly",
                           {"streams": {"open": hub.active_streams, "capacity": hub.capacity}},
                           headers={"Retry-After": str(REFUSED_RETRY_AFTER)})
@@ -75,7 +78,7 @@ def sse_response(svc: Services, make_stream: Callable[[], Iterator[str]], task_i
     def release() -> None:
         if not released.is_set():
             released.set()
-            hub.stream_closed(task_id)
+            hub.stream_closed()
 
     try:
         response = Response(stream_with_context(make_stream()), mimetype="text/event-stream")
@@ -92,6 +95,15 @@ def sse_response(svc: Services, make_stream: Callable[[], Iterator[str]], task_i
 
 def event_stream(svc: Services, task_id: str, after: int) -> Iterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
+    svc.hub.join(task_id)
+    try:
+        yield from follow(svc, task_id, after)
+    finally:
+        svc.hub.leave(task_id)
+
+
+def follow(svc: Services, task_id: str, after: int) -> Iterator[str]:
+    """The task's events after `after` as SSE frames, live, until its terminal event."""
     last = after
     while True:
         events = svc.hub.events_after(task_id, last)
@@ -117,4 +129,4 @@ def stream(task_id: str):
     svc = services()
     svc.tasks.get(task_id, owner())
     after = resume_point()
-    return sse_response(svc, lambda: event_stream(svc, task_id, after), task_id)
+    return sse_response(svc, lambda: event_stream(svc, task_id, after))

@@ -27,7 +27,7 @@ class CountingStore:
 
 
 def reader(hub: StreamHub, task_id: str, seen: list[int], stop_at: int) -> None:
-    assert hub.admit(task_id)
+    hub.join(task_id)
     last = 0
     try:
         while last < stop_at:
@@ -38,7 +38,7 @@ def reader(hub: StreamHub, task_id: str, seen: list[int], stop_at: int) -> None:
             if not events:
                 hub.wait(task_id, last, 5.0)
     finally:
-        hub.stream_closed(task_id)
+        hub.leave(task_id)
 
 
 def test_readers_of_one_task_share_store_reads_and_see_every_event(tmp_path):
@@ -73,12 +73,12 @@ def test_a_replay_from_before_the_window_reads_the_store(tmp_path):
     for n in range(5):
         real.append_event("t2", "agent_progress", {"n": n})
     hub = StreamHub(real)
-    assert hub.admit("t2")
+    hub.join("t2")
     assert [e.id for e in hub.events_after("t2", 3)] == [4, 5]  # fills the window from 4
     assert [e.id for e in hub.events_after("t2", 0)] == [1, 2, 3, 4, 5]  # older than the window
     assert [e.id for e in hub.events_after("t2", 4)] == [5]
     assert hub.events_after("t2", 5) == []
-    hub.stream_closed("t2")
+    hub.leave("t2")
 
 
 def test_every_sse_route_takes_a_slot_and_gives_it_back_when_closed(settings):
