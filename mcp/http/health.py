@@ -109,8 +109,10 @@ def stream_capacity_report(svc: Services, workers: list[dict[str, Any]]) -> dict
 def stats():
     svc = services()
     workers = svc.store.live_workers()
+    streams = stream_capacity_report(svc, workers)
     return jsonify({
-        "active_streams": sum(int(w.get("active_streams", 0)) for w in workers),
+        "active_streams": streams["open"],
+        "streams": streams,
         "registered_webhooks": svc.store.count_webhooks(),
         "tasks": svc.store.count_tasks_by_status(),
         "workers": workers,
