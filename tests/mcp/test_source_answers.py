@@ -82,10 +82,17 @@ def wired(request, settings):
 
 
 @pytest.mark.parametrize("answer, problem", [("wrong_shape", "unexpected answer"), ("html", "HTML"),
-                                             ("truncated", "cut off")])
+                                             ("truncated", "cut off"),
+                                             ("cut_in_transfer", "without sending complete message body")],
+                         ids=lambda value: value if value in ("wrong_shape", "html", "truncated",
+                                                              "cut_in_transfer") else "")
 def test_an_unexpected_answer_is_the_sources_502_and_its_last_error_in_health(wired, answer, problem):
+    """`truncated`: a whole, well-framed body that is only the first half of the answer;
+    `cut_in_transfer`: the connection closes before the announced Content-Length arrived."""
     case, fake, client = wired
-    fake.respond = {"wrong_shape": case.wrong_shape, "html": html_page, "truncated": truncated(case.module)}[answer]
+    fake.respond = {"wrong_shape": case.wrong_shape, "html": html_page, "truncated": truncated(case.module),
+                    "cut_in_transfer": case.module.respond}[answer]
+    fake.state.cut_off = answer == "cut_in_transfer"
     response = client.post(f"/tools/{case.source}_search", json={"query": f"rank fusion {answer}"})
     assert response.status_code == 502, response.get_data(as_text=True)
     body = response.get_json()
