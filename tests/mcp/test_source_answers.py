@@ -81,11 +81,10 @@ def wired(request, settings):
     fake.stop()
 
 
-@pytest.mark.parametrize("answer, problem", [("wrong_shape", "unexpected answer"), ("html", "HTML"),
-                                             ("truncated", "cut off"),
-                                             ("cut_in_transfer", "without sending complete message body")],
-                         ids=lambda value: value if value in ("wrong_shape", "html", "truncated",
-                                                              "cut_in_transfer") else "")
+@pytest.mark.parametrize("answer, problem", [
+    pytest.param(answer, problem, id=answer) for answer, problem in (
+        ("wrong_shape", "unexpected answer"), ("html", "HTML"), ("truncated", "cut off"),
+        ("cut_in_transfer", "without sending complete message body"))])
 def test_an_unexpected_answer_is_the_sources_502_and_its_last_error_in_health(wired, answer, problem):
     """`truncated`: a whole, well-framed body that is only the first half of the answer;
     `cut_in_transfer`: the connection closes before the announced Content-Length arrived."""
