@@ -91,7 +91,7 @@ def test_300_streams_on_default_settings_leave_health_rest_and_mcp_answered(tmp_
     fake_llm.state.latency = 60.0  # the task stays running while the streams are held
     # design: rate limits off: 300 readers and their reconnects from one address pass the
     # per-IP RATE_LIMIT_DEFAULT (600 per minute), which is that limit working; this test is
-    # about threads, and with limits on flask-limiter also stretches every Retry-After.
+    # about threads.
     service = Service(tmp_path / "data", {"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": fake_llm.base_url,
                                           "OPENAI_API_KEY": "sk-test", "RATE_LIMIT_ENABLED": "0"},
                       tmp_path / "service.log")

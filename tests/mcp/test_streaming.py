@@ -88,9 +88,7 @@ def test_every_sse_route_takes_a_slot_and_gives_it_back_when_closed(settings):
 
     from app import create_app
 
-    # design: rate limits off: flask-limiter stretches every Retry-After to its window's end
-    # (issue #14 item 4, fixed on another branch); this test is about the slots.
-    app = create_app(dataclasses.replace(settings, threads=4, stream_reserve_threads=2, rate_limit_enabled=False))
+    app = create_app(dataclasses.replace(settings, threads=4, stream_reserve_threads=2))
     try:
         client = app.test_client()
         hub = app.extensions["mcp_orchestrator"].hub
