@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,15 @@ def can_unshare_network() -> bool:
 def test_claude_code_connects_directly_with_a_key_and_through_caddy_with_no_way_off_loopback(tmp_path):
     env = {**os.environ, "ROOT": str(ROOT), "PYTHON_PREFIX": sys.prefix, "WORK": str(tmp_path),
            "CLAUDE": str(CLAUDE), "API_KEY": secrets.token_hex(16)}
-    run = subprocess.run(["unshare", "-n", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=240)
+    # design: its own process group, so a timeout also ends the services the script started
+    with subprocess.Popen(["unshare", "-n", str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    run = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     logs = "".join(f"\n--- {p.name}\n{p.read_text()[-1500:]}" for p in tmp_path.glob("*.log"))
     assert run.returncode == 0, run.stdout + run.stderr[-3000:] + logs
     listed = {m.group(1): m.group(2) for m in re.finditer(r"^(\w+): .* - (.+)$", run.stdout, re.M)}
