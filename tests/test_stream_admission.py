@@ -40,7 +40,8 @@ class Readers:
 
     async def _main(self) -> None:
         self.stop = asyncio.Event()
-        await asyncio.gather(*(self._reader() for _ in range(READERS)))
+        outcomes = await asyncio.gather(*(self._reader() for _ in range(READERS)), return_exceptions=True)
+        self.other.extend(repr(o).encode() for o in outcomes if isinstance(o, BaseException))
 
     async def _reader(self) -> None:
         deadline = time.monotonic() + RECONNECT_FOR
