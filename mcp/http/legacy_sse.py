@@ -28,7 +28,7 @@ POLL_INTERVAL = 0.1
 @bp.get("/sse")
 def open_stream() -> Response:
     svc = services()
-    session_id = new_session_id()
+    caller, session_id = owner(), new_session_id()
     endpoint = f"{public_prefix(svc.settings)}/messages?session_id={session_id}"
 
     def opened() -> Iterator[str]:
@@ -38,7 +38,6 @@ def open_stream() -> Response:
                                SESSION_TTL)
         return relay(svc, session_id, endpoint)
 
-    caller = owner()
     return sse_response(svc, opened)
 
 
