@@ -21,6 +21,9 @@ if _settings.metrics_enabled:
 # design: gthread, not sync: an SSE stream holds its request thread, not a whole worker.
 worker_class = "gthread"
 workers = _settings.workers
+# design: THREADS defaults to 80, not 16: the app admits at most THREADS - STREAM_RESERVE_THREADS
+# streams per worker (64), so 4 workers hold 256 dashboards while 16 threads each stay free
+# for /health and ordinary requests (issue #14; docs/configuration.md "Sizing threads").
 threads = _settings.threads
 bind = [f"[{_settings.bind_address}]:{_settings.port}" if ":" in _settings.bind_address
         else f"{_settings.bind_address}:{_settings.port}"]
@@ -42,6 +45,10 @@ control_socket = str((Path(_settings.data_dir) / "gunicorn.ctl").resolve())
 
 def on_starting(server):
     os.environ["SERVICE_STARTED_AT"] = str(time.time())  # the service_start_time_seconds of every worker
+    if _settings.threads - _settings.stream_reserve_threads < 1 or _settings.max_streams < 1:
+        server.log.warning("THREADS=%s leaves no thread for streams beside STREAM_RESERVE_THREADS=%s "
+                           "(or MAX_STREAMS=%s): every SSE stream will be refused with 503", _settings.threads,
+                           _settings.stream_reserve_threads, _settings.max_streams)
     if _settings.metrics_enabled:
         # samples of a previous run's processes would be added to this run's
         shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -4,8 +4,8 @@
 # Usage: ./preflight.sh [--help]
 # Environment: the service's own (PORT, BIND_ADDRESS, DATA_DIR, STORE_URL, VENV_DIR, API_KEYS,
 #   API_KEYS_FILE, TRUSTED_PROXIES, ALLOWED_HOSTS, PUBLIC_BASE_PATH, CORS_ORIGINS, LLM_PROVIDER
-#   and provider keys, DOCS_DIR); a .env beside this script is read for variables not already
-#   set, as start.sh does.
+#   and provider keys, DOCS_DIR, THREADS, STREAM_RESERVE_THREADS, MAX_STREAMS); a .env beside
+#   this script is read for variables not already set, as start.sh does.
 # Exit codes: 0 every check passed; 1 a check failed (the last line names which).
 set -euo pipefail
 
@@ -148,7 +148,14 @@ check_config() {
     fail config "DOCS_DIR ${DOCS_DIR:-${ROOT}/docs} does not exist"
     return
   fi
-  ok config "bind ${bind}, provider ${provider}"
+  # The defaults are mcp/settings.py's (THREADS 80, STREAM_RESERVE_THREADS 16, MAX_STREAMS 200).
+  local threads="${THREADS:-80}" reserve="${STREAM_RESERVE_THREADS:-16}" streams
+  streams=$((threads - reserve < ${MAX_STREAMS:-200} ? threads - reserve : ${MAX_STREAMS:-200}))
+  if ((streams < 1)); then
+    fail config "THREADS=${threads} leaves no thread for SSE streams beside STREAM_RESERVE_THREADS=${reserve}"
+    return
+  fi
+  ok config "bind ${bind}, provider ${provider}, ${streams} streams per worker"
 }
 
 check_caddy() {

@@ -207,6 +207,7 @@ class TaskRuntime:
             return
         self._started = True
         self.hub.start()
+        self.hub.publish_capacity()
         self.loop.submit(self._services())
         self.loop.submit(self._guarded(self.catalog.warm_up))
 
@@ -328,10 +329,10 @@ class TaskRuntime:
 
     async def _heartbeat_loop(self) -> None:
         metrics.CONFIGURED_WORKERS.set(self.settings.workers)
-        metrics.STREAM_CAPACITY.set(self.settings.max_streams)
+
         while not self._stopping:
             info = {"pid": os.getpid(), "host": socket.gethostname(), "running_tasks": len(self._running),
-                    "active_streams": self.hub.active_streams}
+                    "active_streams": self.hub.active_streams, "stream_capacity": self.hub.capacity}
             started = time.perf_counter()
             try:
                 await asyncio.to_thread(self.store.heartbeat, self.worker_id, info, HEARTBEAT_INTERVAL * 3)

@@ -44,6 +44,8 @@ def test_preflight_passes_on_a_free_port_and_names_a_busy_one(env):
     assert "failed: port" in refused.stderr
     exposed = run([str(ROOT / "preflight.sh")], {**env, "BIND_ADDRESS": "0.0.0.0"})
     assert exposed.returncode == 1 and "API_KEYS" in exposed.stdout
+    no_streams = run([str(ROOT / "preflight.sh")], {**env, "THREADS": "16"})
+    assert no_streams.returncode == 1 and "STREAM_RESERVE_THREADS=16" in no_streams.stdout
 
 
 def test_start_status_crash_monitor_restart_stop(env):
