@@ -28,6 +28,8 @@ CONNECT_ATTEMPTS = 3
 # A 503 (a worker holding all its streams, a store outage) is retried after its Retry-After,
 # this many times, before the caller gets the error.
 BUSY_RETRIES = 5
+# How long the bridge waits, once stdin closes, for the answers still on their way.
+DRAIN_SECONDS = 300.0
 RETRY_PAUSE = 0.5
 
 
@@ -53,6 +55,11 @@ class HttpBridge:
             thread = threading.Thread(target=self.relay, args=(payload,), name="mcp-bridge", daemon=True)
             thread.start()
             threads = [t for t in threads if t.is_alive()] + [thread]
+        # design: stdin closed after the last request (`echo '{…}' | python -m mcp.stdio --url …`):
+        # its answers are still written before the session ends, within a bound
+        deadline = time.monotonic() + DRAIN_SECONDS
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         self.close()
 
     def close(self) -> None:

@@ -124,27 +124,6 @@ def follow(svc: Services, task_id: str, after: int) -> Iterator[str]:
             yield ": keep-alive\n\n"
 
 
-def admit_stream(svc: Services) -> None:
-    """503 when this worker serves as many streams as it may."""
-    if svc.hub.active_streams >= svc.settings.max_streams:
-        raise Unavailable("too many open streams on this worker; retry shortly", headers={"Retry-After": "2"})
-
-
-def sse_response(svc: Services, task_id: str, after: int, first: str = "") -> Response:
-    """The task's event stream from event `after` on, as GET /stream/<task_id> serves it; `first`
-    is a frame sent before it (POST /tools/orchestrate_* with stream: true names the task)."""
-
-    def frames() -> Iterator[str]:
-        if first:
-            yield first
-        yield from event_stream(svc, task_id, after)
-
-    response = Response(stream_with_context(frames()), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    return response
-
-
 @bp.get("/stream/<task_id>")
 def stream(task_id: str):
     svc = services()
