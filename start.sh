@@ -5,15 +5,29 @@
 # Usage: ./start.sh [--help]
 # Environment: see .env.example (PORT, BIND_ADDRESS, WORKERS, VENV_DIR, DATA_DIR,
 #   SKIP_PIP_INSTALL, ...). A .env file beside this script is read for variables not
-#   already set in the environment.
+#   already set in the environment (syntax: mcp/envfile.py; a line it does not
+#   understand stops the start). Every setting is checked before gunicorn starts.
 # Exit codes: 0 clean stop, 1 setup failed (no python3, pip failed, bad configuration),
-#   otherwise gunicorn's own exit code.
+#   2 usage, otherwise gunicorn's own exit code.
+
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
-die() { log "$*"; exit 1; }
+# design: with LOG_FORMAT=json (the default) this script's lines have the app's JSON shape,
+# so every line the service writes to stderr parses.
+log() {
+  local level="${LOG_LEVEL_OF_LINE:-INFO}" message="$*"
+  if [[ "${LOG_FORMAT:-json}" == "json" ]]; then
+    message="${message//\\/\\\\}"
+    message="${message//\"/\\\"}"
+    printf '{"time": "%s", "level": "%s", "name": "start.sh", "message": "%s"}\n' \
+      "$(date '+%Y-%m-%d %H:%M:%S,%3N')" "${level}" "${message}" >&2
+  else
+    printf '%s: %s\n' "${0##*/}" "${message}" >&2
+  fi
+}
+die() { LOG_LEVEL_OF_LINE=ERROR log "$*"; exit 1; }
 
 usage() {
   sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
@@ -32,8 +46,8 @@ ensure_venv() {
 
 install_requirements() {
   local stamp="${VENV}/.requirements.sha256" want
-  if [[ "${SKIP_PIP_INSTALL:-0}" == "1" ]]; then
-    log "SKIP_PIP_INSTALL=1: not installing dependencies"
+  if truthy "${SKIP_PIP_INSTALL:-0}"; then
+    log "SKIP_PIP_INSTALL=${SKIP_PIP_INSTALL}: not installing dependencies"
     return 0
   fi
   want="$(sha256sum < "${ROOT}/requirements.txt" | cut -d' ' -f1)"
@@ -46,17 +60,27 @@ install_requirements() {
   printf '%s\n' "${want}" > "${stamp}"
 }
 
-main() {
-  if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-    usage
-    exit 0
+check_settings() {
+  local problems
+  if ! problems="$("${VENV}/bin/python" -m mcp.settings --check "${ROOT}/.env" 2>&1)"; then
+    while IFS= read -r line; do LOG_LEVEL_OF_LINE=ERROR log "${line}"; done <<< "${problems}"
+    die "refusing to start: fix the settings above (./preflight.sh checks them too)"
   fi
+}
+
+main() {
+  case "${1:-}" in
+    -h|--help) usage; exit 0 ;;
+    "") ;;
+    *) usage >&2; log "unknown argument: $1 (configuration comes from the environment and .env)"; exit 2 ;;
+  esac
   cd "${ROOT}"
-  load_dotenv "${ROOT}"
+  load_dotenv "${ROOT}" || die "refusing to start: ${ROOT}/.env has a line start.sh does not understand"
   VENV="${VENV_DIR:-venv}"
   [[ "${VENV}" == /* ]] || VENV="${ROOT}/${VENV}"
   ensure_venv
   install_requirements
+  check_settings
   mkdir -p "${DATA_DIR:-./data}" || die "DATA_DIR ${DATA_DIR:-./data} is not writable"
   log "starting gunicorn on ${BIND_ADDRESS:-127.0.0.1}:${PORT:-5060}"
   exec "${VENV}/bin/gunicorn" --config "${ROOT}/gunicorn.conf.py"
