@@ -65,6 +65,7 @@ EOF
 
 check_port() {
   local holder
+  [[ "${PORT}" =~ ^[0-9]+$ ]] || { fail port "PORT=${PORT} is not a port number"; return; }
   if ! (exec 3<>"/dev/tcp/127.0.0.1/${PORT}") 2>/dev/null; then
     ok port "${PORT} is free"
     return
@@ -136,6 +137,16 @@ check_config() {
   ok config "bind ${bind}, provider ${provider}"
 }
 
+check_settings() {
+  local problems
+  # design: the same Settings (and .env reader) the app uses, so what passes here parses there.
+  if problems="$(python3 -m mcp.settings --check "${ROOT}/.env" 2>&1)"; then
+    ok settings "every variable parses and is in range"
+  else
+    fail settings "${problems//$'\n'/; }"
+  fi
+}
+
 check_caddy() {
   local out
   if ! command -v caddy >/dev/null; then
@@ -156,7 +167,8 @@ main() {
     exit 0
   fi
   cd "${ROOT}"
-  load_dotenv "${ROOT}"
+  load_dotenv "${ROOT}" 2>/dev/null || true  # a refused .env is reported by check_settings
+  check_settings
   PORT="${PORT:-5060}"
   DATA_DIR="${DATA_DIR:-${ROOT}/data}"
   VENV="${VENV_DIR:-venv}"

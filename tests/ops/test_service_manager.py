@@ -207,3 +207,26 @@ def test_a_monitor_that_gave_up_watches_again_after_start_and_a_stop_stays_stopp
     finally:
         manage(env, "stop-monitor")
         manage(env, "stop", "mcp-orchestrator")
+
+
+def test_backup_copies_the_running_services_store_and_refuses_a_missing_one(env, tmp_path):
+    other_shell = {**env, "DATA_DIR": str(tmp_path / "elsewhere")}  # not the service's DATA_DIR
+    try:
+        assert manage(env, "start", "mcp-orchestrator").returncode == 0
+        task = requests.post(f"http://127.0.0.1:{env['PORT']}/tools/orchestrate_search",
+                             json={"query": "backups of the store", "wait": True}, timeout=60).json()
+        done = manage(other_shell, "backup", "mcp-orchestrator", str(tmp_path / "backups"))
+        assert done.returncode == 0, done.stderr
+        copy = Path(done.stdout.strip().rsplit(" to ", 1)[1])
+        assert copy.parent == tmp_path / "backups"
+        import sqlite3
+
+        with sqlite3.connect(copy) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            assert db.execute("SELECT COUNT(*) FROM tasks WHERE task_id = ?", (task["task_id"],)).fetchone()[0] == 1
+    finally:
+        manage(env, "stop", "mcp-orchestrator")
+    nothing = {**other_shell, "SERVICE_MANAGER_HOME": str(tmp_path / "fresh")}
+    refused = manage(nothing, "backup", "mcp-orchestrator", str(tmp_path / "backups2"))
+    assert refused.returncode == 1 and "no database at" in refused.stderr
+    assert not (tmp_path / "elsewhere" / "orchestrator.db").exists()  # not created empty on the way
