@@ -21,7 +21,7 @@ UNIT="mcp-orchestrator.service"
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { log "$*"; exit 1; }
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
 take_lock() {
   mkdir -p "${DEPLOY_ROOT}/releases" "${DEPLOY_ROOT}/venvs"

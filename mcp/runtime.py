@@ -353,6 +353,8 @@ class TaskRuntime:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.graceful_timeout)
+        # a stopping worker is not a live one: /health's live_workers drops it now, not after its TTL
+        await self._guarded(asyncio.to_thread, self.store.forget_worker, self.worker_id)
 
     # -- running one task ---------------------------------------------------------------
 
