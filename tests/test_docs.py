@@ -285,3 +285,21 @@ def test_the_command_blocks_do_what_the_text_next_to_them_says(tmp_path):
         assert done.returncode == 0 and done.stdout.strip() == "ok" and not done.stderr, script + done.stderr
     finally:
         host.stop()
+
+
+def test_the_caddyfile_in_the_docs_is_the_shipped_one():
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    shown = re.search(r"^```caddyfile\n(.*?)^```", text, re.M | re.S).group(1)
+    assert shown == (ROOT / "deploy" / "Caddyfile").read_text()
+
+
+@pytest.mark.parametrize("script", ["start.sh", "preflight.sh", "deploy.sh"])
+def test_help_is_the_header_and_unknown_arguments_are_refused(script):
+    import subprocess
+
+    shown = subprocess.run([str(ROOT / script), "--help"], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0 and "Usage:" in shown.stdout and "Exit codes" in shown.stdout
+    assert "set -euo" not in shown.stdout
+    if script == "start.sh":
+        refused = subprocess.run([str(ROOT / script), "--port=5070"], capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 2 and "unknown argument: --port=5070" in refused.stderr

@@ -230,3 +230,21 @@ def test_backup_copies_the_running_services_store_and_refuses_a_missing_one(env,
     refused = manage(nothing, "backup", "mcp-orchestrator", str(tmp_path / "backups2"))
     assert refused.returncode == 1 and "no database at" in refused.stderr
     assert not (tmp_path / "elsewhere" / "orchestrator.db").exists()  # not created empty on the way
+
+
+def test_a_large_log_is_rotated_at_start_keeping_three(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT))
+    import service_manager
+
+    log = tmp_path / "mcp-orchestrator.log"
+    for n in (1, 2, 3):
+        log.with_name(f"mcp-orchestrator.log.{n}").write_text(f"old {n}\n")
+    log.write_bytes(b"x" * (service_manager.LOG_ROTATE_BYTES + 1))
+    service_manager.rotate(log)
+    assert not log.exists()
+    assert log.with_name("mcp-orchestrator.log.1").stat().st_size == service_manager.LOG_ROTATE_BYTES + 1
+    assert [log.with_name(f"mcp-orchestrator.log.{n}").read_text() for n in (2, 3)] == ["old 1\n", "old 2\n"]
+    small = tmp_path / "small.log"
+    small.write_text("a line\n")
+    service_manager.rotate(small)
+    assert small.read_text() == "a line\n"
