@@ -85,6 +85,29 @@ def on_starting(server):
         raise SystemExit(
             f"refusing to bind {_settings.bind_address}: no API_KEYS or API_KEYS_FILE configured "
             "(bind 127.0.0.1, or configure keys)")
+    _preload_default_provider()
+
+
+def _preload_default_provider() -> None:
+    """Import the default provider's SDK and the web stack here, once, in the master.
+
+    design: every worker finishes its warm-up before it takes requests; the SDK import is most
+    of that warm-up (seconds on a busy host), and four workers importing it at once on a small
+    host pushed `start -> healthy` past 5 s. Imported before fork, each worker has it for free
+    (the modules are shared copy-on-write); importing starts no thread and opens nothing."""
+    import importlib
+
+    from mcp.catalog import CHAT_SERVICES, Catalog
+    from orchestration.providers import PROVIDERS
+
+    name = Catalog(_settings).resolve_provider(None)
+    if name in CHAT_SERVICES:
+        importlib.import_module(PROVIDERS[CHAT_SERVICES[name].module].split(":")[0])
+    # the web stack, for the same reason (the app itself is built in each worker, after fork:
+    # its runtime starts threads and its metrics are per process)
+    for module in ("flask", "flask_limiter", "flask_cors", "marshmallow", "apispec", "asgiref.sync",
+                   "pythonjsonlogger.json", "redis"):
+        importlib.import_module(module)
 
 
 def when_ready(server):
