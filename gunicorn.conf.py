@@ -65,6 +65,8 @@ control_socket = str((Path(_settings.data_dir) / "gunicorn.ctl").resolve())
 
 # The master learns from this pipe which workers have booted (loaded the app and warmed up).
 _booted_r, _booted_w = os.pipe()
+# never block a booting worker: after READY nobody reads, and recycled workers keep reporting
+os.set_blocking(_booted_w, False)
 # design: gunicorn says READY=1 to systemd as soon as it listens, before any worker has loaded
 # the app, so a release that cannot even import passed `systemctl start`. The socket is taken
 # from gunicorn here and used once every worker has booted and /health answers 200.
@@ -161,7 +163,10 @@ def post_worker_init(worker):
     runtime = _runtime(worker)
     if runtime is not None and not runtime.wait_warm(_settings.timeout):
         worker.log.warning("warm-up did not finish in %s s; taking requests anyway", _settings.timeout)
-    os.write(_booted_w, f"{os.getpid()}\n".encode())
+    try:
+        os.write(_booted_w, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass  # the pipe is full: the master was told long ago, it is ready
 
     def on_stop(signum, frame):
         if runtime is not None:
