@@ -70,8 +70,16 @@ build_release() {
   ln -sfn "${DEPLOY_ROOT}/.env" "${dir}/.env"
 }
 
+unit_data_dir() {
+  # the DATA_DIR the installed systemd unit gives the service (one data directory everywhere)
+  if command -v systemctl >/dev/null && systemctl cat "${UNIT}" >/dev/null 2>&1; then
+    systemctl show -p Environment --value "${UNIT}" | tr ' ' '\n' | sed -n 's/^DATA_DIR=//p'
+  fi
+}
+
 service_env() {
   load_dotenv "${DEPLOY_ROOT}/.env" || die "refusing ${DEPLOY_ROOT}/.env (see above)"
+  DATA_DIR="${DATA_DIR:-$(unit_data_dir)}"
   export DATA_DIR="${DATA_DIR:-${DEPLOY_ROOT}/data}" SKIP_PIP_INSTALL=1 VENV_DIR="${DEPLOY_ROOT}/current/venv"
   mkdir -p "${DATA_DIR}"
 }
