@@ -68,13 +68,13 @@ def stop_marker(name: str) -> Path:
     return home() / f"{name}.stopped"
 
 
+MONITORING = False  # set in the monitor's process: its log lines get timestamps
+
+
 def say(message: str, stream=None) -> None:
     """A line of output; the monitor's log gets a timestamp on each."""
     stamp = datetime.now().astimezone().isoformat(timespec="seconds") + " " if MONITORING else ""
     print(f"{stamp}{message}", file=stream or sys.stdout, flush=True)
-
-
-MONITORING = False
 
 
 def caller_env() -> dict[str, str]:
@@ -294,19 +294,20 @@ def logs(name: str, lines: int, follow: bool = False) -> int:
 
 
 def store_of(name: str) -> str:
-    """The STORE_URL of the running service: recorded by `start`, else (under systemd) read from
-    the unit's main process, else the caller's environment and .env."""
+    """The STORE_URL of the service: the one this manager runs, else (under systemd) the unit's
+    main process's, else the environment recorded at the last start, else the caller's."""
     env, cwd = service_env(name), ROOT
-    if not env_file(name).exists():
+    main_pid = ""
+    if running_pid(name) is None and _has("systemctl"):
         main_pid = subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", f"{name}.service"],
-                                  capture_output=True, text=True).stdout.strip() if _has("systemctl") else ""
-        if main_pid and main_pid != "0":
-            try:
-                raw = Path(f"/proc/{main_pid}/environ").read_bytes()
-                env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
-                cwd = Path(os.readlink(f"/proc/{main_pid}/cwd"))
-            except OSError as exc:
-                raise SystemExit(f"cannot read the environment of {name} (pid {main_pid}): {exc}; run as root") from exc
+                                  capture_output=True, text=True).stdout.strip()
+    if main_pid and main_pid != "0":
+        try:
+            raw = Path(f"/proc/{main_pid}/environ").read_bytes()
+            env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+            cwd = Path(os.readlink(f"/proc/{main_pid}/cwd"))
+        except OSError as exc:
+            raise SystemExit(f"cannot read the environment of {name} (pid {main_pid}): {exc}; run as root") from exc
     if env.get("STORE_URL"):
         return env["STORE_URL"]
     data_dir = Path(env.get("DATA_DIR") or "./data")
