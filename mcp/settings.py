@@ -212,7 +212,8 @@ def env_table() -> list[tuple[str, Any, str]]:
 def env_example() -> str:
     """The text of `.env.example`: every variable, commented out at its default."""
     lines = ["# mcp-orchestrator configuration. Every variable is optional; the values shown are the",
-             "# defaults. Copy to .env (read by start.sh) and uncomment what you change.", ""]
+             "# defaults. Copy to .env (read by start.sh, preflight.sh and service_manager.py; the",
+             "# syntax is in docs/configuration.md) and uncomment what you change.", ""]
     for env, default, doc in env_table():
         value = ",".join(default) if isinstance(default, tuple) else default
         value = str(value).lower() if isinstance(default, bool) else value
