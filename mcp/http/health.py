@@ -31,7 +31,8 @@ def index():
         "release": release(),
         "orchestrators": ["research", "search"],
         "endpoints": {
-            "mcp": f"{prefix}/mcp",
+            # design: behind a proxy the prefix itself is the MCP endpoint (https://HOST/mcp reaches POST /)
+            "mcp": prefix or "/mcp",
             "legacy_sse": f"{prefix}/sse",
             "health": f"{prefix}/health",
             "tools": f"{prefix}/tools",
@@ -79,6 +80,8 @@ def health():
     if not Path(svc.settings.docs_dir).is_dir():
         checks["sources"]["local"]["status"] = "degraded"
         checks["sources"]["local"]["error"] = f"DOCS_DIR {svc.settings.docs_dir} does not exist"
+        if status == "healthy":
+            status = "degraded"  # design: the embedded default's only source is gone; operators should see it
     checks["plugins"] = {"status": "error" if any(p["status"] != "ok" for p in svc.tools.plugins) else "ok",
                          "loaded": svc.tools.plugins}
     if checks["plugins"]["status"] == "error" and status == "healthy":
