@@ -17,7 +17,7 @@ log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 ok() { printf 'ok    %-14s %s\n' "$1" "$2"; }
 fail() { printf 'FAIL  %-14s %s\n' "$1" "$2"; FAILED+=("$1"); }
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^# Exit codes/p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # shellcheck source=scripts/dotenv.sh
 source "${ROOT}/scripts/dotenv.sh"

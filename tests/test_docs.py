@@ -87,6 +87,8 @@ NOT_ON_ONE_HOST = {
     "sudo systemctl stop mcp-orchestrator": "needs root and systemd",
     "journalctl -u mcp-orchestrator | grep": "systemd's journal",
     "claude mcp list": "Claude Code",
+    "API_KEYS_FILE=/etc/mcp-orchestrator/keys": "a production .env; the keyed service behind Caddy runs below",
+    "SITE_ADDRESS=https://127.0.0.1:8443 CADDY_HTTP_PORT=8080": "Caddy's internal TLS is run by tests/test_proxy_security.py",
 }
 RUN = [
     ("deployment.md", "python3 service_manager.py start mcp-orchestrator"),
@@ -249,7 +251,7 @@ def test_the_command_blocks_do_what_the_text_next_to_them_says(tmp_path):
         # "Trying the Caddy setup locally": through Caddy, liveness and the task's stream
         caddy = block("deployment.md", "SITE_ADDRESS=:8080 CADDY_ADMIN=localhost:2999 caddy run")
         host.start_caddy(caddy)
-        done, script = host.run(host.caddy_rest.replace("curl -N ", f"curl -N -H 'X-API-Key: {host.key}' "))
+        done, script = host.run(host.caddy_rest.replace("local-secret", host.key))
         assert done.returncode == 0 and '"status":"alive"' in done.stdout and "event: workflow_complete" in done.stdout
         # "Checking a deployment end to end": the answer's stream_url starts with /mcp
         done, script = host.run(block("deployment.md", "KEY=...   # an API key"))
