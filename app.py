@@ -17,7 +17,7 @@ from mcp.protocol import McpServer
 from mcp.runtime import TaskRuntime
 from mcp.settings import Settings
 from mcp.store import open_store
-from mcp.streaming import StreamHub
+from mcp.streaming import StreamHub, stream_capacity
 from mcp.tasks import TaskService
 from mcp.tools import ToolRegistry
 from mcp.webhooks import Webhooks
@@ -31,7 +31,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     store = open_store(settings.resolved_store_url)
     catalog = Catalog(settings, store)
-    hub = StreamHub(store)
+    hub = StreamHub(store, capacity=stream_capacity(settings.threads, settings.stream_reserve_threads,
+                                                   settings.max_streams))
     dead_letters = DeadLetters(store, Alerts(settings))
     hooks = Webhooks(settings, store, dead_letters=dead_letters)
     runtime = TaskRuntime(settings, store, catalog, hub, process_loop(), hooks, dead_letters)

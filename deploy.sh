@@ -8,7 +8,9 @@
 #   venvs/<requirements hash>/ (shared by releases with the same requirements.txt),
 #   current -> releases/<sha>, previous (the sha before), data/ (DATA_DIR unless set).
 # Environment: DEPLOY_ROOT, DEPLOY_HEALTH_TIMEOUT (60), DATA_DIR, PORT, SERVICE_MANAGER_HOME.
-#   Restarts through systemd when mcp-orchestrator.service is installed, else service_manager.py.
+#   DEPLOY_ROOT/.env (the service's configuration; linked into every release) is read for what
+#   the environment does not set. Restarts through systemd when mcp-orchestrator.service is
+#   installed, else service_manager.py.
 # Exit codes: 0 deployed and healthy; 1 failed (rolled back when a previous release exists);
 #   2 usage; 3 another deploy holds the lock.
 set -euo pipefail
@@ -22,7 +24,10 @@ VENV_COMPLETE=".complete"
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { log "$*"; exit 1; }
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+
+# shellcheck source=scripts/dotenv.sh
+source "${REPO}/scripts/dotenv.sh"
 
 take_lock() {
   mkdir -p "${DEPLOY_ROOT}/releases" "${DEPLOY_ROOT}/venvs"
@@ -55,6 +60,16 @@ build_release() {
   venv="${DEPLOY_ROOT}/venvs/${hash}"
   ensure_venv "${venv}" "${dir}/requirements.txt" || die "could not install the requirements of ${sha}"
   ln -sfn "${venv}" "${dir}/venv"
+  # design: a release is `git archive` output, without the operator's .env; every release
+  # reads the one configuration kept at DEPLOY_ROOT/.env.
+  ln -sfn "${DEPLOY_ROOT}/.env" "${dir}/.env"
+}
+
+unit_data_dir() {
+  # the DATA_DIR the installed systemd unit gives the service (one data directory everywhere)
+  if command -v systemctl >/dev/null && systemctl cat "${UNIT}" >/dev/null 2>&1; then
+    systemctl show -p Environment --value "${UNIT}" | tr ' ' '\n' | sed -n 's/^DATA_DIR=//p'
+  fi
 }
 
 # design: a venv is not relocatable (its scripts' shebangs name the path it was made at), so
@@ -77,6 +92,8 @@ ensure_venv() {
 }
 
 service_env() {
+  load_dotenv "${DEPLOY_ROOT}/.env" || die "refusing ${DEPLOY_ROOT}/.env (see above)"
+  DATA_DIR="${DATA_DIR:-$(unit_data_dir)}"
   export DATA_DIR="${DATA_DIR:-${DEPLOY_ROOT}/data}" SKIP_PIP_INSTALL=1 VENV_DIR="${DEPLOY_ROOT}/current/venv"
   mkdir -p "${DATA_DIR}"
 }
@@ -90,7 +107,10 @@ restart() {
   if command -v systemctl >/dev/null && systemctl cat "${UNIT}" >/dev/null 2>&1; then
     systemctl restart "${UNIT}"
   else
-    python3 "${DEPLOY_ROOT}/current/service_manager.py" restart mcp-orchestrator >&2 || true
+    # stop, then start with this deploy's environment (`restart` would reuse the one recorded
+    # at the last start)
+    python3 "${DEPLOY_ROOT}/current/service_manager.py" stop mcp-orchestrator >&2 || true
+    python3 "${DEPLOY_ROOT}/current/service_manager.py" start mcp-orchestrator >&2 || true
   fi
 }
 

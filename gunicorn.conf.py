@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
+import socket
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from mcp.settings import Settings
@@ -21,6 +25,9 @@ if _settings.metrics_enabled:
 # design: gthread, not sync: an SSE stream holds its request thread, not a whole worker.
 worker_class = "gthread"
 workers = _settings.workers
+# design: THREADS defaults to 80, not 16: the app admits at most THREADS - STREAM_RESERVE_THREADS
+# streams per worker (64), so 4 workers hold 256 dashboards while 16 threads each stay free
+# for /health and ordinary requests (issue #14; docs/configuration.md "Sizing threads").
 threads = _settings.threads
 bind = [f"[{_settings.bind_address}]:{_settings.port}" if ":" in _settings.bind_address
         else f"{_settings.bind_address}:{_settings.port}"]
@@ -30,8 +37,27 @@ keepalive = 5
 max_requests = _settings.max_requests
 max_requests_jitter = _settings.max_requests_jitter
 loglevel = _settings.log_level
+# design: the access line per request is written by the app (mcp/observability.py), which knows
+# the request id and the key name; gunicorn's own is switched off so there is one line, not two.
 accesslog = None
 errorlog = "-"
+if _settings.log_format == "json":
+    # design: gunicorn's own lines (booting, worker timeouts, tracebacks) in the same JSON shape
+    # as the app's, so every line on stderr parses.
+    logconfig_dict = {
+        "root": {"level": _settings.log_level.upper(), "handlers": ["error_console"]},
+        "loggers": {
+            "gunicorn.error": {"level": _settings.log_level.upper(), "handlers": ["error_console"],
+                               "propagate": False, "qualname": "gunicorn.error"},
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False,
+                                "qualname": "gunicorn.access"},
+        },
+        "handlers": {"error_console": {"class": "logging.StreamHandler", "formatter": "json",
+                                       "stream": "ext://sys.stderr"}},
+        "formatters": {"json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                                "rename_fields": {"asctime": "time", "levelname": "level"}}},
+    }
 wsgi_app = "app:app"
 proc_name = "mcp-orchestrator"
 # design: gunicorn's control socket defaults to one path per user ($HOME/.gunicorn), which two
@@ -40,8 +66,27 @@ proc_name = "mcp-orchestrator"
 control_socket = str((Path(_settings.data_dir) / "gunicorn.ctl").resolve())
 
 
+# The master learns from this pipe which workers have booted (loaded the app and warmed up).
+_booted_r, _booted_w = os.pipe()
+# never block a booting worker: after READY nobody reads, and recycled workers keep reporting
+os.set_blocking(_booted_w, False)
+# design: gunicorn says READY=1 to systemd as soon as it listens, before any worker has loaded
+# the app, so a release that cannot even import passed `systemctl start`. The socket is taken
+# from gunicorn here and used once every worker has booted and /health answers 200.
+_notify_socket = None
+
+
 def on_starting(server):
     os.environ["SERVICE_STARTED_AT"] = str(time.time())  # the service_start_time_seconds of every worker
+    if _settings.threads - _settings.stream_reserve_threads < 1 or _settings.max_streams < 1:
+        server.log.warning("THREADS=%s leaves no thread for streams beside STREAM_RESERVE_THREADS=%s "
+                           "(or MAX_STREAMS=%s): every SSE stream will be refused with 503", _settings.threads,
+                           _settings.stream_reserve_threads, _settings.max_streams)
+    global _notify_socket
+    _notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+    # design: Ctrl-C (SIGINT to the process group) and SIGQUIT take SIGTERM's path: workers hand
+    # their tasks back to the store instead of being cut off after GRACEFUL_TIMEOUT.
+    server.handle_int = server.handle_quit = server.handle_term
     if _settings.metrics_enabled:
         # samples of a previous run's processes would be added to this run's
         shutil.rmtree(_metrics_dir, ignore_errors=True)
@@ -50,6 +95,65 @@ def on_starting(server):
         raise SystemExit(
             f"refusing to bind {_settings.bind_address}: no API_KEYS or API_KEYS_FILE configured "
             "(bind 127.0.0.1, or configure keys)")
+    _preload_default_provider()
+
+
+def _preload_default_provider() -> None:
+    """Import the default provider's SDK and the web stack here, once, in the master.
+
+    design: every worker finishes its warm-up before it takes requests; the SDK import is most
+    of that warm-up (seconds on a busy host), and four workers importing it at once on a small
+    host pushed `start -> healthy` past 5 s. Imported before fork, each worker has it for free
+    (the modules are shared copy-on-write); importing starts no thread and opens nothing."""
+    import importlib
+
+    from mcp.catalog import CHAT_SERVICES, Catalog
+    from orchestration.providers import PROVIDERS
+
+    name = Catalog(_settings).resolve_provider(None)
+    if name in CHAT_SERVICES:
+        importlib.import_module(PROVIDERS[CHAT_SERVICES[name].module].split(":")[0])
+    # the web stack, for the same reason (the app itself is built in each worker, after fork:
+    # its runtime starts threads and its metrics are per process)
+    for module in ("flask", "flask_limiter", "flask_cors", "marshmallow", "apispec", "asgiref.sync",
+                   "pythonjsonlogger.json", "redis"):
+        importlib.import_module(module)
+
+
+def when_ready(server):
+    threading.Thread(target=_announce_ready, args=(server,), name="ready", daemon=True).start()
+
+
+def _announce_ready(server) -> None:
+    """Wait until every current worker has booted and /health answers 200, then log it and
+    tell systemd (when started by it)."""
+    booted: set[int] = set()
+    host = "127.0.0.1" if _settings.bind_address in ("0.0.0.0", "", "127.0.0.1") else _settings.bind_address
+    host = "[::1]" if host in ("::", "::1") else (f"[{host}]" if ":" in host else host)
+    url = f"http://{host}:{_settings.port}/health"
+    while True:
+        if select.select([_booted_r], [], [], 0.2)[0]:
+            booted.update(int(p) for p in os.read(_booted_r, 4096).split())
+        workers = set(server.WORKERS)
+        if len(workers) < server.num_workers or not workers <= booted:
+            continue
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status != 200:
+                    continue
+        except OSError:
+            time.sleep(0.2)
+            continue
+        server.log.info("ready: %d workers booted, /health is healthy", len(workers))
+        if _notify_socket:
+            _sd_notify(_notify_socket, f"READY=1\nSTATUS=serving with {len(workers)} workers\nMAINPID={os.getpid()}")
+        return
+
+
+def _sd_notify(address: str, state: str) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect("\0" + address[1:] if address.startswith("@") else address)
+        sock.sendall(state.encode())
 
 
 def post_fork(server, worker):
@@ -69,16 +173,25 @@ def pre_request(worker, req):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, begin the graceful stop at once (tasks hand back their leases, SSE
-    clients are told to reconnect) while gunicorn drains requests."""
-    previous = signal.getsignal(signal.SIGTERM)
+    """Before this worker takes requests: finish its warm-up (so the first task does not pay
+    for it), report it booted to the master, and make SIGTERM, SIGINT and SIGQUIT begin the
+    graceful stop at once (tasks hand back their leases, SSE clients are told to reconnect)
+    while gunicorn drains requests."""
+    runtime = _runtime(worker)
+    if runtime is not None and not runtime.wait_warm(_settings.timeout):
+        worker.log.warning("warm-up did not finish in %s s; taking requests anyway", _settings.timeout)
+    try:
+        os.write(_booted_w, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass  # the pipe is full: the master was told long ago, it is ready
 
-    def on_term(signum, frame):
-        _runtime(worker).begin_stop()
-        if callable(previous):
-            previous(signum, frame)
+    def on_stop(signum, frame):
+        if runtime is not None:
+            runtime.begin_stop()
+        worker.handle_exit(signum, frame)
 
-    signal.signal(signal.SIGTERM, on_term)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, on_stop)
 
 
 def child_exit(server, worker):

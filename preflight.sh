@@ -4,8 +4,8 @@
 # Usage: ./preflight.sh [--help]
 # Environment: the service's own (PORT, BIND_ADDRESS, DATA_DIR, STORE_URL, VENV_DIR, API_KEYS,
 #   API_KEYS_FILE, TRUSTED_PROXIES, ALLOWED_HOSTS, PUBLIC_BASE_PATH, CORS_ORIGINS, LLM_PROVIDER
-#   and provider keys, DOCS_DIR); a .env beside this script is read for variables not already
-#   set, as start.sh does.
+#   and provider keys, DOCS_DIR, THREADS, STREAM_RESERVE_THREADS, MAX_STREAMS); a .env beside
+#   this script is read for variables not already set, as start.sh does.
 # Exit codes: 0 every check passed; 1 a check failed (the last line names which).
 set -euo pipefail
 
@@ -17,7 +17,7 @@ log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 ok() { printf 'ok    %-14s %s\n' "$1" "$2"; }
 fail() { printf 'FAIL  %-14s %s\n' "$1" "$2"; FAILED+=("$1"); }
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^# Exit codes/p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # shellcheck source=scripts/dotenv.sh
 source "${ROOT}/scripts/dotenv.sh"
@@ -80,6 +80,7 @@ check_report_libraries() {
 
 check_port() {
   local holder
+  [[ "${PORT}" =~ ^[0-9]+$ ]] || { fail port "PORT=${PORT} is not a port number"; return; }
   if ! (exec 3<>"/dev/tcp/127.0.0.1/${PORT}") 2>/dev/null; then
     ok port "${PORT} is free"
     return
@@ -148,7 +149,24 @@ check_config() {
     fail config "DOCS_DIR ${DOCS_DIR:-${ROOT}/docs} does not exist"
     return
   fi
-  ok config "bind ${bind}, provider ${provider}"
+  # The defaults are mcp/settings.py's (THREADS 80, STREAM_RESERVE_THREADS 16, MAX_STREAMS 200).
+  local threads="${THREADS:-80}" reserve="${STREAM_RESERVE_THREADS:-16}" streams
+  streams=$((threads - reserve < ${MAX_STREAMS:-200} ? threads - reserve : ${MAX_STREAMS:-200}))
+  if ((streams < 1)); then
+    fail config "THREADS=${threads} leaves no thread for SSE streams beside STREAM_RESERVE_THREADS=${reserve}"
+    return
+  fi
+  ok config "bind ${bind}, provider ${provider}, ${streams} streams per worker"
+}
+
+check_settings() {
+  local problems
+  # design: the same Settings (and .env reader) the app uses, so what passes here parses there.
+  if problems="$(python3 -m mcp.settings --check "${ROOT}/.env" 2>&1)"; then
+    ok settings "every variable parses and is in range"
+  else
+    fail settings "${problems//$'\n'/; }"
+  fi
 }
 
 check_caddy() {
@@ -171,7 +189,8 @@ main() {
     exit 0
   fi
   cd "${ROOT}"
-  load_dotenv "${ROOT}"
+  load_dotenv "${ROOT}" 2>/dev/null || true  # a refused .env is reported by check_settings
+  check_settings
   PORT="${PORT:-5060}"
   DATA_DIR="${DATA_DIR:-${ROOT}/data}"
   VENV="${VENV_DIR:-venv}"

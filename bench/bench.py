@@ -217,9 +217,10 @@ def bench_http(tmp: Path, args: argparse.Namespace, which: set[str]) -> dict[str
 
 async def sse_client(port: int, path: str, latencies: list[float], done: list[int], retries: list[int]) -> None:
     """One SSE reader (HTTP/1.0, so the body is the raw stream until the server closes).
-    Like a browser's EventSource it reconnects when told to: a worker already holding
-    MAX_STREAMS streams answers 503 with Retry-After, and the next connection may land on
-    another worker. Replayed events are not timed (they are old by design)."""
+    Like a well-behaved dashboard it reconnects when refused: a worker already holding its
+    stream capacity (THREADS - STREAM_RESERVE_THREADS, at most MAX_STREAMS) answers 503 with
+    Retry-After, and the next connection may land on another worker. Replayed events are
+    not timed (they are old by design)."""
     for _ in range(10):
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
         writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
@@ -227,9 +228,14 @@ async def sse_client(port: int, path: str, latencies: list[float], done: list[in
         connected = time.time()
         status = await reader.readline()
         if b" 503 " in status:
+            wait = 1.0
+            while (header := await reader.readline()).strip():
+                name, _, value = header.decode("latin-1").partition(":")
+                if name.strip().lower() == "retry-after" and value.strip().isdigit():
+                    wait = float(value.strip())
             writer.close()
             retries.append(1)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(wait)
             continue
         if b" 200 " not in status:
             writer.close()

@@ -12,7 +12,7 @@ from orchestration.search import AGENT_TYPE_SOURCES
 
 from .bridge import run_sync
 from .catalog import Catalog
-from .errors import Unavailable, UpstreamError, ValidationError
+from .errors import SourceFailed, Unavailable, UpstreamError, ValidationError
 from .plugins import load_plugins
 from .reports import FORMATS, report_uri
 from .schemas import (
@@ -157,11 +157,11 @@ def source_tool(name: str, source: Any, run: Any = None) -> Tool:
             raise Unavailable(f"source {name} is disabled: {source.disabled_reason}")
         try:
             if run is None:
-                hits = run_sync(source.search, args["query"], args["limit"])
+                hits = run_sync(source.query, args["query"], args["limit"])
             else:
-                hits = run(source.search(args["query"], args["limit"]))
+                hits = run(source.query(args["query"], args["limit"]))
         except SourceError as exc:
-            raise UpstreamError(str(exc), {"source": name}) from None
+            raise SourceFailed(str(exc), {"source": name}) from None
         return ToolOutput({"source": name, "query": args["query"],
                            "results": [{k: v for k, v in to_dict(h).items() if k != "text"} for h in hits]})
 

@@ -4,6 +4,7 @@ configures which provider or source."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,13 @@ CHAT_SERVICES: dict[str, ChatService] = {
 
 
 class Catalog:
+    # Each source's latest failure, shared by every worker through the store for /health.
+    SOURCE_ERROR_KEY = "source_error:{}"
+    SOURCE_ERROR_TTL = 7 * 86400.0
+
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
+        self.store = store
         # design: with a store, every worker shares cached search answers; without one
         # (a bare Catalog in a script) each process keeps its own.
         self.cache: ResponseCache = StoreCache(store) if store is not None else MemoryCache()
@@ -170,7 +176,25 @@ class Catalog:
                 "github": create_source("github", api_url=s.github_api_url, token=s.github_token, **shared),
                 "hackernews": create_source("hackernews", base_url=s.hn_api_url, **shared),
             }
+            for source in self._sources.values():
+                source.on_error = self._share_source_error
         return self._sources
+
+    async def _share_source_error(self, name: str, error: dict[str, Any]) -> None:
+        await self.cache.set(self.SOURCE_ERROR_KEY.format(name), json.dumps(error), self.SOURCE_ERROR_TTL)
+
+    def last_source_error(self, name: str) -> dict[str, Any] | None:
+        """The latest failure of source `name` on any worker (this process's own when the
+        store is out of reach or there is none)."""
+        local = self.sources[name].last_error
+        if self.store is None:
+            return local
+        try:
+            shared = self.store.cache_get(self.SOURCE_ERROR_KEY.format(name))
+        except self.store.unavailable_errors:
+            return local
+        found = json.loads(shared) if shared else None
+        return max((e for e in (local, found) if e), key=lambda e: e["at"], default=None)
 
     def fetcher(self) -> PageFetcher:
         """The page reader of fetch_url and worker agents."""

@@ -77,6 +77,13 @@ class UpstreamError(ApiError):
     status, code = 502, "upstream_error"
 
 
+class SourceFailed(UpstreamError):
+    """A search source failed for one query (its API out of reach, or an answer of another
+    shape than the API documents); the message names the source and what was wrong."""
+
+    code = "source_error"
+
+
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -100,6 +107,7 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
+    response.own_retry_after = response.headers.get("Retry-After")
     return response
 
 
@@ -127,6 +135,16 @@ def init_app(app: Flask, unavailable: tuple[type[BaseException], ...] = ()) -> N
 
     for error in unavailable:
         app.register_error_handler(error, store_down)
+
+    @app.after_request
+    def keep_own_retry_after(response):
+        # design: flask-limiter's header injection (registered after this, so run before it)
+        # stretches any Retry-After to the end of its rate-limit window, up to a minute; an
+        # error that says when to come back (a refused stream: 2 s, the store: 5 s) keeps its own.
+        own = getattr(response, "own_retry_after", None)
+        if own is not None:
+            response.headers["Retry-After"] = own
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

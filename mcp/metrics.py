@@ -24,6 +24,11 @@ ORCHESTRATION_TASKS = Counter(
     "orchestration_tasks_total", "Orchestrations finished, by outcome", ["orchestrator", "status"], registry=None)
 STREAMS = Gauge(
     "streaming_active_connections", "Open SSE streams", multiprocess_mode="livesum", registry=None)
+STREAM_CAPACITY = Gauge(
+    "streaming_capacity_connections", "SSE streams the live workers may hold at once (STREAM_RESERVE_THREADS "
+    "threads of each kept for other requests)", multiprocess_mode="livesum", registry=None)
+STREAMS_REFUSED = Counter(
+    "streaming_refused_total", "Streams refused with 503 because the worker held its capacity", registry=None)
 LLM_TOKENS = Counter("llm_tokens_total", "LLM tokens used", ["model", "kind"], registry=None)
 LLM_COST = Counter("llm_cost_usd_total", "LLM spend in USD", ["model"], registry=None)
 WEBHOOK_DELIVERIES = Counter("webhook_deliveries_total", "Webhook delivery attempts", ["result"], registry=None)
@@ -51,8 +56,6 @@ CONFIGURED_WORKERS = Gauge("workers_configured", "WORKERS of this host", multipr
                            registry=None)
 SERVICE_STARTED = Gauge("service_start_time_seconds", "When the service (the gunicorn master) started, Unix time",
                         multiprocess_mode="max", registry=None)
-STREAM_CAPACITY = Gauge("streaming_capacity_connections", "SSE streams the live workers can hold at once",
-                        multiprocess_mode="livesum", registry=None)
 STORE_UP = Gauge("store_up", "1 when this worker's last store write (its heartbeat) succeeded, else 0",
                  multiprocess_mode="livemin", registry=None)
 AGENTS = Counter("orchestration_agents_total", "Worker agents of finished tasks, by outcome",
@@ -62,7 +65,8 @@ SOURCE_ERRORS = Counter("source_errors_total", "Searches of a source that failed
                         registry=None)
 WORKER_MEMORY = Gauge("worker_resident_memory_bytes", "Resident memory of each worker process",
                       multiprocess_mode="liveall", registry=None)
-SERVICE_METRICS = (WORKER_MEMORY, AGENTS, LLM_CALLS, SOURCE_ERRORS, ORCHESTRATION_DURATION, ORCHESTRATION_TASKS, STREAMS, LLM_TOKENS, LLM_COST, WEBHOOK_DELIVERIES,
+SERVICE_METRICS = (WORKER_MEMORY, AGENTS, LLM_CALLS, SOURCE_ERRORS, ORCHESTRATION_DURATION, ORCHESTRATION_TASKS,
+                   STREAMS, STREAMS_REFUSED, LLM_TOKENS, LLM_COST, WEBHOOK_DELIVERIES,
                    STORE_BYTES, STORE_LIMIT_BYTES, STORE_ROWS, SWEEP_RUNS, SWEEP_REMOVED, DEAD_LETTER_ENTRIES,
                    RATE_LIMIT_BREACHES, MCP_REQUESTS, STORE_LATENCY, LIVE_WORKERS, CONFIGURED_WORKERS, SERVICE_STARTED, STREAM_CAPACITY, STORE_UP)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import time
 import uuid
 
 from flask import Flask, g, has_request_context, request
@@ -32,7 +33,7 @@ class ContextFilter(logging.Filter):
     running task, when there are such."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if has_request_context():
+        if has_request_context() and not hasattr(record, "request_id"):
             record.request_id = getattr(g, "request_id", None)
             record.client = getattr(g, "client_address", None)
             record.key_name = getattr(g, "api_key_name", None)
@@ -62,12 +63,14 @@ def init_app(app: Flask, settings: Settings) -> None:
         valid = 0 < len(incoming) <= 128 and all(c.isalnum() or c in "-_.:" for c in incoming)
         g.request_id = incoming if valid else uuid.uuid4().hex
         g.client_address = client_address(settings)
+        g.request_started = time.perf_counter()
 
     @app.after_request
     def finish_headers(response):
         response.headers[REQUEST_ID_HEADER] = getattr(g, "request_id", "")
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        _log_access_on_close(response)
         return response
 
     if settings.cors_origins:
@@ -79,6 +82,31 @@ def init_app(app: Flask, settings: Settings) -> None:
              expose_headers=["Mcp-Session-Id", "X-Request-ID", "Retry-After"])
     if settings.sentry_dsn:
         init_sentry(settings)
+
+
+ACCESS_LOG = logging.getLogger("mcp.access")
+
+
+def _log_access_on_close(response) -> None:
+    """One access line per request, written when the response has been sent (for a stream,
+    when it ends). It names the route's rule (`/tasks/<task_id>`), never the query string,
+    which may carry secrets."""
+    fields = {
+        "request_id": getattr(g, "request_id", None),
+        "key_name": getattr(g, "api_key_name", None),
+        "method": request.method,
+        "route": request.url_rule.rule if request.url_rule else None,
+        "path": request.path,
+        "status": response.status_code,
+    }
+    started = getattr(g, "request_started", time.perf_counter())
+
+    def write() -> None:
+        fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        ACCESS_LOG.info("%s %s %s", fields["method"], fields["route"] or fields["path"], fields["status"],
+                        extra=fields)
+
+    response.call_on_close(write)
 
 
 def init_sentry(settings: Settings) -> None:

@@ -168,7 +168,9 @@ def build_spec() -> dict[str, Any]:
         "Call any registered tool with its arguments", {
             "200": _ok("the tool's output", OBJECT), "202": _ok("started work", HANDLE),
             "404": _error("unknown tool or task"), "409": _error("conflict"), "400": _error("invalid arguments"),
-            "415": _error("body is not JSON"), "413": _error("body too large"), "503": _error("source disabled")},
+            "415": _error("body is not JSON"), "413": _error("body too large"), "503": _error("source disabled"),
+            "502": _error("source_error: the source's API failed or answered an unexpected shape; upstream_error: "
+                          "fetch_url could not read the page")},
         extra_params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}])})
     spec.path("/tasks", operations={"get": operation(
         "List tasks, newest first", {"200": _ok("a page of tasks", {
@@ -212,7 +214,8 @@ def build_spec() -> dict[str, Any]:
         "Server-Sent Events of a task", {"200": _ok("events as id/event/data lines; data is an Event", {},
                                                     "text/event-stream"),
                                          "400": _error("invalid Last-Event-ID"), "404": _error("unknown task"),
-                                         "503": _error("too many streams")},
+                                         "503": _error("this worker holds its stream capacity; "
+                                                       "reconnect after Retry-After")},
         path_task=True, query=StreamQuery,
         extra_params=[{"name": "Last-Event-ID", "in": "header", "required": False,
                        "schema": {"type": "string", "pattern": "^[0-9]{1,15}$"}}])})

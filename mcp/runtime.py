@@ -198,6 +198,7 @@ class TaskRuntime:
         self._stopping = False
         self._started = False
         self._stopped: Any = None
+        self.warmed: Any = None  # the warm-up's future, set by start()
 
     # -- lifecycle (called from any thread) -----------------------------------------------
 
@@ -207,8 +208,20 @@ class TaskRuntime:
             return
         self._started = True
         self.hub.start()
+        self.hub.publish_capacity()
         self.loop.submit(self._services())
-        self.loop.submit(self._guarded(self.catalog.warm_up))
+        self.warmed = self.loop.submit(self._guarded(self.catalog.warm_up))
+
+    def wait_warm(self, timeout: float) -> bool:
+        """Wait until this worker's warm-up has ended (gunicorn's post_worker_init calls this,
+        so a worker takes requests only once the first task no longer pays for it)."""
+        if self.warmed is None:
+            return True
+        try:
+            self.warmed.result(timeout)
+        except Exception:  # noqa: BLE001 - a failed warm-up is logged by _guarded; a timeout is ours
+            return self.warmed.done()
+        return True
 
     def begin_stop(self) -> None:
         """Begin a graceful stop without waiting (safe in a signal handler): stream waiters
@@ -328,10 +341,10 @@ class TaskRuntime:
 
     async def _heartbeat_loop(self) -> None:
         metrics.CONFIGURED_WORKERS.set(self.settings.workers)
-        metrics.STREAM_CAPACITY.set(self.settings.max_streams)
+
         while not self._stopping:
             info = {"pid": os.getpid(), "host": socket.gethostname(), "running_tasks": len(self._running),
-                    "active_streams": self.hub.active_streams}
+                    "active_streams": self.hub.active_streams, "stream_capacity": self.hub.capacity}
             started = time.perf_counter()
             try:
                 await asyncio.to_thread(self.store.heartbeat, self.worker_id, info, HEARTBEAT_INTERVAL * 3)
@@ -410,6 +423,8 @@ class TaskRuntime:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.graceful_timeout)
+        # a stopping worker is not a live one: /health's live_workers drops it now, not after its TTL
+        await self._guarded(asyncio.to_thread, self.store.forget_worker, self.worker_id)
 
     # -- running one task ---------------------------------------------------------------
 

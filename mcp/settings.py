@@ -26,7 +26,7 @@ class Settings:
     port: int = setting("PORT", 5060, "TCP port gunicorn binds.")
     bind_address: str = setting("BIND_ADDRESS", "127.0.0.1", "Address gunicorn binds; non-loopback needs API keys.")
     workers: int = setting("WORKERS", 4, "Gunicorn worker processes.")
-    threads: int = setting("THREADS", 16, "Request threads per worker (gthread).")
+    threads: int = setting("THREADS", 80, "Request threads per worker (gthread); an open SSE stream holds one.")
     timeout: int = setting("TIMEOUT", 300, "Gunicorn worker timeout in seconds.")
     graceful_timeout: int = setting("GRACEFUL_TIMEOUT", 30, "Seconds a stopping worker gets to finish.")
     max_requests: int = setting("MAX_REQUESTS", 50000, "Requests after which a worker is recycled (a leak guard).")
@@ -53,7 +53,10 @@ class Settings:
     rate_limit_orchestrate: str = setting("RATE_LIMIT_ORCHESTRATE", "5 per minute", "Limit on starting tasks.")
     # Runtime
     max_concurrent_tasks: int = setting("MAX_CONCURRENT_TASKS", 8, "Tasks one worker runs at once.")
-    max_streams: int = setting("MAX_STREAMS", 200, "SSE streams one worker serves at once.")
+    max_streams: int = setting("MAX_STREAMS", 200, "SSE streams one worker serves at once, at most "
+                               "THREADS - STREAM_RESERVE_THREADS; more get 503 with Retry-After.")
+    stream_reserve_threads: int = setting("STREAM_RESERVE_THREADS", 16, "Threads per worker that streams never "
+                                          "take: kept for /health and every other request.")
     lease_ttl: float = setting("LEASE_TTL", 15.0, "Seconds a task lease lasts without renewal.")
     task_scan_interval: float = setting("TASK_SCAN_INTERVAL", 2.0, "Seconds between scans for orphaned tasks.")
     stream_keepalive: float = setting("STREAM_KEEPALIVE", 15.0, "Seconds between SSE keep-alive comments.")
@@ -126,16 +129,57 @@ class Settings:
         parse_duration(self.session_ttl, "SESSION_TTL")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from the environment (or `environ`), then `overrides` by field name."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = None,
+                 **overrides: Any) -> Settings:
+        """Settings from the environment (or `environ`), plus the variables of `env_file` (a
+        .env, read by mcp/envfile.py) that the environment does not set, then `overrides` by
+        field name. A value that is not of its variable's type raises SettingsError naming it."""
         environ = os.environ if environ is None else environ
+        if env_file is not None:
+            from .envfile import merged
+
+            environ = merged(env_file, environ)
         values: dict[str, Any] = {}
+        errors: list[str] = []
         for f in fields(cls):
             raw = environ.get(f.metadata["env"])
             if raw is not None and raw != "":
-                values[f.name] = _parse(raw, f.default)
+                try:
+                    values[f.name] = _parse(raw, f.default)
+                except ValueError as exc:
+                    errors.append(f"{f.metadata['env']}={raw!r}: {exc}")
+        if errors:
+            raise SettingsError("; ".join(errors))
         values.update(overrides)
         return cls(**values)
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings beyond their types (ranges, a store path that
+        cannot exist), one message per variable; empty when nothing is."""
+        found = []
+        if not 1 <= self.port <= 65535:
+            found.append(f"PORT={self.port}: must be between 1 and 65535")
+        for env, value in (("WORKERS", self.workers), ("THREADS", self.threads), ("TIMEOUT", self.timeout),
+                           ("MAX_CONCURRENT_TASKS", self.max_concurrent_tasks), ("MAX_STREAMS", self.max_streams),
+                           ("LLM_MAX_CONCURRENCY", self.llm_max_concurrency),
+                           ("LLM_MAX_ATTEMPTS", self.llm_max_attempts)):
+            if value < 1:
+                found.append(f"{env}={value}: must be at least 1")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+            found.append(f"LOG_LEVEL={self.log_level}: use debug, info, warning or error")
+        if self.log_format not in ("json", "text"):
+            found.append(f"LOG_FORMAT={self.log_format}: use json or text")
+        url = self.resolved_store_url
+        if url.startswith("sqlite:///"):
+            blocker = _not_a_directory(Path(url[len("sqlite:///"):]).parent)
+            if blocker:
+                found.append(f"STORE_URL={url}: {blocker} is a file, not a directory")
+        elif not url.startswith("redis://"):
+            found.append(f"STORE_URL={url}: use sqlite:///path or redis://host:port/db")
+        blocker = _not_a_directory(Path(self.data_dir))
+        if blocker:
+            found.append(f"DATA_DIR={self.data_dir}: {blocker} is a file, not a directory")
+        return found
 
     @property
     def resolved_store_url(self) -> str:
@@ -156,16 +200,40 @@ class Settings:
         return self.bind_address in ("127.0.0.1", "::1", "localhost") or self.bind_address.startswith("127.")
 
 
+class SettingsError(ValueError):
+    """A variable whose value is not of its type; the message names the variable."""
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _parse(raw: str, default: Any) -> Any:
     if isinstance(default, bool):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+        word = raw.strip().lower()
+        if word not in _TRUE + _FALSE:
+            raise ValueError(f"expected a boolean ({'/'.join(_TRUE)} or {'/'.join(_FALSE)})")
+        return word in _TRUE
     if isinstance(default, int):
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
     if isinstance(default, float):
-        return float(raw)
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("expected a number") from None
     if isinstance(default, tuple):
         return _split(raw)
     return raw
+
+
+def _not_a_directory(path: Path) -> Path | None:
+    """The first existing ancestor-or-self of `path` that is not a directory, if any."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -193,7 +261,8 @@ def env_table() -> list[tuple[str, Any, str]]:
 def env_example() -> str:
     """The text of `.env.example`: every variable, commented out at its default."""
     lines = ["# mcp-orchestrator configuration. Every variable is optional; the values shown are the",
-             "# defaults. Copy to .env (read by start.sh) and uncomment what you change.", ""]
+             "# defaults. Copy to .env (read by start.sh, preflight.sh and service_manager.py; the",
+             "# syntax is in docs/configuration.md) and uncomment what you change.", ""]
     for env, default, doc in env_table():
         value = ",".join(default) if isinstance(default, tuple) else default
         value = str(value).lower() if isinstance(default, bool) else value
@@ -202,5 +271,23 @@ def env_example() -> str:
     return "\n".join(lines) + "\n"
 
 
+def check(env_file: str | Path) -> int:
+    """Print every problem of the settings the service would get (environment + `env_file`),
+    one line each; 0 when there is none. preflight.sh and start.sh run this."""
+    import sys
+
+    try:
+        problems = Settings.from_env(env_file=env_file).problems()
+    except ValueError as exc:  # SettingsError and EnvFileError name what is wrong
+        problems = [str(exc)]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--check"]:
+        sys.exit(check(sys.argv[2] if len(sys.argv) > 2 else ".env"))
     print(env_example(), end="")

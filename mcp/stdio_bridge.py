@@ -25,6 +25,11 @@ UPSTREAM_UNREACHABLE = -32000
 # Attempts to reach the endpoint before a request is answered with UPSTREAM_UNREACHABLE,
 # and the pause before each retry.
 CONNECT_ATTEMPTS = 3
+# A 503 (a worker holding all its streams, a store outage) is retried after its Retry-After,
+# this many times, before the caller gets the error.
+BUSY_RETRIES = 5
+# How long the bridge waits, once stdin closes, for the answers still on their way.
+DRAIN_SECONDS = 300.0
 RETRY_PAUSE = 0.5
 
 
@@ -50,6 +55,11 @@ class HttpBridge:
             thread = threading.Thread(target=self.relay, args=(payload,), name="mcp-bridge", daemon=True)
             thread.start()
             threads = [t for t in threads if t.is_alive()] + [thread]
+        # design: stdin closed after the last request (`echo '{…}' | python -m mcp.stdio --url …`):
+        # its answers are still written before the session ends, within a bound
+        deadline = time.monotonic() + DRAIN_SECONDS
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         self.close()
 
     def close(self) -> None:
@@ -95,16 +105,24 @@ class HttpBridge:
     def post(self, payload: Any) -> list[dict[str, Any]] | None:
         """The endpoint's JSON-RPC messages for `payload`, in order; None when it answered
         404 for our session."""
-        for attempt in range(CONNECT_ATTEMPTS):
+        attempt = busy = 0
+        while True:
             try:
                 return self._post_once(payload)
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 # design: only failures to connect are retried; nothing was sent, so a
                 # retried tools/call cannot start a second task.
-                if attempt == CONNECT_ATTEMPTS - 1:
+                attempt += 1
+                if attempt >= CONNECT_ATTEMPTS:
                     raise
-                time.sleep(RETRY_PAUSE * (attempt + 1))
-        return None
+                time.sleep(RETRY_PAUSE * attempt)
+            except Busy as exc:
+                # a 503 (the worker's streams are all taken, the store is away) started
+                # nothing: tried again after its Retry-After, a few times
+                busy += 1
+                if busy > BUSY_RETRIES:
+                    raise UpstreamError("MCP endpoint answered HTTP 503 (busy)", {"status": 503}) from None
+                time.sleep(exc.retry_after)
 
     def _post_once(self, payload: Any) -> list[dict[str, Any]] | None:
         headers = dict(self.headers)
@@ -117,6 +135,9 @@ class HttpBridge:
             if response.status_code == 404 and "Mcp-Session-Id" in headers:
                 response.read()
                 return None
+            if response.status_code == 503:
+                response.read()
+                raise Busy(retry_after(response.headers.get("Retry-After")))
             if response.status_code == 202:
                 return []
             if response.headers.get("Content-Type", "").startswith("text/event-stream"):
@@ -159,6 +180,22 @@ class HttpBridge:
             self.session_id = response.headers.get("Mcp-Session-Id")
             self.protocol_version = result.get("protocolVersion")
             self.initialize_params = payload.get("params")
+
+
+class Busy(Exception):
+    """The endpoint answered 503: try again after `retry_after` seconds."""
+
+    def __init__(self, retry_after: float):
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+def retry_after(value: str | None) -> float:
+    """Seconds to wait from a Retry-After header in seconds (1 when absent or a date), at most 30."""
+    try:
+        return min(max(float(value or 1), 0.0), 30.0)
+    except ValueError:
+        return 1.0
 
 
 class UpstreamError(Exception):

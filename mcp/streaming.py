@@ -9,7 +9,13 @@ waiters at once through `notify`.
 Streams of the same task share what they read: the first reader to wake fetches the new
 events from the store once and keeps them in a short per-task window, and the other
 readers of that task on this worker take them from there. Five hundred readers on ten
-tasks cost ten store reads per new event, not five hundred."""
+tasks cost ten store reads per new event, not five hundred.
+
+Admission (DESIGN §13 "Streams capacity"): under gthread a stream holds a request thread
+for its whole life, so a worker whose threads were all streams could not answer anything
+else, not even `/health` or the 503 that would send a reader elsewhere. Every stream takes
+a slot first (`admit`); a worker has at most `capacity` slots, fewer than its threads, so
+`STREAM_RESERVE_THREADS` threads are always left for ordinary requests."""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import logging
 import threading
 import time
 
-from .metrics import STREAMS
+from .metrics import STREAM_CAPACITY, STREAMS, STREAMS_REFUSED
 from .store import Event, Store
 
 log = logging.getLogger(__name__)
@@ -49,9 +55,15 @@ class _Window:
         self.latest = 0  # the newest id this worker has heard of (notify, poller, reads)
 
 
+def stream_capacity(threads: int, reserve: int, max_streams: int) -> int:
+    """Streams one worker may hold: its threads less the reserve, and at most MAX_STREAMS."""
+    return max(0, min(threads - reserve, max_streams))
+
+
 class StreamHub:
-    def __init__(self, store: Store, poll_interval: float = 0.05):
+    def __init__(self, store: Store, poll_interval: float = 0.05, capacity: int = 1_000_000):
         self.store = store
+        self.capacity = capacity
         self.poll_interval = poll_interval
         self._watches: dict[str, _Watch] = {}
         self._lock = threading.Lock()
@@ -74,22 +86,40 @@ class StreamHub:
     def active_streams(self) -> int:
         return self._streams
 
-    def stream_opened(self, task_id: str | None = None) -> None:
-        with self._lock:
-            self._streams += 1
-            if task_id is not None:
-                self._windows.setdefault(task_id, _Window()).readers += 1
-        STREAMS.inc()
+    def publish_capacity(self) -> None:
+        """Make this worker's capacity visible in /metrics (summed over live workers)."""
+        STREAM_CAPACITY.set(self.capacity)
 
-    def stream_closed(self, task_id: str | None = None) -> None:
+    def admit(self) -> bool:
+        """Take a stream slot, or False when this worker holds `capacity` streams already.
+        The caller owns the slot and gives it back with `stream_closed`."""
+        with self._lock:
+            refused = self._streams >= self.capacity
+            if not refused:
+                self._streams += 1
+        if refused:
+            STREAMS_REFUSED.inc()
+            return False
+        STREAMS.inc()
+        return True
+
+    def stream_closed(self) -> None:
         with self._lock:
             self._streams -= 1
-            window = self._windows.get(task_id) if task_id is not None else None
+        STREAMS.dec()
+
+    def join(self, task_id: str) -> None:
+        """A reader of `task_id` starts: it shares the task's window with the others here."""
+        with self._lock:
+            self._windows.setdefault(task_id, _Window()).readers += 1
+
+    def leave(self, task_id: str) -> None:
+        with self._lock:
+            window = self._windows.get(task_id)
             if window is not None:
                 window.readers -= 1
                 if window.readers <= 0:
                     del self._windows[task_id]
-        STREAMS.dec()
 
     def events_after(self, task_id: str, after: int, limit: int = 500) -> list[Event]:
         """Events of `task_id` newer than `after`, oldest first, at most `limit`: from the

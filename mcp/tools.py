@@ -74,7 +74,37 @@ def json_schema(schema: type[marshmallow.Schema]) -> dict[str, Any]:
     for alias, name in getattr(schema, "ALIASES", {}).items():
         target = {k: v for k, v in properties[name].items() if k != "default"}
         properties[alias] = {**target, "description": f"Alias of {name}."}
-    return converted
+    return portable(converted)
+
+
+def portable(node: Any) -> Any:
+    """`node` with every `type` a single name, as clients that map tool schemas onto a
+    single-type dialect (Gemini's OpenAPI subset; the MCP Inspector's portability check)
+    need, with every bound kept.
+
+    design: apispec writes an optional field that accepts null as `"type": [T, "null"]`
+    with `"default": null`. For these tools null only ever means "not given", so the field
+    is written as an optional T (no null in its type, enum or default); the server still
+    accepts an explicit null. Several non-null types become `anyOf` branches."""
+    if isinstance(node, list):
+        return [portable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: portable(value) for key, value in node.items()}
+    kinds = out.get("type")
+    if isinstance(kinds, list):
+        named = [kind for kind in kinds if kind != "null"]
+        if len(kinds) != len(named):
+            if out.get("default", 0) is None:
+                del out["default"]
+            if isinstance(out.get("enum"), list):
+                out["enum"] = [value for value in out["enum"] if value is not None]
+        if len(named) == 1:
+            out["type"] = named[0]
+        else:
+            del out["type"]
+            out["anyOf"] = [{"type": kind} for kind in named]
+    return out
 
 
 class ToolRegistry:

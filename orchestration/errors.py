@@ -14,7 +14,9 @@ class ProviderError(OrchestrationError):
 
 
 class SourceError(OrchestrationError):
-    """A search source failed for one query."""
+    """A search source failed for one query: its API was out of reach, refused, or answered
+    something other than what it documents (wrong shape, an HTML error page, a cut-off body).
+    The message starts with the source's name and says what was wrong."""
 
 
 class Interrupted(Exception):

@@ -3,11 +3,19 @@ provider that thinks, sources that search, a sink for events, a store for checkp
 
 from __future__ import annotations
 
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from .errors import SourceError
 from .models import Hit, Source, Subtask
+
+log = logging.getLogger(__name__)
+# What a parser raises when an answer does not have the shape it reads: the key, index or
+# attribute it expected is not there, or a value has another type.
+SHAPE_ERRORS = (LookupError, TypeError, AttributeError, ValueError)
 
 ProgressCallback = Callable[[str], Awaitable[None]]
 
@@ -20,10 +28,31 @@ class SearchSource(ABC):
     description: str = ""
     enabled: bool = True
     disabled_reason: str | None = None
+    last_error: dict[str, Any] | None = None  # {"error", "at"} of the latest failed query
+    # Called with (source name, last_error) after each failure, e.g. to share it with other processes.
+    on_error: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
 
     @abstractmethod
     async def search(self, query: str, limit: int = 10) -> list[Hit]:
         """Return up to `limit` hits, best first."""
+
+    async def query(self, query: str, limit: int = 10) -> list[Hit]:
+        """`search`, as every caller (agents, the source tools) runs it: whatever went wrong
+        with the answer is this source's SourceError, never an exception of another kind
+        that would cost the caller more than this source; the failure is kept in `last_error`."""
+        try:
+            return await self.search(query, limit)
+        except SourceError as exc:
+            error = exc
+        except SHAPE_ERRORS as exc:
+            # design: a parser that met a shape it does not know; the answer is at fault, and
+            # the traceback in the log says where our reading of it stopped.
+            log.warning("source %s: unexpected answer", self.name, exc_info=True)
+            error = SourceError(f"{self.name}: unexpected answer ({type(exc).__name__}: {exc})")
+        self.last_error = {"error": str(error), "at": time.time()}
+        if self.on_error is not None:
+            await self.on_error(self.name, self.last_error)
+        raise error
 
     async def aclose(self) -> None:
         """Release connections; sources without any keep this default."""

@@ -18,7 +18,7 @@ async def query_sources(
     and, by source name, the error of each one that did not."""
 
     async def one(source: SearchSource) -> RankedList:
-        return RankedList(agent_id=agent_id, source=source.name, hits=await source.search(query, limit))
+        return RankedList(agent_id=agent_id, source=source.name, hits=await source.query(query, limit))
 
     outcomes = await asyncio.gather(*(one(s) for s in sources), return_exceptions=True)
     lists: list[RankedList] = []

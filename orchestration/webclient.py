@@ -10,6 +10,7 @@ import json
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx
@@ -107,6 +108,12 @@ class Politeness:
             await asyncio.sleep(slot - now)
 
 
+def kind(value: Any) -> str:
+    """A JSON value's type in JSON's words, for error messages."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
 class RetryableStatus(Exception):
     def __init__(self, response: httpx.Response):
         super().__init__(f"HTTP {response.status_code}")
@@ -147,9 +154,10 @@ class HttpSource(SearchSource):
                 "min_interval_seconds": self.politeness.interval}
 
     async def get_text(self, url: str, params: dict[str, Any] | None = None,
-                       headers: dict[str, str] | None = None) -> str:
+                       headers: dict[str, str] | None = None, check: Callable[[str], Any] | None = None) -> str:
         """The body of a GET, from the cache when fresh. Raises SourceError when the API
-        fails after the allowed retries."""
+        fails after the allowed retries, or when `check` (which raises SourceError for an
+        answer that is not what the API documents) refuses the body: such a body is not cached."""
         key = "src:" + hashlib.sha256(json.dumps([self.name, url, sorted((params or {}).items())],
                                                  default=str).encode()).hexdigest()
         cached = await self.cache.get(key) if self.cache_ttl > 0 else None
@@ -159,12 +167,12 @@ class HttpSource(SearchSource):
         # share one request (per loop) instead of all missing the cache together.
         flight = (asyncio.get_running_loop(), key)
         if flight not in self._inflight:
-            self._inflight[flight] = asyncio.ensure_future(self._fetch(key, url, params, headers))
+            self._inflight[flight] = asyncio.ensure_future(self._fetch(key, url, params, headers, check))
             self._inflight[flight].add_done_callback(lambda _: self._inflight.pop(flight, None))
         return await asyncio.shield(self._inflight[flight])
 
     async def _fetch(self, key: str, url: str, params: dict[str, Any] | None,
-                     headers: dict[str, str] | None) -> str:
+                     headers: dict[str, str] | None, check: Callable[[str], Any] | None) -> str:
         try:
             async for attempt in AsyncRetrying(stop=stop_after_attempt(self.attempts), wait=self._wait,
                                                retry=retry_if_exception(_retryable), reraise=True):
@@ -183,17 +191,52 @@ class HttpSource(SearchSource):
             raise SourceError(f"{self.name}: {type(exc).__name__}: {exc}") from None
         if response.status_code >= 400:
             raise SourceError(f"{self.name}: HTTP {response.status_code}: {response.text[:200]}")
+        if check is not None:
+            check(response.text)
         if self.cache_ttl > 0:
             await self.cache.set(key, response.text, self.cache_ttl)
         return response.text
 
     async def get_json(self, url: str, params: dict[str, Any] | None = None,
-                       headers: dict[str, str] | None = None) -> Any:
-        text = await self.get_text(url, params, headers)
+                       headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """The JSON object a GET answers. SourceError when the body is not JSON (an HTML
+        error page, a body cut off) or not an object."""
+        return self.json_object(await self.get_text(url, params, headers, check=self.json_object))
+
+    def json_object(self, text: str) -> dict[str, Any]:
         try:
-            return json.loads(text)
+            data = json.loads(text)
         except ValueError as exc:
-            raise SourceError(f"{self.name}: the API answered something that is not JSON: {exc}") from None
+            if text.lstrip()[:1] == "<":
+                raise self.unexpected(f"an HTML or XML page, not JSON: {text.strip()[:120]!r}") from None
+            raise self.unexpected(f"not JSON, or JSON cut off ({exc})") from None
+        if not isinstance(data, dict):
+            raise self.unexpected(f"{kind(data)}, not a JSON object")
+        return data
+
+    def unexpected(self, problem: str) -> SourceError:
+        """The error of an answer that is not what the API documents."""
+        return SourceError(f"{self.name}: unexpected answer: {problem}")
+
+    def answer_list(self, data: dict[str, Any], *path: str) -> list[dict[str, Any]]:
+        """The list of result objects at `path` in a JSON answer; an absent key or null is no
+        results (APIs leave the key out when nothing matched), any other shape a SourceError
+        naming where it went wrong."""
+        node: Any = data
+        for depth, key in enumerate(path):
+            if not isinstance(node, dict):
+                where = ".".join(path[:depth])
+                raise self.unexpected(f"`{where}` is {kind(node)}, not an object")
+            node = node.get(key)
+            if node is None:
+                return []
+        where = ".".join(path)
+        if not isinstance(node, list):
+            raise self.unexpected(f"`{where}` is {kind(node)}, not a list")
+        odd = next((item for item in node if not isinstance(item, dict)), None)
+        if odd is not None:
+            raise self.unexpected(f"`{where}` holds {kind(odd)}, not objects")
+        return node
 
     def _wait(self, state: Any) -> float:
         """Exponential backoff from `retry_wait`, or the server's Retry-After when longer (capped)."""

@@ -1,13 +1,24 @@
 # shellcheck shell=bash
-# Sourced by start.sh and preflight.sh: export the variables of ROOT/.env that the
-# environment does not already set (the environment wins, as with systemd's Environment=).
+# Sourced by start.sh, preflight.sh and deploy.sh.
+
+DOTENV_READER="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/mcp/envfile.py"
+
+# Export the variables of the .env file FILE (default ROOT/.env) that the environment does not
+# already set (the environment wins, as with systemd's Environment=). The file is read by
+# mcp/envfile.py, the same reader service_manager.py and the app's Settings use; a line it does
+# not understand is refused (non-zero return, the reason on stderr) rather than half-read.
 load_dotenv() {
-  local file="$1/.env" line key
+  local file="${1:-${ROOT}/.env}" exports
+  [[ -d "${file}" ]] && file="${file}/.env"
   [[ -f "${file}" ]] || return 0
-  while IFS= read -r line || [[ -n "${line}" ]]; do
-    [[ "${line}" =~ ^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
-    key="${BASH_REMATCH[1]}"
-    [[ -n "${!key+x}" ]] && continue
-    export "${key}=${BASH_REMATCH[2]}"
-  done < "${file}"
+  exports="$(python3 "${DOTENV_READER}" "${file}")" || return 1
+  eval "${exports}"
+}
+
+# The booleans of mcp/settings.py: 1/true/yes/on are true, anything else false.
+truthy() {
+  case "${1,,}" in
+    1|true|yes|on) return 0 ;;
+    *) return 1 ;;
+  esac
 }

@@ -94,7 +94,6 @@ class Service:
             "VENV_DIR": sys.prefix,
             "SKIP_PIP_INSTALL": "1",
             "WORKERS": "4",
-            "THREADS": "16",
             "LOG_FORMAT": "text",
             "LEASE_TTL": "3",
             "TASK_SCAN_INTERVAL": "0.5",

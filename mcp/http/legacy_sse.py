@@ -11,13 +11,14 @@ import threading
 import time
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, Response, request
 
 from ..errors import NotFound, ValidationError
 from ..protocol import PARSE_ERROR, CallContext, StoreCallLedger, new_session_id, rpc_error
 from ..services import Services, services
 from . import owner, public_prefix, urls_under
 from .mcp_http import dns_rebinding_guard
+from .streams import sse_response
 
 bp = Blueprint("legacy_sse", __name__)
 bp.before_request(dns_rebinding_guard)
@@ -27,20 +28,22 @@ POLL_INTERVAL = 0.1
 @bp.get("/sse")
 def open_stream() -> Response:
     svc = services()
-    session_id = new_session_id()
-    svc.store.save_session(session_id, {"owner": owner(), "protocol_version": "2024-11-05", "legacy": True},
-                           svc.settings.session_ttl_seconds)
+    caller, session_id = owner(), new_session_id()
     endpoint = f"{public_prefix(svc.settings)}/messages?session_id={session_id}"
-    response = Response(stream_with_context(relay(svc, session_id, endpoint)), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    return response
+
+    def opened() -> Iterator[str]:
+        # design: the session is stored only once the stream has its slot; a refused
+        # stream leaves nothing behind.
+        svc.store.save_session(session_id, {"owner": caller, "protocol_version": "2024-11-05", "legacy": True},
+                               svc.settings.session_ttl_seconds)
+        return relay(svc, session_id, endpoint)
+
+    return sse_response(svc, opened)
 
 
 def relay(svc: Services, session_id: str, endpoint: str) -> Iterator[str]:
     yield f"event: endpoint\ndata: {endpoint}\n\n"
     last, quiet_since = 0, time.monotonic()
-    svc.hub.stream_opened()
     try:
         while not svc.hub.stopping:
             messages = svc.store.session_messages(session_id, last)
@@ -54,7 +57,6 @@ def relay(svc: Services, session_id: str, endpoint: str) -> Iterator[str]:
                 quiet_since = time.monotonic()
             time.sleep(POLL_INTERVAL)
     finally:
-        svc.hub.stream_closed()
         svc.store.delete_session(session_id)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, Response, request
 
 from .. import jsonio
 from ..errors import NotFound, error_response
@@ -25,7 +25,6 @@ from ..protocol import (
     PARSE_ERROR,
     PROTOCOL_VERSIONS,
     CallContext,
-    McpServer,
     StoreCallLedger,
     is_request,
     new_session_id,
@@ -34,6 +33,7 @@ from ..protocol import (
 )
 from ..services import Services, services
 from . import owner, public_prefix, urls_under
+from .streams import sse_response
 
 bp = Blueprint("mcp_http", __name__)
 SESSION_HEADER = "Mcp-Session-Id"
@@ -130,7 +130,7 @@ def post() -> Response:
         return rpc_response(errors, 400, session_id) if errors else Response(status=202)
     if "text/event-stream" in request.headers.get("Accept", "") and (
             wants_progress(messages) or (session.get("log_level") and any(starts_task(svc, m) for m in messages))):
-        return sse_call(svc.mcp, payload, ctx, session_id, svc.settings.stream_keepalive)
+        return sse_call(svc, payload, ctx, session_id)
     body = svc.mcp.handle_payload(payload, ctx)
     save()
     if body is None:
@@ -179,9 +179,10 @@ def wants_progress(messages: list[Any]) -> bool:
     return False
 
 
-def sse_call(server: McpServer, payload: Any, ctx: CallContext, session_id: str | None,
-             keepalive: float) -> Response:
-    """Answer one POST as an SSE stream: progress notifications as they happen, then the response."""
+def sse_call(svc: Services, payload: Any, ctx: CallContext, session_id: str | None) -> Response:
+    """Answer one POST as an SSE stream: progress notifications as they happen, then the
+    response. It holds a request thread like any stream, so it takes a stream slot."""
+    server, keepalive = svc.mcp, svc.settings.stream_keepalive
     outbox: queue.Queue = queue.Queue()
     ctx.notify = outbox.put
     done = object()
@@ -208,7 +209,7 @@ def sse_call(server: McpServer, payload: Any, ctx: CallContext, session_id: str 
                 return
             yield f"event: message\ndata: {jsonio.dumps(item)}\n\n"
 
-    return sse_headers(Response(stream_with_context(stream()), mimetype="text/event-stream"), session_id)
+    return sse_response(svc, stream, headers={SESSION_HEADER: session_id} if session_id else None)
 
 
 def sse_headers(response: Response, session_id: str | None) -> Response:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
@@ -22,6 +22,9 @@ from . import load_query, owner
 
 bp = Blueprint("streams", __name__)
 RETRY_MS = 3000
+# Seconds a refused stream is told to wait: long enough for a slot to free up or for the
+# next connection to land on another worker, short enough for a dashboard to feel live.
+REFUSED_RETRY_AFTER = 2
 
 
 _encoded: OrderedDict[tuple[str, int], str] = OrderedDict()
@@ -56,51 +59,69 @@ def resume_point() -> int:
     return from_query or 0
 
 
-def event_stream(svc: Services, task_id: str, after: int) -> Iterator[str]:
-    yield f"retry: {RETRY_MS}\n\n"
-    last = after
-    svc.hub.stream_opened(task_id)
+def sse_response(svc: Services, make_stream: Callable[[], Iterator[str]],
+                 headers: dict[str, str] | None = None) -> Response:
+    """The response of every SSE stream this service serves (task streams, legacy MCP, MCP
+    calls with progress): it takes one of this worker's stream slots first, or answers 503
+    with Retry-After, so streams can never take the threads other requests need. The slot
+    is given back when the server closes the response, however the stream ended.
+
+    `make_stream` is called only once the slot is taken: work that only makes sense with a
+    stream to watch it (starting a task for `"stream": true`) belongs in it."""
+    hub = svc.hub
+    if not hub.admit():
+        raise Unavailable(f"this worker holds its {hub.capacity} streams; retry shortly",
+                          {"streams": {"open": hub.active_streams, "capacity": hub.capacity}},
+                          headers={"Retry-After": str(REFUSED_RETRY_AFTER)})
+    released = threading.Event()
+
+    def release() -> None:
+        if not released.is_set():
+            released.set()
+            hub.stream_closed()
+
     try:
-        while True:
-            events = svc.hub.events_after(task_id, last)
-            for event in events:
-                yield sse_event(event)
-                last = event.id
-                if event.event_type in TERMINAL_EVENTS:
-                    return
-            if events:
-                continue
-            if svc.hub.stopping:
-                # design: the worker is going away; tell the client to come back (to another one).
-                yield f"retry: 1000\nevent: reconnect\ndata: {json.dumps({'last_event_id': last})}\n\n"
-                return
-            if not svc.hub.wait(task_id, last, svc.settings.stream_keepalive):
-                if svc.hub.stopping:
-                    continue
-                yield ": keep-alive\n\n"
-    finally:
-        svc.hub.stream_closed(task_id)
-
-
-def admit_stream(svc: Services) -> None:
-    """503 when this worker serves as many streams as it may."""
-    if svc.hub.active_streams >= svc.settings.max_streams:
-        raise Unavailable("too many open streams on this worker; retry shortly", headers={"Retry-After": "2"})
-
-
-def sse_response(svc: Services, task_id: str, after: int, first: str = "") -> Response:
-    """The task's event stream from event `after` on, as GET /stream/<task_id> serves it; `first`
-    is a frame sent before it (POST /tools/orchestrate_* with stream: true names the task)."""
-
-    def frames() -> Iterator[str]:
-        if first:
-            yield first
-        yield from event_stream(svc, task_id, after)
-
-    response = Response(stream_with_context(frames()), mimetype="text/event-stream")
+        response = Response(stream_with_context(make_stream()), mimetype="text/event-stream")
+    except BaseException:
+        release()
+        raise
+    response.call_on_close(release)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
     return response
+
+
+def event_stream(svc: Services, task_id: str, after: int) -> Iterator[str]:
+    yield f"retry: {RETRY_MS}\n\n"
+    svc.hub.join(task_id)
+    try:
+        yield from follow(svc, task_id, after)
+    finally:
+        svc.hub.leave(task_id)
+
+
+def follow(svc: Services, task_id: str, after: int) -> Iterator[str]:
+    """The task's events after `after` as SSE frames, live, until its terminal event."""
+    last = after
+    while True:
+        events = svc.hub.events_after(task_id, last)
+        for event in events:
+            yield sse_event(event)
+            last = event.id
+            if event.event_type in TERMINAL_EVENTS:
+                return
+        if events:
+            continue
+        if svc.hub.stopping:
+            # design: the worker is going away; tell the client to come back (to another one).
+            yield f"retry: 1000\nevent: reconnect\ndata: {json.dumps({'last_event_id': last})}\n\n"
+            return
+        if not svc.hub.wait(task_id, last, svc.settings.stream_keepalive):
+            if svc.hub.stopping:
+                continue
+            yield ": keep-alive\n\n"
 
 
 @bp.get("/stream/<task_id>")
@@ -108,5 +129,4 @@ def stream(task_id: str):
     svc = services()
     svc.tasks.get(task_id, owner())
     after = resume_point()
-    admit_stream(svc)
-    return sse_response(svc, task_id, after)
+    return sse_response(svc, lambda: event_stream(svc, task_id, after))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import chain
+
 from flask import Blueprint, jsonify
 
 from .. import jsonio
 from ..services import services
 from ..tools import ToolContext
 from . import json_body, owner, task_urls
-from .streams import admit_stream, sse_response
+from .streams import event_stream, sse_response
 
 bp = Blueprint("tools", __name__)
 
@@ -24,15 +27,20 @@ def call_tool(name: str):
     tool = svc.tools.get(name)  # unknown tool: 404 before the body is looked at
     arguments = json_body()
     streaming = tool.starts_task and arguments.get("stream") is True
+    ctx = ToolContext(owner=owner(), urls=lambda task_id: task_urls(svc.settings, task_id))
     if streaming:
-        admit_stream(svc)  # before the task starts, so a refused stream starts nothing
+        def start() -> Iterator[str]:
+            # design: called by sse_response only once the stream has its slot, so a refused
+            # stream (503) starts nothing; bad arguments still answer 400 before any byte.
+            svc.limits.hit_orchestrate()
+            handle = svc.tools.call(name, arguments, ctx).data
+            # the same stream as GET /stream/<task_id>, after one `task` frame without an id
+            # (so ids, resumption and the end stay those of the task) naming the task and its URLs
+            return chain([f"event: task\ndata: {jsonio.dumps(handle)}\n\n"],
+                         event_stream(svc, handle["task_id"], 0))
+
+        return sse_response(svc, start)
     if tool.starts_task:
         svc.limits.hit_orchestrate()
-    ctx = ToolContext(owner=owner(), urls=lambda task_id: task_urls(svc.settings, task_id))
     output = svc.tools.call(name, arguments, ctx)
-    if streaming and output.accepted:
-        # design: the same stream as GET /stream/<task_id>, after one `task` frame without an id
-        # (so ids, resumption and the end stay those of the task) naming the task and its URLs.
-        handle = output.data
-        return sse_response(svc, handle["task_id"], 0, f"event: task\ndata: {jsonio.dumps(handle)}\n\n")
     return jsonify(output.data), 202 if output.accepted else 200

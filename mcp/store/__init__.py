@@ -233,6 +233,10 @@ class Store(ABC):
     def live_workers(self) -> list[dict[str, Any]]: ...
 
     @abstractmethod
+    def forget_worker(self, worker: str) -> None:
+        """Remove a stopping worker's heartbeat, so live_workers does not count it until it expires."""
+
+    @abstractmethod
     def count_webhooks(self) -> int: ...
 
     # webhook subscriptions and the delivery outbox

@@ -359,6 +359,9 @@ class RedisStore(Store):
     def heartbeat(self, worker: str, info: dict[str, Any], ttl: float) -> None:
         self.r.set(self.WORKER_KEY.format(worker), dumps(info), px=int(ttl * 1000))
 
+    def forget_worker(self, worker: str) -> None:
+        self.r.delete(self.WORKER_KEY.format(worker))
+
     def live_workers(self) -> list[dict[str, Any]]:
         keys = list(self.r.scan_iter(self.WORKER_KEY.format("*"), count=500))
         values = self.r.mget(keys) if keys else []

@@ -466,6 +466,10 @@ class SQLiteStore(Store):
                        (worker, dumps(info), now + ttl))
             db.execute("DELETE FROM workers WHERE expires < ?", (now - 3600,))
 
+    def forget_worker(self, worker: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM workers WHERE worker = ?", (worker,))
+
     def live_workers(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT worker, info FROM workers WHERE expires >= ?", (time.time(),)).fetchall()
         return [{"worker": r[0], **json.loads(r[1])} for r in rows]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from ..errors import SourceError
 from ..models import Hit
 from ..text import STOPWORDS
 from ..webclient import HttpSource
@@ -37,15 +36,25 @@ class ArxivSource(HttpSource):
     public_url = "https://export.arxiv.org/api/query"
     default_interval = 3.0
 
-    async def search(self, query: str, limit: int = 10) -> list[Hit]:
-        body = await self.get_text(self.base_url, {"search_query": search_query(query), "start": 0,
-                                                   "max_results": max(1, min(limit, 50)), "sortBy": "relevance",
-                                                   "sortOrder": "descending"})
+    def atom_feed(self, body: str) -> ET.Element:
+        """The root of an Atom feed; SourceError for anything else (an HTML error page,
+        another XML document, a feed cut off)."""
         try:
             # design: expat (>= 2.4.1, as Python 3.11 ships it) refuses entity-expansion bombs.
             feed = ET.fromstring(body)
         except ET.ParseError as exc:
-            raise SourceError(f"arxiv: the API answered something that is not Atom XML: {exc}") from None
+            raise self.unexpected(f"not Atom XML, or XML cut off ({exc}): {body.strip()[:120]!r}") from None
+        if feed.tag.rsplit("}", 1)[-1].lower() == "html":
+            raise self.unexpected(f"an HTML page, not an Atom feed: {body.strip()[:120]!r}")
+        if feed.tag != f"{ATOM}feed":
+            raise self.unexpected(f"an XML document whose root is <{feed.tag}>, not an Atom <feed>")
+        return feed
+
+    async def search(self, query: str, limit: int = 10) -> list[Hit]:
+        body = await self.get_text(self.base_url, {"search_query": search_query(query), "start": 0,
+                                                   "max_results": max(1, min(limit, 50)), "sortBy": "relevance",
+                                                   "sortOrder": "descending"}, check=self.atom_feed)
+        feed = self.atom_feed(body)
         hits = []
         for entry in feed.findall(f"{ATOM}entry"):
             entry_id = entry.findtext(f"{ATOM}id") or ""

@@ -26,7 +26,7 @@ class GitHubSource(HttpSource):
         data = await self.get_json(f"{self.base_url}/search/repositories",
                                    {"q": query, "per_page": max(1, min(limit, 100)), "page": 1}, headers)
         hits = []
-        for item in data.get("items") or []:
+        for item in self.answer_list(data, "items"):
             if not item.get("html_url"):
                 continue
             description = plain(item.get("description"))

@@ -19,7 +19,7 @@ class HackerNewsSource(HttpSource):
         data = await self.get_json(f"{self.base_url}/search", {"query": query, "tags": "story",
                                                                "hitsPerPage": max(1, min(limit, 50))})
         hits = []
-        for item in data.get("hits") or []:
+        for item in self.answer_list(data, "hits"):
             title = plain(item.get("title") or item.get("story_title"))
             if not title or not item.get("objectID"):
                 continue

@@ -21,7 +21,7 @@ class SemanticScholarSource(HttpSource):
         data = await self.get_json(f"{self.base_url}/paper/search",
                                    {"query": query, "limit": max(1, min(limit, 100)), "fields": FIELDS})
         hits = []
-        for paper in data.get("data") or []:
+        for paper in self.answer_list(data, "data"):
             title = plain(paper.get("title"))
             ids = paper.get("externalIds") or {}
             url = (f"https://arxiv.org/abs/{ids['ArXiv']}" if ids.get("ArXiv") else

@@ -51,7 +51,7 @@ class WebSource(HttpSource):
         data = await self.get_json(f"{self.searxng_url}/search", {"q": query, "format": "json", "pageno": 1,
                                                                   "safesearch": 1})
         hits = []
-        for item in data.get("results") or []:
+        for item in self.answer_list(data, "results"):
             if not item.get("url"):
                 continue
             text = plain(item.get("content"))
@@ -65,7 +65,7 @@ class WebSource(HttpSource):
         data = await self.get_json(self.brave_api_url, {"q": query, "count": max(1, min(limit, 20))},
                                    {"Accept": "application/json", "X-Subscription-Token": self.brave_api_key})
         hits = []
-        for item in (data.get("web") or {}).get("results") or []:
+        for item in self.answer_list(data, "web", "results"):
             if not item.get("url"):
                 continue
             text = " ".join([plain(item.get("description")), *(plain(x) for x in item.get("extra_snippets") or [])])

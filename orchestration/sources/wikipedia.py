@@ -21,7 +21,7 @@ class WikipediaSource(HttpSource):
             "gsrsearch": query, "gsrlimit": limit, "gsrnamespace": 0, "prop": "extracts|info",
             "exintro": 1, "explaintext": 1, "exlimit": limit, "inprop": "url", "redirects": 1,
         })
-        pages = (data.get("query") or {}).get("pages") or []
+        pages = self.answer_list(data, "query", "pages")
         hits = []
         for page in sorted(pages, key=lambda p: p.get("index", 0)):
             if page.get("missing") or "title" not in page:

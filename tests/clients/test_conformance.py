@@ -54,10 +54,16 @@ def test_conformance_scenario_passes(service, scenario):
 def test_inspector_cli_lists_and_calls_tools(service):
     inspector = HOME / "node_modules" / ".bin" / "mcp-inspector"
     base = [str(NODE), str(inspector), "--cli", f"http://localhost:{service.port}/mcp", "--transport", "http"]
-    listed = subprocess.run([*base, "--method", "tools/list"], capture_output=True, text=True, timeout=60)
+    listed = subprocess.run([*base, "--method", "tools/list", "--strict"], capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr[-2000:]
-    names = {tool["name"] for tool in json.loads(listed.stdout)["tools"]}
-    assert {"orchestrate_research", "orchestrate_search", "local_search"} <= names
+    # The Inspector's schema-portability check (issue #14 item 9) finds nothing to warn of...
+    assert "Warning" not in listed.stderr and "portability" not in listed.stderr, listed.stderr[-3000:]
+    tools = {tool["name"]: tool for tool in json.loads(listed.stdout)["tools"]}
+    assert {"orchestrate_research", "orchestrate_search", "local_search"} <= set(tools)
+    # ... and the bounds are still there.
+    research = tools["orchestrate_research"]["inputSchema"]["properties"]
+    assert research["max_tokens"] == {"type": "integer", "minimum": 1, "maximum": 100000000}
+    assert research["sources"]["maxItems"] == 20 and research["title"]["maxLength"] == 200
     called = subprocess.run([*base, "--method", "tools/call", "--tool-name", "orchestrate_search",
                              "--tool-arg", "query=SSE streams behind Caddy", "--tool-arg", "num_agents=2"],
                             capture_output=True, text=True, timeout=120)

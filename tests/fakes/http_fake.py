@@ -30,6 +30,7 @@ Respond = Callable[[Request], Reply]
 class FakeState:
     latency: float = 0.0
     fail_status: int = 0  # >0: every request is answered with this status
+    cut_off: bool = False  # announce the whole body, send half of it and close the connection
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -58,7 +59,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(body[:len(body) // 2] if state.cut_off else body)
+            if state.cut_off:
+                self.close_connection = True
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up waiting (a timeout test)
 

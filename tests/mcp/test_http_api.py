@@ -146,6 +146,31 @@ def test_service_info_health_and_tools(client):
     assert "dream_orchestrate_research" not in tools
 
 
+def test_tool_schemas_are_portable_and_keep_their_bounds(client):
+    """Every `type` is one name (issue #14 item 9: clients with a single-type dialect, the
+    MCP Inspector's portability check); optional fields keep their bounds, and null is
+    still accepted where it means "not given"."""
+    def types(node):
+        if isinstance(node, dict):
+            if "type" in node:
+                yield node["type"]
+            for value in node.values():
+                yield from types(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from types(value)
+
+    tools = client.get("/tools").get_json()["tools"]
+    assert all(isinstance(kind, str) and kind != "null" for tool in tools for kind in types(tool["inputSchema"]))
+    props = {t["name"]: t["inputSchema"]["properties"] for t in tools}
+    assert props["orchestrate_research"]["max_cost_usd"] == {"type": "number", "minimum": 0, "maximum": 10000}
+    assert props["orchestrate_search"]["provider"]["type"] == "string" and None not in props["orchestrate_search"][
+        "provider"]["enum"]
+    accepted = client.post("/tools/orchestrate_search", json={"query": "nulls still mean default", "title": None,
+                                                                "max_tokens": None, "provider": None})
+    assert accepted.status_code == 202, accepted.get_json()
+
+
 def test_original_route_names_work(client):
     patterns = client.post("/tools/list_orchestrator_patterns", json={}).get_json()
     assert {p["name"] for p in patterns["patterns"]} == {"research", "search"}

@@ -24,5 +24,14 @@ def test_values_are_parsed_by_type_and_defaults_need_nothing():
     s = Settings.from_env({"PORT": "7000", "API_KEYS": "a, b", "RATE_LIMIT_ENABLED": "0", "LEASE_TTL": "2.5"})
     assert (s.port, s.api_keys, s.rate_limit_enabled, s.lease_ttl) == (7000, ("a", "b"), False, 2.5)
     d = Settings.from_env({})
-    assert d.bind_address == "127.0.0.1" and d.port == 5060 and d.workers == 4 and d.threads == 16
+    assert d.bind_address == "127.0.0.1" and d.port == 5060 and d.workers == 4
+    assert (d.threads, d.stream_reserve_threads) == (80, 16)
     assert re.match(r"sqlite:///.+/orchestrator\.db$", d.resolved_store_url)
+
+
+def test_preflight_uses_the_stream_defaults_of_settings():
+    text = (ROOT / "preflight.sh").read_text()
+    d = Settings.from_env({})
+    for env, value in (("THREADS", d.threads), ("STREAM_RESERVE_THREADS", d.stream_reserve_threads),
+                       ("MAX_STREAMS", d.max_streams)):
+        assert f"${{{env}:-{value}}}" in text, env

@@ -69,7 +69,7 @@ def test_sources_and_their_state_are_listed_in_tools_patterns_and_health(wired, 
 def test_a_failing_source_api_is_a_502_not_a_500(wired, fakes):
     fakes["hackernews"].state.fail_status = 500
     response = wired.post("/tools/hackernews_search", json={"query": "flaky"})
-    assert response.status_code == 502 and response.get_json()["error"] == "upstream_error"
+    assert response.status_code == 502 and response.get_json()["error"] == "source_error"
 
 
 def test_plugins_load_and_broken_ones_are_skipped_and_reported(wired):

@@ -4,6 +4,7 @@ messages are relayed concurrently, every POST after initialize carries the sessi
 
 from __future__ import annotations
 
+import io
 import json
 import queue
 import threading
@@ -12,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from mcp.stdio import LineWriter, bridge
 from mcp.stdio_bridge import HttpBridge
 
 
@@ -115,3 +117,35 @@ def test_a_session_the_endpoint_lost_is_initialized_again_with_the_clients_param
     initializes = [message for message, _ in Endpoint.seen if message.get("method") == "initialize"]
     assert [m["params"] for m in initializes] == [INITIALIZE["params"]] * 2
     assert Endpoint.seen[-1][1]["mcp-session-id"] == "s2"
+
+
+def test_bridge_retries_a_503_after_retry_after_then_relays_the_answer():
+    answers = [(503, {"Retry-After": "0"}, {"error": "unavailable", "message": "busy", "details": {}}),
+               (200, {}, {"jsonrpc": "2.0", "id": 1, "result": {}})]
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            status, headers, body = answers.pop(0)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in {**headers, "Content-Type": "application/json",
+                                "Content-Length": str(len(data))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = io.StringIO()
+    try:
+        bridge(['{"jsonrpc": "2.0", "id": 1, "method": "ping"}\n'], LineWriter(out),
+               f"http://127.0.0.1:{server.server_port}/mcp", None)
+    finally:
+        server.shutdown()
+    assert len(seen) == 2 and seen[0] == seen[1]
+    assert json.loads(out.getvalue()) == {"jsonrpc": "2.0", "id": 1, "result": {}}

@@ -27,7 +27,7 @@ class CountingStore:
 
 
 def reader(hub: StreamHub, task_id: str, seen: list[int], stop_at: int) -> None:
-    hub.stream_opened(task_id)
+    hub.join(task_id)
     last = 0
     try:
         while last < stop_at:
@@ -38,7 +38,7 @@ def reader(hub: StreamHub, task_id: str, seen: list[int], stop_at: int) -> None:
             if not events:
                 hub.wait(task_id, last, 5.0)
     finally:
-        hub.stream_closed(task_id)
+        hub.leave(task_id)
 
 
 def test_readers_of_one_task_share_store_reads_and_see_every_event(tmp_path):
@@ -73,9 +73,44 @@ def test_a_replay_from_before_the_window_reads_the_store(tmp_path):
     for n in range(5):
         real.append_event("t2", "agent_progress", {"n": n})
     hub = StreamHub(real)
-    hub.stream_opened("t2")
+    hub.join("t2")
     assert [e.id for e in hub.events_after("t2", 3)] == [4, 5]  # fills the window from 4
     assert [e.id for e in hub.events_after("t2", 0)] == [1, 2, 3, 4, 5]  # older than the window
     assert [e.id for e in hub.events_after("t2", 4)] == [5]
     assert hub.events_after("t2", 5) == []
-    hub.stream_closed("t2")
+    hub.leave("t2")
+
+
+def test_every_sse_route_takes_a_slot_and_gives_it_back_when_closed(settings):
+    """THREADS=4, STREAM_RESERVE_THREADS=2: two streams of any kind, the third is 503 with
+    Retry-After; closing one (however it ends) frees its slot."""
+    import dataclasses
+
+    from app import create_app
+
+    app = create_app(dataclasses.replace(settings, threads=4, stream_reserve_threads=2))
+    try:
+        client = app.test_client()
+        hub = app.extensions["mcp_orchestrator"].hub
+        task_id = client.post("/tools/orchestrate_search", json={"query": "slots for streams"}).get_json()["task_id"]
+        progress_call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                         "params": {"name": "list_orchestrator_patterns", "arguments": {},
+                                    "_meta": {"progressToken": "p"}}}
+        openers = [lambda: client.get(f"/stream/{task_id}", buffered=False),
+                   lambda: client.get("/sse", buffered=False),
+                   lambda: client.post("/mcp", json=progress_call, buffered=False,
+                                       headers={"Accept": "application/json, text/event-stream"})]
+        for first, second in ((0, 1), (1, 2), (2, 0)):
+            held = [openers[first](), openers[second]()]
+            assert [r.status_code for r in held] == [200, 200] and hub.active_streams == 2
+            for refused in (o() for o in openers):
+                assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"
+                assert refused.get_json()["details"]["streams"] == {"open": 2, "capacity": 2}
+            held[1].close()  # last opened first: each held stream_with_context keeps its context pushed
+            assert hub.active_streams == 1
+            held[0].close()
+            assert hub.active_streams == 0
+        health = client.get("/health").get_json()
+        assert health["streams"]["capacity"] >= 2 and health["streams"]["open"] == 0
+    finally:
+        app.extensions["mcp_orchestrator"].runtime.stop()

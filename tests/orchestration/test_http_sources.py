@@ -4,6 +4,7 @@ results, the query parameters the API expects, retries, timeouts, politeness, ca
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from orchestration.sources import create_source
 from orchestration.webclient import HttpClients, MemoryCache
 from tests.fakes import (arxiv_server, brave_server, github_server, hackernews_server, searxng_server,
                          semantic_scholar_server, wikipedia_server)
+from tests.fakes.http_fake import FakeApi
 
 FAST = {"retry_wait": 0.01, "timeout": 2.0}
 
@@ -195,3 +197,24 @@ def test_a_source_without_configuration_is_disabled_and_says_what_to_set(name, c
     source = create_source(name, **config)
     assert not source.enabled and setting in source.disabled_reason
     assert source.describe()["enabled"] is False
+
+
+def test_a_field_of_another_type_is_the_sources_error_with_its_last_error_kept():
+    """Past the shape checks, a parser that trips over a value of another type (here
+    `topics` a number, not a list) still fails only this source, as a SourceError."""
+    body = json.dumps({"total_count": 1, "items": [{"html_url": "https://github.com/acme/x", "topics": 5}]})
+    fake = FakeApi(lambda request: (200, "application/json", body.encode())).start()
+    shared = []
+
+    async def share(name, error):
+        shared.append((name, error))
+
+    try:
+        source = create_source("github", api_url=fake.url, **FAST)
+        source.on_error = share
+        with pytest.raises(SourceError, match=r"^github: unexpected answer \(TypeError: "):
+            run(source.query("rank fusion"))
+    finally:
+        fake.stop()
+    assert source.last_error["error"].startswith("github: unexpected answer") and shared == [
+        ("github", source.last_error)]
