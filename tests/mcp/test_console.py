@@ -127,9 +127,11 @@ def test_a_research_from_the_form_fills_live_renders_the_cited_report_and_downlo
         page.get_by_role("button", name="Markdown").click()
     saved = Path(download.value.path()).read_text()
     assert f"[{target}]" in saved
+    page.evaluate("scrollTo(0, 0)")
     page.screenshot(path=str(SHOTS / "console-1440x900.png"), full_page=False)
     assert axe_violations(page) == []
     page.set_viewport_size({"width": 390, "height": 844})
+    page.evaluate("scrollTo(0, 0)")
     page.screenshot(path=str(SHOTS / "console-390x844.png"), full_page=False)
     assert page.evaluate("document.documentElement.scrollWidth <= innerWidth + 1"), "horizontal scroll at 390 px"
     assert axe_violations(page) == []
