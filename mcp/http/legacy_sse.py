@@ -80,7 +80,8 @@ def post_message() -> Response:
 
     ctx = CallContext(owner=session["owner"], urls=urls_under(public_prefix(svc.settings)), session=session,
                       notify=deliver,
-                      save_session=lambda: svc.store.save_session(session_id, session, create=False),
+                      save_session=lambda: svc.store.save_session(session_id, session, svc.settings.session_ttl_seconds,
+                                                                   create=False),
                       calls=StoreCallLedger(svc.store, session_id, svc.settings.session_ttl_seconds))
 
     def work() -> None:

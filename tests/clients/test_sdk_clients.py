@@ -38,8 +38,10 @@ def assert_full_session(seen: dict) -> None:
     assert seen["patterns_error"] is False
     assert seen["search_status"] == seen["research_status"] == "completed" and seen["research_cites"]
     assert seen["progress_notifications"] > 0
-    info, reports = seen["resources"][:2], seen["resources"][2:]
+    info = [r for r in seen["resources"] if r.endswith("/info")]
+    reports = [r for r in seen["resources"] if "/report." in r]
     assert info == ["orchestrator://research/info", "orchestrator://search/info"]
+    assert set(seen["resources"]) == {*info, *reports, "orchestrator://dead-letter"}
     # each finished task of the key (at least this session's two, at most ten), every format
     assert 8 <= len(reports) <= 40 and len(reports) % 4 == 0
     assert {r.rsplit(".", 1)[1] for r in reports} == {"md", "html", "pdf", "docx"}

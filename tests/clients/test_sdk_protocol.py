@@ -63,8 +63,12 @@ def test_sdk_client_lists_calls_streams_and_cancels_in_each_mode(service, mode):
     # the default mode probes 2026-07-28, is told the versions offered, and falls back to initialize
     assert seen["protocol"] == "2025-11-25" and seen["server"] == "mcp-orchestrator"
     assert set(seen["tools"]) == EXPECTED_TOOLS
-    assert seen["resources"] == ["orchestrator://research/info", "orchestrator://search/info"]
-    assert seen["templates"] == ["orchestrator://tasks/{task_id}/result", "orchestrator://tasks/{task_id}/status"]
+    fixed = {"orchestrator://research/info", "orchestrator://search/info", "orchestrator://dead-letter"}
+    assert fixed <= set(seen["resources"])
+    assert all("/report." in r for r in set(seen["resources"]) - fixed)  # the key's finished tasks' reports
+    assert seen["templates"] == ["orchestrator://tasks/{task_id}/report.docx", "orchestrator://tasks/{task_id}/report.html",
+                                 "orchestrator://tasks/{task_id}/report.md", "orchestrator://tasks/{task_id}/report.pdf",
+                                 "orchestrator://tasks/{task_id}/result", "orchestrator://tasks/{task_id}/status"]
     assert seen["prompts"] == ["research", "search"]
     calls = seen["calls"]
     assert calls["orchestrate_research"] == calls["orchestrate_search"] == {"error": False, "status": "completed"}

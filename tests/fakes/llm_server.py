@@ -185,8 +185,12 @@ class LLMHandler(BaseHTTPRequestHandler):
     def pause(self, seconds: float) -> None:
         """Sleep, but notice at once when the client closes the connection."""
         deadline = time.monotonic() + seconds
+        # design: poll, not select: a long test session may hold more than 1024 descriptors,
+        # and select() cannot watch one numbered above that
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN)
         while (remaining := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([self.connection], [], [], min(remaining, 0.02))
+            readable = poller.poll(min(remaining, 0.02) * 1000)
             if readable:
                 try:
                     peek = self.connection.recv(1, socket.MSG_PEEK)
