@@ -7,25 +7,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mcp.store import TaskRecord, dead_letter_id, open_store
+from mcp.store import TaskRecord, dead_letter_id
 from tests.conftest import free_port
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path}/store.db")
-    else:
-        s = open_store(f"{request.getfixturevalue('redis_server')}/4")
-        s.r.flushdb()
-    yield s
-    s.close()
+from tests.fakes.receiver import receiver
 
 
 def entry(kind, ref, owner="alice", at=None):
@@ -72,24 +60,6 @@ def test_retention_removes_the_entries_of_the_tasks_it_removes(store):
     store.add_dead_letter(entry("task", "elsewhere"))
     store.sweep(time.time() + 1, 0, 10)
     assert [e["ref"] for e in store.list_dead_letters()[0]] == ["elsewhere"]
-
-
-class Receiver(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append((dict(self.headers), body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def receiver(port: int | None = None) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", port or free_port()), Receiver)
-    server.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def wait_for(check, timeout=60.0, what=""):

@@ -12,17 +12,6 @@ from mcp.settings import Settings, parse_duration
 from mcp.store import TaskRecord, open_store
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path}/store.db")
-    else:
-        s = open_store(f"{request.getfixturevalue('redis_server')}/2")
-        s.r.flushdb()
-    yield s
-    s.close()
-
-
 def finished_task(store, task_id, status="completed", owner="alice", created_at=None, checkpoints=True):
     store.create_task(TaskRecord(task_id=task_id, orchestrator="research", query="q", title=None,
                                  params={"query": "q"}, owner=owner, created_at=created_at or time.time()))

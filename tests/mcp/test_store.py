@@ -9,19 +9,8 @@ import time
 
 import pytest
 
-from mcp.store import Event, TaskRecord, open_store
+from mcp.store import Event, TaskRecord
 from mcp.store.sqlite import SQLiteStore
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path}/store.db")
-    else:
-        s = open_store(f"{request.getfixturevalue('redis_server')}/0")
-        s.r.flushdb()
-    yield s
-    s.close()
 
 
 def make_task(store, task_id="research_1", **kw):

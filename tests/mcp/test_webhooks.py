@@ -7,15 +7,14 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from app import create_app
 from mcp.webhooks import refusal
 from tests.conftest import free_port
+from tests.fakes.receiver import receiver
 
 
 @pytest.mark.parametrize("address", ["10.1.2.3", "172.16.5.4", "192.168.1.1", "169.254.169.254", "fc00::1",
@@ -79,17 +78,6 @@ def test_subscriptions_belong_to_their_key(settings):
         app.extensions["mcp_orchestrator"].runtime.stop()
 
 
-class Receiver(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append((dict(self.headers), body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.mark.slow
 def test_signed_event_reaches_a_receiver_that_was_down_across_a_service_restart(service_factory, tmp_path):
     port = free_port()
@@ -104,9 +92,7 @@ def test_signed_event_reaches_a_receiver_that_was_down_across_a_service_restart(
         time.sleep(0.2)
     first.stop()
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Receiver)
-    server.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = receiver(port)
     try:
         second = service_factory(env, data_dir=tmp_path / "shared")
         deadline = time.monotonic() + 60

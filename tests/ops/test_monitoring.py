@@ -9,9 +9,7 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ import requests
 import yaml
 
 from tests.conftest import ROOT, Service, free_port
+from tests.fakes.receiver import receiver
 
 MONITORING = ROOT / "deploy" / "monitoring"
 CLIENTS = Path(os.environ.get("MCP_CLIENTS_DIR", Path.home() / ".cache" / "mcp-orchestrator")) / "conformance"
@@ -84,24 +83,6 @@ def test_the_dashboard_and_provisioning_are_well_formed():
 
 
 # -- a real Prometheus and Alertmanager --------------------------------------------------------
-
-class Receiver(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.received.append((self.path, body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def receiver() -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
-    server.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
 
 def wait_for(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
@@ -253,7 +234,7 @@ def test_killing_the_service_fires_the_down_alert_through_alertmanager_and_resol
         wait_for(lambda: prometheus.alert_state("MCPOrchestratorDown") == "firing", 30, "firing")
 
         def notified(status: str, path: str = "/alerts"):
-            for where, body in hooks.received:
+            for where, (_, body) in zip(hooks.paths, hooks.received):
                 message = json.loads(body)
                 if where == path and message.get("status") == status and any(
                         a["labels"]["alertname"] == "MCPOrchestratorDown" for a in message["alerts"]):
@@ -263,7 +244,7 @@ def test_killing_the_service_fires_the_down_alert_through_alertmanager_and_resol
         firing = wait_for(lambda: notified("firing"), 60, "the firing notification")
         alert = next(a for a in firing["alerts"] if a["labels"]["alertname"] == "MCPOrchestratorDown")
         assert alert["labels"]["severity"] == "critical" and alert["annotations"]["runbook"].startswith("docs/")
-        assert any(where == "/pagerduty" for where, _ in hooks.received)  # critical pages too
+        assert "/pagerduty" in hooks.paths  # critical pages too
         service.start()
         wait_for(lambda: notified("resolved"), 90, "the resolved notification")
     finally:
