@@ -42,6 +42,15 @@ class Settings:
     api_keys_file: str = setting("API_KEYS_FILE", "", "File of name:sha256hex lines.")
     admin_keys: tuple[str, ...] = setting("ADMIN_KEYS", (), "Comma-separated admin keys (name:key or key): "
                                           "keys that also see every key's dead-letter entries.")
+    oauth_issuer: str = setting("OAUTH_ISSUER", "", "OAuth authorization server whose access tokens are accepted "
+                                "(its RFC 8414 or OpenID metadata names the JWKS); with OAUTH_BUILTIN=1 the "
+                                "built-in server's issuer (default: this service's public URL).")
+    oauth_audience: str = setting("OAUTH_AUDIENCE", "", "Audience access tokens must name (RFC 8707 resource); "
+                                  "default: the public MCP URL.")
+    oauth_scopes: str = setting("OAUTH_SCOPES", "orchestrate read", "Scopes advertised: orchestrate (start and "
+                                "cancel tasks), read (everything else).")
+    oauth_builtin: bool = setting("OAUTH_BUILTIN", False, "Run the built-in OAuth 2.1 authorization server "
+                                  "(the operator signs clients in with an API key).")
     cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", (), "Origins allowed by CORS.")
     allowed_origins: tuple[str, ...] = setting("ALLOWED_ORIGINS", (), "Origins allowed on the MCP endpoint.")
     allowed_hosts: tuple[str, ...] = setting("ALLOWED_HOSTS", (), "Host headers accepted (beyond loopback names).")
@@ -150,6 +159,15 @@ class Settings:
     @property
     def session_ttl_seconds(self) -> float:
         return parse_duration(self.session_ttl, "SESSION_TTL") or DEFAULT_SESSION_TTL
+
+    @property
+    def oauth_enabled(self) -> bool:
+        """Bearer access tokens are accepted (an external issuer or the built-in server)."""
+        return bool(self.oauth_issuer or self.oauth_builtin)
+
+    @property
+    def oauth_scope_list(self) -> tuple[str, ...]:
+        return tuple(s for s in self.oauth_scopes.replace(",", " ").split() if s)
 
     @property
     def is_loopback_bind(self) -> bool:

@@ -371,6 +371,12 @@ class RedisStore(Store):
     def cache_set(self, key: str, value: str, ttl: float) -> None:
         self.r.set(self.CACHE_KEY.format(key), value, px=max(1, int(ttl * 1000)))
 
+    def cache_add(self, key: str, value: str, ttl: float) -> bool:
+        return bool(self.r.set(self.CACHE_KEY.format(key), value, px=max(1, int(ttl * 1000)), nx=True))
+
+    def cache_take(self, key: str) -> str | None:
+        return self.r.getdel(self.CACHE_KEY.format(key))
+
     # -- MCP sessions ----------------------------------------------------------------------
 
     def save_session(self, session_id: str, data: dict[str, Any], ttl: float, create: bool = True) -> bool:
