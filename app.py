@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                openapi.bp, oauth_resource.bp):
         app.register_blueprint(bp)
     if settings.oauth_builtin:
-        oauth.init_builtin_server(app, settings, store)
+        oauth.init_builtin_server(app, settings, store, limits.limiter)
     runtime.start()
     return app
 

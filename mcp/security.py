@@ -82,9 +82,9 @@ def match(keys: dict[str, str], presented: str) -> str | None:
 
 
 def is_public(path: str, method: str) -> bool:
-    """Routes every client may call: service info, health probes, OAuth discovery's JSON 404s
-    and CORS preflights. POST / is the MCP endpoint and is not public."""
-    if path in PUBLIC_PATHS or path.startswith("/.well-known/") or method == "OPTIONS":
+    """Routes every client may call: service info, health probes, OAuth discovery (JSON 404s
+    without OAuth), the built-in authorization server's endpoints and CORS preflights. POST / is the MCP endpoint and is not public."""
+    if path in PUBLIC_PATHS or path.startswith(("/.well-known/", "/oauth/")) or method == "OPTIONS":
         return True
     return path == "/" and method in ("GET", "HEAD")
 

@@ -51,6 +51,8 @@ class Settings:
                                 "cancel tasks), read (everything else).")
     oauth_builtin: bool = setting("OAUTH_BUILTIN", False, "Run the built-in OAuth 2.1 authorization server "
                                   "(the operator signs clients in with an API key).")
+    oauth_access_token_ttl: str = setting("OAUTH_ACCESS_TOKEN_TTL", "1h", "Lifetime of the built-in server's "
+                                          "access tokens (refresh tokens last 30 days, rotated on use).")
     cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", (), "Origins allowed by CORS.")
     allowed_origins: tuple[str, ...] = setting("ALLOWED_ORIGINS", (), "Origins allowed on the MCP endpoint.")
     allowed_hosts: tuple[str, ...] = setting("ALLOWED_HOSTS", (), "Host headers accepted (beyond loopback names).")
@@ -133,6 +135,7 @@ class Settings:
         # a bad duration fails when the settings are read, naming its variable
         parse_duration(self.task_retention, "TASK_RETENTION")
         parse_duration(self.session_ttl, "SESSION_TTL")
+        parse_duration(self.oauth_access_token_ttl, "OAUTH_ACCESS_TOKEN_TTL")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -164,6 +167,10 @@ class Settings:
     def oauth_enabled(self) -> bool:
         """Bearer access tokens are accepted (an external issuer or the built-in server)."""
         return bool(self.oauth_issuer or self.oauth_builtin)
+
+    @property
+    def oauth_access_token_ttl_seconds(self) -> float:
+        return parse_duration(self.oauth_access_token_ttl, "OAUTH_ACCESS_TOKEN_TTL") or 3600.0
 
     @property
     def oauth_scope_list(self) -> tuple[str, ...]:

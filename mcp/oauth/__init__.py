@@ -18,14 +18,15 @@ def resource_server(settings: Settings, store: Store) -> ResourceServer | None:
     if settings.oauth_builtin:
         from .server import StoreKeys
 
-        return ResourceServer(settings, StoreKeys(store))
+        return ResourceServer(settings, StoreKeys(store, settings.oauth_access_token_ttl_seconds))
     if settings.oauth_issuer:
         return ResourceServer(settings, IssuerKeys(settings.oauth_issuer))
     return None
 
 
-def init_builtin_server(app, settings: Settings, store: Store) -> None:
-    """OAUTH_BUILTIN=1: the authorization server's routes (mcp.oauth.server)."""
+def init_builtin_server(app, settings: Settings, store: Store, limiter=None) -> None:
+    """OAUTH_BUILTIN=1: the authorization server's routes (mcp.oauth.server); `limiter` (a
+    flask-limiter Limiter) puts a tighter limit on the token and registration endpoints."""
     from . import server
 
-    server.init_app(app, settings, store)
+    server.init_app(app, settings, store, limiter)

@@ -1,0 +1,149 @@
+"""The built-in authorization server (OAUTH_BUILTIN=1) step by step: discovery, registration,
+the consent page, code + PKCE, refresh rotation, revocation, and what each step refuses."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import re
+import secrets
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+
+from app import create_app
+
+REDIRECT = "http://127.0.0.1:33333/callback"
+
+
+@pytest.fixture
+def app_client(settings):
+    app = create_app(dataclasses.replace(settings, api_keys=("operator:op-secret",), oauth_builtin=True))
+    yield app.test_client()
+    app.extensions["mcp_orchestrator"].runtime.stop()
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def register(client, **extra) -> dict:
+    response = client.post("/oauth/register", json={"client_name": "Test client", "redirect_uris": [REDIRECT],
+                                                    "token_endpoint_auth_method": "none",
+                                                    "grant_types": ["authorization_code", "refresh_token"],
+                                                    "response_types": ["code"], **extra})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def authorize_url(client_id: str, challenge: str, redirect: str = REDIRECT, **extra) -> str:
+    return "/oauth/authorize?" + urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": redirect,
+                                           "code_challenge": challenge, "code_challenge_method": "S256",
+                                           "state": "st-1", "scope": "orchestrate read", **extra})
+
+
+def consent(client, url: str, key: str = "op-secret", decision: str = "approve"):
+    page = client.get(url)
+    assert page.status_code == 200, page.data
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+    return client.post(url, data={"csrf": csrf, "api_key": key, "decision": decision})
+
+
+def code_from(response) -> str:
+    assert response.status_code == 302, response.data
+    query = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert query["state"] == ["st-1"]
+    return query["code"][0]
+
+
+def test_metadata_points_at_the_builtin_server(app_client):
+    resource = app_client.get("/.well-known/oauth-protected-resource/mcp").get_json()
+    assert resource["authorization_servers"] == ["http://localhost"]
+    meta = app_client.get("/.well-known/oauth-authorization-server").get_json()
+    assert meta["issuer"] == "http://localhost"
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert meta["registration_endpoint"] == "http://localhost/oauth/register"
+    assert app_client.get("/oauth/jwks.json").get_json()["keys"][0]["kty"] == "EC"
+
+
+def test_the_full_flow_issues_a_token_whose_subject_is_the_approving_key(app_client):
+    client_id = register(app_client)["client_id"]
+    verifier, challenge = pkce()
+    # the loopback redirect URI's port is free (RFC 8252)
+    redirect = "http://127.0.0.1:45678/callback"
+    url = authorize_url(client_id, challenge, redirect)
+    page = app_client.get(url)
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert "Test client" in page.get_data(as_text=True)
+    code = code_from(consent(app_client, url))
+    tokens = app_client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
+                                                   "redirect_uri": redirect, "client_id": client_id,
+                                                   "code_verifier": verifier}).get_json()
+    assert tokens["token_type"] == "Bearer" and tokens["refresh_token"] and tokens["scope"] == "orchestrate read"
+    access = {"Authorization": f"Bearer {tokens['access_token']}"}
+    handle = app_client.post("/tools/orchestrate_search", json={"query": "sqlite"}, headers=access).get_json()
+    # the token's subject is the key's name: the key sees the task too
+    assert app_client.get(handle["status_url"], headers={"X-API-Key": "op-secret"}).status_code == 200
+    # a code is single-use
+    again = app_client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
+                                                  "redirect_uri": redirect, "client_id": client_id,
+                                                  "code_verifier": verifier})
+    assert again.status_code == 400 and again.get_json()["error"] == "invalid_grant"
+    # refresh rotates: the new pair works, the old refresh token is spent
+    refreshed = app_client.post("/oauth/token", data={"grant_type": "refresh_token", "client_id": client_id,
+                                                      "refresh_token": tokens["refresh_token"]}).get_json()
+    assert refreshed["access_token"] and refreshed["refresh_token"] != tokens["refresh_token"]
+    reuse = app_client.post("/oauth/token", data={"grant_type": "refresh_token", "client_id": client_id,
+                                                  "refresh_token": tokens["refresh_token"]})
+    assert reuse.status_code == 400 and reuse.get_json()["error"] == "invalid_grant"
+    assert app_client.get("/tasks", headers={"Authorization": f"Bearer {refreshed['access_token']}"}).status_code == 200
+    # revocation ends the refresh token
+    assert app_client.post("/oauth/revoke", data={"token": refreshed["refresh_token"],
+                                                  "client_id": client_id}).status_code == 200
+    revoked = app_client.post("/oauth/token", data={"grant_type": "refresh_token", "client_id": client_id,
+                                                    "refresh_token": refreshed["refresh_token"]})
+    assert revoked.status_code == 400
+
+
+def test_pkce_and_the_code_verifier_are_required(app_client):
+    client_id = register(app_client)["client_id"]
+    no_pkce = app_client.get(authorize_url(client_id, "", code_challenge_method=""))
+    assert no_pkce.status_code == 302 and "error=invalid_request" in no_pkce.headers["Location"]
+    plain = app_client.get(authorize_url(client_id, "x" * 43, code_challenge_method="plain"))
+    assert plain.status_code == 302 and "error=invalid_request" in plain.headers["Location"]
+    verifier, challenge = pkce()
+    code = code_from(consent(app_client, authorize_url(client_id, challenge)))
+    wrong = app_client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
+                                                  "redirect_uri": REDIRECT, "client_id": client_id,
+                                                  "code_verifier": pkce()[0]})
+    assert wrong.status_code == 400 and wrong.get_json()["error"] == "invalid_grant"
+
+
+def test_the_consent_page_refuses_forged_or_unkeyed_approvals(app_client):
+    client_id = register(app_client)["client_id"]
+    _, challenge = pkce()
+    url = authorize_url(client_id, challenge)
+    # no CSRF token / a token from another page: refused, nothing issued
+    assert app_client.post(url, data={"api_key": "op-secret", "decision": "approve"}).status_code == 403
+    assert app_client.post(url, data={"csrf": "forged", "api_key": "op-secret", "decision": "approve"}).status_code == 403
+    # a wrong key: refused
+    assert consent(app_client, url, key="wrong").status_code == 403
+    # the operator denies: the client hears access_denied
+    denied = consent(app_client, url, decision="deny")
+    assert denied.status_code == 302 and "error=access_denied" in denied.headers["Location"]
+
+
+def test_redirect_uris_are_checked_exactly(app_client):
+    client_id = register(app_client)["client_id"]
+    _, challenge = pkce()
+    for other in ("http://127.0.0.1:33333/elsewhere", "https://evil.example/callback", "http://127.0.0.1.evil.example/callback"):
+        response = app_client.get(authorize_url(client_id, challenge, other))
+        assert response.status_code == 400, other  # answered here, never redirected to the stranger
+        assert response.get_json()["error"] in ("invalid_request", "invalid_client")
+    unknown = app_client.get(authorize_url("no-such-client", challenge))
+    assert unknown.status_code == 400
+    bad = app_client.post("/oauth/register", json={"redirect_uris": ["http://evil.example/cb"]})
+    assert bad.status_code == 400 and bad.get_json()["error"] == "invalid_client_metadata"
