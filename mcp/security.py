@@ -163,6 +163,8 @@ def init_app(app: Flask, settings: Settings, oauth: ResourceServer | None = None
         @app.after_request
         def resource_metadata_challenge(response):
             # every 401 names this resource's metadata, whichever part raised it (RFC 9728 §5.1)
-            if response.status_code == 401 and "resource_metadata" not in response.headers.get("WWW-Authenticate", ""):
+            # (the authorization server's own 401s, invalid_client at /oauth/*, are not the resource's)
+            if (response.status_code == 401 and not request.path.startswith("/oauth/")
+                    and "resource_metadata" not in response.headers.get("WWW-Authenticate", "")):
                 response.headers["WWW-Authenticate"] = challenge(settings)
             return response

@@ -32,6 +32,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
+from ..http import json_body
 from ..locality import is_loopback_host
 from ..security import load_keys, match
 from ..settings import Settings
@@ -428,6 +429,15 @@ def oauth_error(error: str, description: str, status: int = 400) -> Response:
     return response
 
 
+def bad_characters() -> Response | None:
+    """OAuth parameters are printable ASCII (RFC 6749 Appendix A); anything else is refused
+    here, naming the field (Authlib cannot put such a value in its error description)."""
+    for name, value in request.values.items(multi=True):
+        if name != "api_key" and not all(" " <= c <= "~" for c in name + value):
+            return oauth_error("invalid_request", f"{name or 'a parameter'}: only printable ASCII is allowed")
+    return None
+
+
 def wrong_resource() -> Response | None:
     """RFC 8707: a `resource` other than this service's MCP URL is refused."""
     wanted = request.values.get("resource")
@@ -448,17 +458,24 @@ def jwks():
 
 @bp.post("/oauth/register")
 def register():
-    return builtin().server.create_endpoint_response(ClientRegistrationEndpoint.ENDPOINT_NAME)
+    json_body(allow_empty=False)  # a JSON object, or 400/415 naming what is wrong, before Authlib reads it
+    try:
+        return builtin().server.create_endpoint_response(ClientRegistrationEndpoint.ENDPOINT_NAME)
+    except ValueError as exc:  # Authlib refuses to describe some values (non-ASCII) in its errors
+        return oauth_error("invalid_client_metadata", str(exc))
 
 
 @bp.post("/oauth/revoke")
 def revoke():
+    refused = bad_characters()
+    if refused is not None:
+        return refused
     return builtin().server.create_endpoint_response(RevocationEndpoint.ENDPOINT_NAME)
 
 
 @bp.post("/oauth/token")
 def token():
-    refused = wrong_resource()
+    refused = bad_characters() or wrong_resource()
     if refused is not None:
         return refused
     response = builtin().server.create_token_response()
@@ -481,7 +498,7 @@ def consent_grant():
 
 @bp.get("/oauth/authorize")
 def authorize_page():
-    refused = wrong_resource()
+    refused = bad_characters() or wrong_resource()
     if refused is not None:
         return refused
     grant, error = consent_grant()
@@ -500,6 +517,9 @@ def authorize_page():
 @bp.post("/oauth/authorize")
 def authorize_decision():
     bs = builtin()
+    refused = bad_characters()
+    if refused is not None:
+        return refused
     form_csrf, cookie_csrf = request.form.get("csrf", ""), request.cookies.get(CSRF_COOKIE, "")
     bound = bs.store.cache_take(CONSENT_KEY.format(form_csrf)) if form_csrf else None
     if not (form_csrf and hmac.compare_digest(form_csrf, cookie_csrf) and bound

@@ -1,7 +1,7 @@
 """The official MCP Python SDK's OAuthClientProvider against 4 gunicorn workers with the
 built-in authorization server: discovery -> registration -> consent -> token -> tools/call
--> refresh after the access token expired. Every step is a new HTTP connection that any of
-the workers may take; the state between steps lives in the store."""
+-> refresh after the access token expired. Any of the workers may take any step: clients,
+codes, refresh tokens and signing keys live in the store, not in a worker."""
 
 from __future__ import annotations
 
