@@ -4,6 +4,7 @@ session whose requests alternate between them."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -127,3 +128,27 @@ def test_two_instances_behind_one_caddy_serve_one_mcp_session(service_factory, c
                           if line.startswith("flask_http_request_duration_seconds_count")
                           and 'endpoint="mcp_http.post"' in line))
     assert all(count >= 3 for count in served), served
+
+
+def test_oauth_discovery_and_the_sdk_flow_through_caddy(service_factory, caddy_factory):
+    """Behind the /mcp prefix the resource, the issuer and every endpoint are public URLs under
+    https://<host>/mcp, and the well-known documents are found where RFC 8414/9728 put them."""
+    # imported here: without the SDK venv that module skips, and only this test needs it
+    from tests.clients.test_sdk_clients import SDK_PYTHON
+    from tests.clients.test_sdk_oauth import SCRIPT
+
+    service = service_factory({"TRUSTED_PROXIES": "1", "API_KEYS": API_KEYS, "OAUTH_BUILTIN": "1"})
+    caddy = caddy_factory("Caddyfile", UPSTREAM=f"127.0.0.1:{service.port}")
+    public = f"{caddy.url}/mcp"
+    resource = requests.get(f"{caddy.url}/.well-known/oauth-protected-resource/mcp", timeout=10).json()
+    assert resource["resource"] == public and resource["authorization_servers"] == [public]
+    server = requests.get(f"{caddy.url}/.well-known/oauth-authorization-server/mcp", timeout=10).json()
+    assert server["issuer"] == public and server["token_endpoint"] == f"{public}/oauth/token"
+    refused = requests.post(public, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=MCP_HEADERS, timeout=10)
+    assert refused.status_code == 401
+    assert f'resource_metadata="{public}/.well-known/oauth-protected-resource"' in refused.headers["WWW-Authenticate"]
+    done = subprocess.run([SDK_PYTHON, str(SCRIPT), public, "--api-key", "caddy-secret"], capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["search_status"] == "completed" and seen["consent_pages"] == 1 and seen["tokens_issued"] == 1

@@ -565,6 +565,8 @@ and will receive it at <code>{target}</code>.</p>
 
 def init_app(app: Flask, settings: Settings, store: Store, limiter=None) -> BuiltinServer:
     bs = BuiltinServer(settings, store)
+    if not bs.api_keys:
+        log.warning("OAUTH_BUILTIN=1 without API keys: nobody can approve a client on the consent page")
     bs.server.init_app(app)
     bs.server.register_token_generator("default", bs.generate_token)  # init_app installs Authlib's own
     app.extensions["mcp_oauth_server"] = bs

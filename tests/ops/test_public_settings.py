@@ -20,7 +20,7 @@ PUBLIC_WITHOUT_KEYS = [
     ({"TRUSTED_PROXIES": "1", "ALLOWED_HOSTS": "orchestrator.example.org", "PUBLIC_BASE_PATH": "/mcp"},
      ["TRUSTED_PROXIES", "ALLOWED_HOSTS", "PUBLIC_BASE_PATH"]),
 ]
-CLEAN = {"API_KEYS": "", "API_KEYS_FILE": "", "TRUSTED_PROXIES": "", "ALLOWED_HOSTS": "", "PUBLIC_BASE_PATH": "",
+CLEAN = {"API_KEYS": "", "API_KEYS_FILE": "", "OAUTH_ISSUER": "", "OAUTH_BUILTIN": "", "TRUSTED_PROXIES": "", "ALLOWED_HOSTS": "", "PUBLIC_BASE_PATH": "",
          "CORS_ORIGINS": "", "BIND_ADDRESS": "127.0.0.1"}
 
 
@@ -41,6 +41,11 @@ def test_preflight_accepts_them_with_keys_and_local_cors(env):  # noqa: F811
     assert run([str(ROOT / "preflight.sh")], keyed).returncode == 0
     local_cors = {**env, **CLEAN, "CORS_ORIGINS": "http://localhost:3000,http://127.0.0.1:8080,http://[::1]:3000"}
     assert run([str(ROOT / "preflight.sh")], local_cors).returncode == 0
+    # an external OAuth issuer authenticates remote clients too; the built-in server needs keys
+    issuer = {**env, **CLEAN, "OAUTH_ISSUER": "https://sso.example.org/realms/ops", "TRUSTED_PROXIES": "1"}
+    assert run([str(ROOT / "preflight.sh")], issuer).returncode == 0
+    builtin = {**issuer, "OAUTH_BUILTIN": "1"}
+    assert run([str(ROOT / "preflight.sh")], builtin).returncode == 1
 
 
 def test_deploy_refuses_a_proxy_setup_without_keys(deployment):  # noqa: F811
