@@ -570,8 +570,8 @@ def init_app(app: Flask, settings: Settings, store: Store, limiter=None) -> Buil
     bs.server.init_app(app)
     bs.server.register_token_generator("default", bs.generate_token)  # init_app installs Authlib's own
     app.extensions["mcp_oauth_server"] = bs
-    if limiter is not None and settings.rate_limit_enabled:
-        limiter.limit(TOKEN_RATE_LIMIT)(token)
-        limiter.limit(TOKEN_RATE_LIMIT)(register)
     app.register_blueprint(bp)
+    if limiter is not None:
+        for endpoint in ("oauth_server.token", "oauth_server.register"):
+            app.view_functions[endpoint] = limiter.limit(TOKEN_RATE_LIMIT)(app.view_functions[endpoint])
     return bs

@@ -147,3 +147,40 @@ def test_redirect_uris_are_checked_exactly(app_client):
     assert unknown.status_code == 400
     bad = app_client.post("/oauth/register", json={"redirect_uris": ["http://evil.example/cb"]})
     assert bad.status_code == 400 and bad.get_json()["error"] == "invalid_client_metadata"
+
+
+def full_flow(client) -> dict:
+    client_id = register(client)["client_id"]
+    verifier, challenge = pkce()
+    code = code_from(consent(client, authorize_url(client_id, challenge)))
+    return client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
+                                             "redirect_uri": REDIRECT, "client_id": client_id,
+                                             "code_verifier": verifier}).get_json()
+
+
+def test_signing_keys_rotate_with_overlap(app_client):
+    import json
+    import time
+
+    from mcp.oauth.server import KEY_ROTATION, SIGNING_KEYS_KEY
+
+    before = full_flow(app_client)["access_token"]
+    old_kid = app_client.get("/oauth/jwks.json").get_json()["keys"][0]["kid"]
+    # the key is due: every worker reading the store from now on rotates it (one of them does)
+    store = app_client.application.extensions["mcp_orchestrator"].store
+    keys = json.loads(store.cache_get(SIGNING_KEYS_KEY))
+    keys[0]["created_at"] = time.time() - KEY_ROTATION - 1
+    store.cache_set(SIGNING_KEYS_KEY, json.dumps(keys), 3600)
+    app_client.application.extensions["mcp_oauth_server"].keys.records(refresh=True)
+    kids = [k["kid"] for k in app_client.get("/oauth/jwks.json").get_json()["keys"]]
+    assert len(kids) == 2 and kids[1] == old_kid
+    after = full_flow(app_client)["access_token"]
+    # the old key still verifies the tokens it signed, the new one signs from now on
+    for token in (before, after):
+        assert app_client.get("/tasks", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_the_token_endpoint_is_rate_limited(app_client):
+    answers = [app_client.post("/oauth/token", data={"grant_type": "authorization_code", "code": "x",
+                                                     "client_id": "nobody"}).status_code for _ in range(31)]
+    assert set(answers[:30]) <= {400, 401} and answers[30] == 429
