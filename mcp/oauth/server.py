@@ -28,6 +28,7 @@ from authlib.oauth2.rfc6749 import (AuthorizationCodeMixin, ClientMixin, Invalid
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint, InvalidClientMetadataError
 from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import Blueprint, Flask, Response, jsonify, request
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
@@ -345,7 +346,12 @@ class BuiltinServer:
             def revoke_token(self, token, req):
                 outer.store.cache_take(REFRESH_KEY.format(digest(token.data["token"])))
 
+        class Issuer(IssuerParameter):
+            def get_issuer(self) -> str:
+                return outer.issuer()  # RFC 9207: the client checks who answered (mix-up defence)
+
         self.server.register_grant(CodeGrant, [S256Only(required=True)])
+        self.server.register_extension(Issuer())
         self.server.register_grant(RefreshGrant)
         self.server.register_endpoint(Registration)
         self.server.register_endpoint(Revocation)
@@ -399,7 +405,7 @@ class BuiltinServer:
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": AUTH_METHODS,
             "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
-            "authorization_response_iss_parameter_supported": False,
+            "authorization_response_iss_parameter_supported": True,
         }
 
 

@@ -55,7 +55,7 @@ def consent(client, url: str, key: str = "op-secret", decision: str = "approve")
 def code_from(response) -> str:
     assert response.status_code == 302, response.data
     query = parse_qs(urlsplit(response.headers["Location"]).query)
-    assert query["state"] == ["st-1"]
+    assert query["state"] == ["st-1"] and query["iss"] == ["http://localhost"]  # RFC 9207
     return query["code"][0]
 
 
