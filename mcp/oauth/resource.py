@@ -84,6 +84,18 @@ class ResourceServer:
         return verify(token, self.keys, self.issuer(), self.audiences())
 
 
+def open_to_browsers(response):
+    """Discovery, registration and token endpoints answer any origin without credentials, so
+    browser-based MCP clients (the Inspector) can run the flow; CORS_ORIGINS governs the rest."""
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, MCP-Protocol-Version"
+    response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+    return response
+
+
+bp.after_request(open_to_browsers)
+
+
 @bp.get(METADATA_PATH)
 @bp.get(METADATA_PATH + "/mcp")
 def protected_resource_metadata():

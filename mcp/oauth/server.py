@@ -38,7 +38,7 @@ from ..locality import is_loopback_host
 from ..security import load_keys, match
 from ..settings import Settings
 from ..store import Store
-from .resource import base_url, resource_url
+from .resource import base_url, open_to_browsers, resource_url
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +420,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+
+
+@bp.after_request
+def cors(response: Response) -> Response:
+    # the consent page is a top-level navigation, not a cross-origin call
+    return response if request.path == "/oauth/authorize" else open_to_browsers(response)
 
 
 def builtin() -> BuiltinServer:

@@ -67,6 +67,11 @@ def test_metadata_points_at_the_builtin_server(app_client):
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert meta["registration_endpoint"] == "http://localhost/oauth/register"
     assert app_client.get("/oauth/jwks.json").get_json()["keys"][0]["kty"] == "EC"
+    # browser-based clients may run discovery, registration and the token exchange
+    preflight = app_client.options("/oauth/token", headers={"Origin": "http://localhost:6274",
+                                                            "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 200 and preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Origin" not in app_client.get("/oauth/authorize").headers
 
 
 def test_the_full_flow_issues_a_token_whose_subject_is_the_approving_key(app_client):
