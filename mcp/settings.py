@@ -49,6 +49,9 @@ class Settings:
                                   "default: the public MCP URL.")
     oauth_scopes: str = setting("OAUTH_SCOPES", "orchestrate read", "Scopes advertised: orchestrate (start and "
                                 "cancel tasks), read (everything else).")
+    oauth_client_id: str = setting("OAUTH_CLIENT_ID", "", "This service's client at OAUTH_ISSUER, to introspect "
+                                   "opaque access tokens (RFC 7662); JWTs need none.")
+    oauth_client_secret: str = setting("OAUTH_CLIENT_SECRET", "", "Secret of OAUTH_CLIENT_ID.")
     oauth_builtin: bool = setting("OAUTH_BUILTIN", False, "Run the built-in OAuth 2.1 authorization server "
                                   "(the operator signs clients in with an API key).")
     oauth_access_token_ttl: str = setting("OAUTH_ACCESS_TOKEN_TTL", "1h", "Lifetime of the built-in server's "

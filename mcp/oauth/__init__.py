@@ -20,7 +20,8 @@ def resource_server(settings: Settings, store: Store) -> ResourceServer | None:
 
         return ResourceServer(settings, StoreKeys(store, settings.oauth_access_token_ttl_seconds))
     if settings.oauth_issuer:
-        return ResourceServer(settings, IssuerKeys(settings.oauth_issuer))
+        return ResourceServer(settings, IssuerKeys(settings.oauth_issuer, client_id=settings.oauth_client_id,
+                                                   client_secret=settings.oauth_client_secret))
     return None
 
 

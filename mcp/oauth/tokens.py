@@ -7,6 +7,7 @@ server's keys in the store; either is refreshed when a token names a key it does
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ FETCH_TIMEOUT = 5.0
 METADATA_TTL = 3600.0
 JWKS_TTL = 600.0
 FORCED_REFRESH_INTERVAL = 10.0  # an unknown kid refetches the JWKS at most this often
+INTROSPECTION_CACHE = 60.0
+INTROSPECTION_CACHE_SIZE = 10000
 
 
 class TokenError(Exception):
@@ -63,11 +66,18 @@ def has_kid(keys: KeySet, kid: str | None) -> bool:
 
 
 def verify(token: str, source: KeySource, issuer: str, audiences: list[str]) -> Principal:
-    """The principal of a valid token; TokenError("invalid_token", why) otherwise."""
+    """The principal of a valid token; TokenError("invalid_token", why) otherwise. A token
+    that is no JWT goes to the issuer's introspection endpoint when the source offers one."""
     try:
         header = jws.extract_compact(token.encode()).protected
     except (JoseError, ValueError, UnicodeError):
-        raise TokenError("invalid_token", "the access token is not a JWT") from None
+        introspect = getattr(source, "introspect", None)
+        if introspect is None:
+            raise TokenError("invalid_token", "the access token is not a JWT") from None
+        claims = introspect(token)
+        if claims.get("active") is not True:
+            raise TokenError("invalid_token", "the authorization server reports the token inactive")
+        return principal(claims, issuer, audiences, issuer_required=False)
     if header.get("alg") not in ALGORITHMS:
         raise TokenError("invalid_token", f"signing algorithm {header.get('alg')!r} is not accepted")
     kid = header.get("kid")
@@ -80,9 +90,14 @@ def verify(token: str, source: KeySource, issuer: str, audiences: list[str]) -> 
         decoded = jwt.decode(token, keys, algorithms=ALGORITHMS)
     except (JoseError, ValueError) as exc:
         raise TokenError("invalid_token", f"bad signature or malformed token ({type(exc).__name__})") from None
-    claims = decoded.claims
+    return principal(decoded.claims, issuer, audiences)
+
+
+def principal(claims: dict[str, Any], issuer: str, audiences: list[str], issuer_required: bool = True) -> Principal:
+    """Checks iss, aud, exp, nbf and sub of verified claims (a JWT's, or an introspection's,
+    where RFC 7662 makes iss optional)."""
     now = time.time()
-    if claims.get("iss") != issuer:
+    if claims.get("iss") != issuer and (issuer_required or "iss" in claims):
         raise TokenError("invalid_token", "the token was issued by another authorization server")
     aud = claims.get("aud")
     named = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
@@ -113,8 +128,11 @@ def metadata_urls(issuer: str) -> list[str]:
 class IssuerKeys:
     """An external issuer's metadata and JWKS, fetched over HTTP and cached per process."""
 
-    def __init__(self, issuer: str, client: httpx.Client | None = None):
+    def __init__(self, issuer: str, client: httpx.Client | None = None, client_id: str = "",
+                 client_secret: str = ""):
         self.issuer = issuer
+        self.credentials = (client_id, client_secret) if client_id else None
+        self._introspected: dict[str, tuple[float, dict[str, Any]]] = {}
         self.client = client or httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False)
         self.lock = threading.Lock()
         self._metadata: dict[str, Any] | None = None
@@ -172,3 +190,36 @@ class IssuerKeys:
                     self._forced_at = now
             assert self._keys is not None
             return self._keys
+
+    def introspect(self, token: str) -> dict[str, Any]:
+        """RFC 7662: what the issuer says of an opaque token, asked with this resource's
+        client credentials (OAUTH_CLIENT_ID/SECRET) and kept for a minute at most (never past
+        the token's expiry), so a busy client costs the issuer one call a minute."""
+        endpoint = self.metadata().get("introspection_endpoint")
+        if not isinstance(endpoint, str) or self.credentials is None:
+            raise TokenError("invalid_token", "the access token is not a JWT, and this service cannot introspect "
+                                              "tokens (the issuer offers no introspection_endpoint, or "
+                                              "OAUTH_CLIENT_ID is not set)")
+        key = hashlib.sha256(token.encode()).hexdigest()
+        now = time.time()
+        with self.lock:
+            cached = self._introspected.get(key)
+            if cached and cached[0] > now:
+                return cached[1]
+            if len(self._introspected) > INTROSPECTION_CACHE_SIZE:
+                self._introspected = {k: v for k, v in self._introspected.items() if v[0] > now}
+        try:
+            response = self.client.post(endpoint, data={"token": token, "token_type_hint": "access_token"},
+                                        auth=self.credentials, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            claims = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise Unavailable("the authorization server's introspection failed",
+                              {"introspection_endpoint": endpoint, "reason": str(exc)}) from None
+        if not isinstance(claims, dict):
+            raise Unavailable("the authorization server's introspection answered no JSON object",
+                              {"introspection_endpoint": endpoint})
+        exp = claims.get("exp") if isinstance(claims.get("exp"), (int, float)) else now
+        with self.lock:
+            self._introspected[key] = (min(now + INTROSPECTION_CACHE, exp), claims)
+        return claims

@@ -3,6 +3,7 @@ JWKS, with keys the test holds, signs tokens with and rotates."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
@@ -14,8 +15,11 @@ from .http_fake import FakeApi, Reply, Request, not_found
 
 
 class FakeIssuer:
+    CLIENT = ("mcp-orchestrator", "resource-secret")  # the resource's credentials for introspection
+
     def __init__(self) -> None:
         self.keys: list[ECKey] = [self.new_key("k1")]
+        self.opaque: dict[str, dict[str, Any]] = {}  # opaque token -> its introspection answer
         self.api = FakeApi(self.respond)
 
     @staticmethod
@@ -30,9 +34,15 @@ class FakeIssuer:
         if request.path == "/.well-known/oauth-authorization-server/realms/test":
             body: dict[str, Any] = {"issuer": self.url, "jwks_uri": self.url + "/jwks",
                                     "authorization_endpoint": self.url + "/authorize",
-                                    "token_endpoint": self.url + "/token", "response_types_supported": ["code"]}
+                                    "token_endpoint": self.url + "/token", "response_types_supported": ["code"],
+                                    "introspection_endpoint": self.url + "/introspect"}
         elif request.path == "/realms/test/jwks":
             body = {"keys": [k.as_dict(private=False) for k in self.keys]}
+        elif request.path == "/realms/test/introspect":
+            basic = "Basic " + base64.b64encode(":".join(self.CLIENT).encode()).decode()
+            if request.headers.get("authorization") != basic:
+                return 401, "application/json", b'{"error": "invalid_client"}'
+            body = self.opaque.get(request.params.get("token", ""), {"active": False})
         else:
             return not_found(request)
         return 200, "application/json", json.dumps(body).encode()

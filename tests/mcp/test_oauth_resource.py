@@ -128,3 +128,35 @@ def test_a_key_rotation_at_the_issuer_is_picked_up_without_a_restart(oauth_clien
     assert oauth_client.get("/tasks", headers=bearer(old)).status_code == 200
     jwks_fetches = [r for r in issuer.api.requests if r.path.endswith("/jwks")]
     assert len(jwks_fetches) == 2
+
+
+def test_opaque_tokens_are_introspected_at_the_issuer(settings, issuer):
+    import time
+
+    app = create_app(dataclasses.replace(settings, oauth_issuer=issuer.url, oauth_client_id=FakeIssuer.CLIENT[0],
+                                         oauth_client_secret=FakeIssuer.CLIENT[1]))
+    client = app.test_client()
+    try:
+        now = int(time.time())
+        issuer.opaque["opaque-good"] = {"active": True, "sub": "user-9", "aud": RESOURCE, "iss": issuer.url,
+                                        "scope": "read", "exp": now + 300}
+        issuer.opaque["opaque-other-resource"] = {**issuer.opaque["opaque-good"], "aud": "https://elsewhere/mcp"}
+        for _ in range(2):
+            assert client.get("/tasks", headers=bearer("opaque-good")).status_code == 200
+        # the answer is kept: one introspection call for both requests
+        assert len([r for r in issuer.api.requests if r.path.endswith("/introspect")]) == 1
+        for token in ("opaque-unknown", "opaque-other-resource"):
+            response = client.get("/tasks", headers=bearer(token))
+            assert response.status_code == 401 and challenge_params(response)["error"] == "invalid_token"
+        # read only: starting a task needs orchestrate
+        started = client.post("/tools/orchestrate_search", json={"query": "q"}, headers=bearer("opaque-good"))
+        assert started.status_code == 403
+    finally:
+        app.extensions["mcp_orchestrator"].runtime.stop()
+    # without credentials an opaque token is refused, saying why
+    uncredentialed = create_app(dataclasses.replace(settings, oauth_issuer=issuer.url))
+    try:
+        response = uncredentialed.test_client().get("/tasks", headers=bearer("opaque-good"))
+        assert response.status_code == 401 and "OAUTH_CLIENT_ID" in response.get_json()["message"]
+    finally:
+        uncredentialed.extensions["mcp_orchestrator"].runtime.stop()
