@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import (AuthorizationCodeMixin, ClientMixin, InvalidRequestError, OAuth2Error,
-                                    TokenMixin, grants)
+from authlib.oauth2.rfc6749 import (AuthorizationCodeMixin, ClientMixin, InvalidClientError, InvalidRequestError,
+                                    OAuth2Error, TokenMixin, grants)
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint, InvalidClientMetadataError
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -34,10 +34,10 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
 from ..http import json_body
-from ..locality import is_loopback_host
 from ..security import load_keys, match
 from ..settings import Settings
 from ..store import Store
+from .clientdocs import ClientDocError, ClientDocuments, is_document_id, loopback_redirect, unsafe_redirect
 from .resource import base_url, open_to_browsers, resource_url
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,6 @@ class User:
 
     def get_user_id(self) -> str:
         return self.name
-
-
-def loopback_redirect(uri: str) -> bool:
-    parts = urlsplit(uri)
-    return parts.scheme == "http" and is_loopback_host(parts.hostname or "")
 
 
 def same_redirect(registered: str, presented: str) -> bool:
@@ -255,6 +250,7 @@ class BuiltinServer:
         self.store = store
         self.keys = StoreKeys(store, settings.oauth_access_token_ttl_seconds)
         self.api_keys = load_keys(settings)
+        self.documents = ClientDocuments(store, settings.fetch_allow_private)
         self.server = AuthorizationServer(query_client=self.query_client, save_token=self.save_token)
         self.server.scopes_supported = list(settings.oauth_scope_list)
         outer = self
@@ -322,12 +318,8 @@ class BuiltinServer:
                 if not uris:
                     raise InvalidClientMetadataError("redirect_uris is required")
                 for uri in uris:
-                    parts = urlsplit(uri)
-                    if parts.fragment or not (parts.scheme == "https" or loopback_redirect(uri)
-                                              or (parts.scheme not in ("http", "javascript", "data", "file")
-                                                  and "." in parts.scheme)):
-                        raise InvalidClientMetadataError(
-                            f"redirect_uris: {uri!r} must be https, http on loopback, or a private-use scheme")
+                    if unsafe_redirect(uri):
+                        raise InvalidClientMetadataError(f"redirect_uris: {unsafe_redirect(uri)}")
                 metadata = {**client_metadata, "client_id_issued_at": client_info["client_id_issued_at"]}
                 secret = client_info.get("client_secret")
                 record = {"metadata": metadata, "secret_digest": digest(secret) if secret else None}
@@ -359,6 +351,12 @@ class BuiltinServer:
     # -- storage callbacks ---------------------------------------------------------------
 
     def query_client(self, client_id: str) -> Client | None:
+        if is_document_id(client_id):
+            try:
+                return Client(client_id, self.documents.metadata(client_id), None, self.settings.oauth_scope_list)
+            except ClientDocError as exc:
+                log.info("refused a client ID metadata document: %s", exc)
+                raise InvalidClientError(description=str(exc).replace('"', "'").replace("\\", "/")) from None
         raw = self.store.cache_get(CLIENT_KEY.format(client_id)) if client_id else None
         if raw is None:
             return None
@@ -406,6 +404,7 @@ class BuiltinServer:
             "token_endpoint_auth_methods_supported": AUTH_METHODS,
             "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
             "authorization_response_iss_parameter_supported": True,
+            "client_id_metadata_document_supported": True,
         }
 
 

@@ -189,3 +189,84 @@ def test_the_token_endpoint_is_rate_limited(app_client):
     answers = [app_client.post("/oauth/token", data={"grant_type": "authorization_code", "code": "x",
                                                      "client_id": "nobody"}).status_code for _ in range(31)]
     assert set(answers[:30]) <= {400, 401} and answers[30] == 429
+
+
+@pytest.fixture
+def tls_site(tmp_path, monkeypatch):
+    """A real HTTPS server on loopback (a certificate made here, trusted through SSL_CERT_FILE)
+    serving client ID metadata documents from `site.documents`."""
+    import datetime
+    import ipaddress
+    import json
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from tests.fakes.http_fake import FakeApi
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    documents: dict[str, dict] = {}
+
+    def respond(request):
+        doc = documents.get(request.path)
+        return (200, "application/json", json.dumps(doc).encode()) if doc else (404, "application/json", b"{}")
+
+    site = FakeApi(respond)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    site.socket = context.wrap_socket(site.socket, server_side=True)
+    site.documents = documents
+    site.https = f"https://127.0.0.1:{site.server_address[1]}"
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    yield site.start()
+    site.stop()
+
+
+def test_a_client_id_metadata_document_stands_in_for_registration(settings, tls_site):
+    client_id = f"{tls_site.https}/oauth/client.json"
+    tls_site.documents["/oauth/client.json"] = {"client_id": client_id, "client_name": "Document client",
+                                                "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}
+    # loopback is not public: this site is reachable only with FETCH_ALLOW_PRIVATE=1, as for fetch_url
+    app = create_app(dataclasses.replace(settings, api_keys=("operator:op-secret",), oauth_builtin=True,
+                                         fetch_allow_private=True))
+    client = app.test_client()
+    try:
+        assert client.get("/.well-known/oauth-authorization-server").get_json()["client_id_metadata_document_supported"]
+        verifier, challenge = pkce()
+        url = authorize_url(client_id, challenge)
+        assert "Document client" in client.get(url).get_data(as_text=True)
+        code = code_from(consent(client, url))
+        tokens = client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
+                                                   "redirect_uri": REDIRECT, "client_id": client_id,
+                                                   "code_verifier": verifier}).get_json()
+        assert client.get("/tasks", headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code == 200
+        # a document that names another client is refused
+        tls_site.documents["/oauth/liar.json"] = {**tls_site.documents["/oauth/client.json"], "client_id": client_id}
+        liar = client.get(authorize_url(f"{tls_site.https}/oauth/liar.json", challenge))
+        assert liar.status_code == 400 and "another client_id" in liar.get_json()["error_description"]
+    finally:
+        app.extensions["mcp_orchestrator"].runtime.stop()
+
+
+def test_client_id_documents_are_fetched_through_the_ssrf_guard(app_client, tls_site):
+    client_id = f"{tls_site.https}/oauth/client.json"
+    tls_site.documents["/oauth/client.json"] = {"client_id": client_id, "redirect_uris": [REDIRECT]}
+    response = app_client.get(authorize_url(client_id, pkce()[1]))
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_client"
+    assert "non-public address" in response.get_json()["error_description"]
+    assert tls_site.requests == []  # refused before any connection
