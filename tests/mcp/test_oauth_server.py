@@ -270,3 +270,20 @@ def test_client_id_documents_are_fetched_through_the_ssrf_guard(app_client, tls_
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_client"
     assert "non-public address" in response.get_json()["error_description"]
     assert tls_site.requests == []  # refused before any connection
+
+
+def test_confidential_clients_authenticate_and_resources_are_checked(app_client):
+    registered = register(app_client, token_endpoint_auth_method="client_secret_post")
+    client_id, secret = registered["client_id"], registered["client_secret"]
+    verifier, challenge = pkce()
+    # a token for another resource is not issued (RFC 8707)
+    other = app_client.get(authorize_url(client_id, challenge, resource="https://elsewhere.example/mcp"))
+    assert other.status_code == 400 and other.get_json()["error"] == "invalid_target"
+    code = code_from(consent(app_client, authorize_url(client_id, challenge, resource="http://localhost/mcp")))
+    exchange = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": client_id,
+                "code_verifier": verifier}
+    wrong = app_client.post("/oauth/token", data={**exchange, "client_secret": "not-it"})
+    assert wrong.status_code == 401 and wrong.get_json()["error"] == "invalid_client"
+    # the failed attempt spent nothing: the code is taken only once the client is authenticated
+    tokens = app_client.post("/oauth/token", data={**exchange, "client_secret": secret})
+    assert tokens.status_code == 200 and tokens.get_json()["access_token"]
