@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 CLIENT_KEY = "oauth:client:{}"
 CODE_KEY = "oauth:code:{}"
 REFRESH_KEY = "oauth:refresh:{}"
+SPENT_KEY = "oauth:refresh-spent:{}"  # a used refresh token -> its family, to notice a replay
+REVOKED_FAMILY_KEY = "oauth:family-revoked:{}"
 CONSENT_KEY = "oauth:consent:{}"
 SIGNING_KEYS_KEY = "oauth:signing-keys"
 ROTATION_LOCK = "oauth-key-rotation"
@@ -286,9 +288,22 @@ class BuiltinServer:
 
             def authenticate_refresh_token(self, refresh_token):
                 # design: taken at once, so each refresh token is used once (rotation) and of
-                # two concurrent uses only one succeeds
-                raw = outer.store.cache_take(REFRESH_KEY.format(digest(refresh_token)))
-                return Refresh(json.loads(raw)) if raw else None
+                # two concurrent uses only one succeeds. A spent one presented again means it
+                # leaked: every refresh token descended from the same consent is revoked
+                # (OAuth 2.0 Security BCP §4.14.2).
+                hashed = digest(refresh_token)
+                raw = outer.store.cache_take(REFRESH_KEY.format(hashed))
+                if raw is None:
+                    family = outer.store.cache_get(SPENT_KEY.format(hashed))
+                    if family:
+                        log.warning("a spent refresh token was presented again: its family is revoked")
+                        outer.store.cache_set(REVOKED_FAMILY_KEY.format(family), "1", REFRESH_TTL)
+                    return None
+                data = json.loads(raw)
+                outer.store.cache_set(SPENT_KEY.format(hashed), data["family"], REFRESH_TTL)
+                if outer.store.cache_get(REVOKED_FAMILY_KEY.format(data["family"])):
+                    return None
+                return Refresh(data)
 
             def authenticate_user(self, refresh_token):
                 return refresh_token.get_user()
@@ -365,7 +380,10 @@ class BuiltinServer:
 
     def save_token(self, token: dict[str, Any], req) -> None:
         if token.get("refresh_token"):
-            data = {"client_id": req.client.get_client_id(), "subject": req.user.name, "scope": token.get("scope", "")}
+            previous = getattr(req, "refresh_token", None)
+            family = previous.data["family"] if isinstance(previous, Refresh) else secrets.token_urlsafe(12)
+            data = {"client_id": req.client.get_client_id(), "subject": req.user.name, "scope": token.get("scope", ""),
+                    "family": family}
             self.store.cache_set(REFRESH_KEY.format(digest(token["refresh_token"])), json.dumps(data), REFRESH_TTL)
 
     def generate_token(self, grant_type, client, user=None, scope=None, expires_in=None, include_refresh_token=True):

@@ -97,20 +97,38 @@ def test_the_full_flow_issues_a_token_whose_subject_is_the_approving_key(app_cli
                                                   "redirect_uri": redirect, "client_id": client_id,
                                                   "code_verifier": verifier})
     assert again.status_code == 400 and again.get_json()["error"] == "invalid_grant"
-    # refresh rotates: the new pair works, the old refresh token is spent
+    # refresh rotates: a new pair each time (a spent one replayed: see the family test below)
     refreshed = app_client.post("/oauth/token", data={"grant_type": "refresh_token", "client_id": client_id,
                                                       "refresh_token": tokens["refresh_token"]}).get_json()
     assert refreshed["access_token"] and refreshed["refresh_token"] != tokens["refresh_token"]
-    reuse = app_client.post("/oauth/token", data={"grant_type": "refresh_token", "client_id": client_id,
-                                                  "refresh_token": tokens["refresh_token"]})
-    assert reuse.status_code == 400 and reuse.get_json()["error"] == "invalid_grant"
     assert app_client.get("/tasks", headers={"Authorization": f"Bearer {refreshed['access_token']}"}).status_code == 200
-    # revocation ends the refresh token
-    assert app_client.post("/oauth/revoke", data={"token": refreshed["refresh_token"],
+    # revocation ends a refresh token
+    again = app_client.post("/oauth/token", data={"grant_type": "refresh_token", "client_id": client_id,
+                                                  "refresh_token": refreshed["refresh_token"]}).get_json()
+    assert app_client.post("/oauth/revoke", data={"token": again["refresh_token"],
                                                   "client_id": client_id}).status_code == 200
     revoked = app_client.post("/oauth/token", data={"grant_type": "refresh_token", "client_id": client_id,
-                                                    "refresh_token": refreshed["refresh_token"]})
+                                                    "refresh_token": again["refresh_token"]})
     assert revoked.status_code == 400
+
+
+def test_a_replayed_refresh_token_revokes_its_whole_family(app_client):
+    client_id = register(app_client)["client_id"]
+    verifier, challenge = pkce()
+    code = code_from(consent(app_client, authorize_url(client_id, challenge)))
+    first = app_client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
+                                                  "redirect_uri": REDIRECT, "client_id": client_id,
+                                                  "code_verifier": verifier}).get_json()
+
+    def refresh(token: str):
+        return app_client.post("/oauth/token", data={"grant_type": "refresh_token", "client_id": client_id,
+                                                     "refresh_token": token})
+
+    second = refresh(first["refresh_token"]).get_json()
+    reuse = refresh(first["refresh_token"])  # an attacker replays the spent token
+    assert reuse.status_code == 400 and reuse.get_json()["error"] == "invalid_grant"
+    # so the legitimate holder's current token is revoked too: both must sign in again
+    assert refresh(second["refresh_token"]).status_code == 400
 
 
 def test_pkce_and_the_code_verifier_are_required(app_client):
