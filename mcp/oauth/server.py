@@ -95,8 +95,10 @@ class StoreKeys:
         keys = json.loads(raw)
         now = time.time()
         if keys and now - keys[0]["created_at"] > KEY_ROTATION and self.store.try_lock(ROTATION_LOCK, self.worker, 30):
-            # design: the old key stays published until every token it signed has expired
-            keep = [k for k in keys if now - k["created_at"] < KEY_ROTATION + self.access_ttl + 60]
+            # design: a key stops signing when it is retired, and stays published until every
+            # token it signed has expired
+            keys[0]["retired_at"] = now
+            keep = [k for k in keys if now - k.get("retired_at", now) < self.access_ttl + 60]
             keys = [new_signing_key(), *keep]
             self.store.cache_set(SIGNING_KEYS_KEY, json.dumps(keys), KEYS_RECORD_TTL)
         return keys

@@ -201,6 +201,14 @@ def test_signing_keys_rotate_with_overlap(app_client):
     # the old key still verifies the tokens it signed, the new one signs from now on
     for token in (before, after):
         assert app_client.get("/tasks", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    # a key retired longer ago than an access token lives is dropped at the next rotation
+    keys = json.loads(store.cache_get(SIGNING_KEYS_KEY))
+    keys[0]["created_at"] = time.time() - KEY_ROTATION - 1
+    keys[1]["retired_at"] = time.time() - 2 * 3600
+    store.cache_set(SIGNING_KEYS_KEY, json.dumps(keys), 3600)
+    app_client.application.extensions["mcp_oauth_server"].keys.records(refresh=True)
+    now_kids = [k["kid"] for k in app_client.get("/oauth/jwks.json").get_json()["keys"]]
+    assert len(now_kids) == 2 and now_kids[1] == kids[0] and old_kid not in now_kids
 
 
 def test_the_token_endpoint_is_rate_limited(app_client):
