@@ -595,6 +595,9 @@ and will receive it at <code>{target}</code>.</p>
 
 
 def init_app(app: Flask, settings: Settings, store: Store, limiter=None) -> BuiltinServer:
+    # design: Authlib logs every issued token (access and refresh) at DEBUG; tokens are never
+    # logged here, whatever LOG_LEVEL says
+    logging.getLogger("authlib").setLevel(logging.INFO)
     bs = BuiltinServer(settings, store)
     if not bs.api_keys:
         log.warning("OAUTH_BUILTIN=1 without API keys: nobody can approve a client on the consent page")

@@ -77,7 +77,10 @@ async def exercise(args: argparse.Namespace) -> dict:
                                             response_types=["code"], token_endpoint_auth_method="none"),
         storage=storage, redirect_handler=operator.redirect, callback_handler=operator.callback)
     seen: dict = {}
-    async with httpx2.AsyncClient(auth=auth, timeout=httpx2.Timeout(30, read=300)) as client:
+    # design: no keep-alive, so every step (discovery, registration, token, each MCP call) is a new
+    # connection that any of the service's workers may accept
+    async with httpx2.AsyncClient(auth=auth, timeout=httpx2.Timeout(30, read=300),
+                                  limits=httpx2.Limits(max_keepalive_connections=0)) as client:
         async with streamable_http_client(args.url, http_client=client) as streams:
             async with ClientSession(streams[0], streams[1]) as session:
                 init = await session.initialize()
