@@ -160,3 +160,17 @@ def test_opaque_tokens_are_introspected_at_the_issuer(settings, issuer):
         assert response.status_code == 401 and "OAUTH_CLIENT_ID" in response.get_json()["message"]
     finally:
         uncredentialed.extensions["mcp_orchestrator"].runtime.stop()
+
+
+def test_with_oauth_and_no_keys_the_service_is_not_keyless(settings, issuer):
+    app = create_app(dataclasses.replace(settings, oauth_issuer=issuer.url))
+    client = app.test_client()
+    try:
+        # a local request (loopback, straight, loopback Host) still needs a token now
+        response = client.get("/tasks", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        assert response.status_code == 401 and challenge_params(response)["resource_metadata"] == METADATA
+        assert client.get("/tasks", headers=bearer(issuer.token(RESOURCE))).status_code == 200
+        # /metrics stays open to local requests, as with keys
+        assert client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    finally:
+        app.extensions["mcp_orchestrator"].runtime.stop()
