@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from flask import Flask
 
-from mcp import errors, jsonio, keepalive, metrics, observability, openapi, ratelimit, security, services
+from mcp import errors, jsonio, keepalive, metrics, oauth, observability, openapi, ratelimit, security, services
 from mcp.bridge import process_loop
 from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
 from mcp.alerts import Alerts
 from mcp.deadletter import DeadLetters
 from mcp.http import deadletter, health, legacy_sse, mcp_http, reports, streams, tasks, tools, ui, webhooks
+from mcp.oauth import resource as oauth_resource
 from mcp.protocol import McpServer
 from mcp.runtime import TaskRuntime
 from mcp.settings import Settings
@@ -42,15 +43,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     mcp_server = McpServer(settings, store, registry, task_service, dead_letters)
     errors.init_app(app, store.unavailable_errors)
     observability.init_app(app, settings)
-    security.init_app(app, settings)
+    resource_server = oauth.resource_server(settings, store)
+    security.init_app(app, settings, resource_server)
     limits = ratelimit.init_app(app, settings, store, dead_letters.alerts)
     metrics.init_app(app, settings)
     keepalive.init_app(app)
     services.init_app(app, services.Services(settings, store, catalog, hub, runtime, task_service, registry,
-                                             mcp_server, limits, hooks, dead_letters))
+                                             mcp_server, limits, hooks, dead_letters, resource_server))
     for bp in (health.bp, tools.bp, tasks.bp, reports.bp, streams.bp, webhooks.bp, deadletter.bp, mcp_http.bp,
-               legacy_sse.bp, openapi.bp, ui.bp):
+               legacy_sse.bp, openapi.bp, ui.bp, oauth_resource.bp):
         app.register_blueprint(bp)
+    if settings.oauth_builtin:
+        oauth.init_builtin_server(app, settings, store, limits.limiter)
     runtime.start()
     return app
 

@@ -3,9 +3,10 @@
 #
 # Usage: ./preflight.sh [--help]
 # Environment: the service's own (PORT, BIND_ADDRESS, DATA_DIR, STORE_URL, VENV_DIR, API_KEYS,
-#   API_KEYS_FILE, TRUSTED_PROXIES, ALLOWED_HOSTS, PUBLIC_BASE_PATH, CORS_ORIGINS, LLM_PROVIDER
-#   and provider keys, DOCS_DIR, THREADS, STREAM_RESERVE_THREADS, MAX_STREAMS); a .env beside
-#   this script is read for variables not already set, as start.sh does.
+#   API_KEYS_FILE, TRUSTED_PROXIES, ALLOWED_HOSTS, PUBLIC_BASE_PATH, CORS_ORIGINS, OAUTH_ISSUER,
+#   OAUTH_BUILTIN, LLM_PROVIDER and provider keys, DOCS_DIR, THREADS, STREAM_RESERVE_THREADS,
+#   MAX_STREAMS); a .env beside this script is read for variables not already set, as
+#   start.sh does.
 # Exit codes: 0 every check passed; 1 a check failed (the last line names which).
 set -euo pipefail
 
@@ -169,6 +170,34 @@ check_settings() {
   fi
 }
 
+check_oauth() {
+  local detail builtin=0
+  [[ "${OAUTH_BUILTIN:-}" =~ ^(1|true|yes|on)$ ]] && builtin=1
+  if ((builtin)); then
+    if [[ -z "${API_KEYS:-}" && -z "${API_KEYS_FILE:-}" ]]; then
+      fail oauth "OAUTH_BUILTIN=1 without API_KEYS or API_KEYS_FILE: nobody could approve a client on the consent page"
+    else
+      ok oauth "built-in authorization server"
+    fi
+    return
+  fi
+  if [[ -z "${OAUTH_ISSUER:-}" ]]; then
+    ok oauth "not configured (API keys only)"
+    return
+  fi
+  if [[ ! -x "${VENV}/bin/python" ]]; then
+    fail oauth "cannot check ${OAUTH_ISSUER} without the venv"
+    return
+  fi
+  # design: the service's own code reads the issuer, so what passes here is what it will see.
+  if detail="$("${VENV}/bin/python" -c 'import sys; from mcp.oauth.tokens import IssuerKeys
+print(len(IssuerKeys(sys.argv[1]).key_set().keys))' "${OAUTH_ISSUER}" 2>&1)"; then
+    ok oauth "${OAUTH_ISSUER}: metadata and JWKS read (${detail} keys)"
+  else
+    fail oauth "${OAUTH_ISSUER}: ${detail##*$'\n'}"
+  fi
+}
+
 check_caddy() {
   local out
   if ! command -v caddy >/dev/null; then
@@ -202,6 +231,7 @@ main() {
   check_data_dir
   check_store
   check_config
+  check_oauth
   check_caddy
   if ((${#FAILED[@]})); then
     log "failed: ${FAILED[*]}"

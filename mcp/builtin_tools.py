@@ -118,10 +118,10 @@ def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog
     tools = [
         Tool("orchestrate_research", RESEARCH_DESCRIPTION, ResearchInput, orchestrate("research"), STARTS_WORK,
              TASK_OUTPUT, ("dream_orchestrate_research", "dreamwalker_orchestrate_cascade", "beltalowda_research"),
-             starts_task=True),
+             starts_task=True, scope="orchestrate"),
         Tool("orchestrate_search", SEARCH_DESCRIPTION, SearchInput, orchestrate("search"), STARTS_WORK,
              TASK_OUTPUT, ("dream_orchestrate_search", "dreamwalker_orchestrate_swarm", "swarm_search"),
-             starts_task=True),
+             starts_task=True, scope="orchestrate"),
         Tool("get_orchestration_status", "Status and progress of an orchestration task.", StatusInput, status,
              READ_ONLY, TASK_OUTPUT, ("dreamwalker_status", "dream_orchestration_status")),
         Tool("get_orchestration_result", "The result document of a finished orchestration task "
@@ -131,7 +131,7 @@ def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog
         Tool("cancel_orchestration", "Cancel a running orchestration; it ends `cancelled` with whatever "
              "partial report exists.", TaskIdInput, cancel,
              {"readOnlyHint": False, "destructiveHint": True, "idempotentHint": True, "openWorldHint": False},
-             TASK_OUTPUT, ("dreamwalker_cancel",)),
+             TASK_OUTPUT, ("dreamwalker_cancel",), scope="orchestrate"),
         Tool("list_orchestrations", "List your orchestration tasks, newest first.", ListTasksInput, list_tasks,
              READ_ONLY, {"type": "object", "properties": {"tasks": {"type": "array"}}, "required": ["tasks"]},
              ("dreamwalker_list",)),

@@ -40,7 +40,8 @@ class Unauthorized(ApiError):
     status, code = 401, "unauthorized"
 
     def __init__(self, message: str = "a valid API key is required", **kwargs: Any):
-        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="mcp-orchestrator"'}, **kwargs)
+        headers = {"WWW-Authenticate": 'Bearer realm="mcp-orchestrator"', **(kwargs.pop("headers", None) or {})}
+        super().__init__(message, headers=headers, **kwargs)
 
 
 class Forbidden(ApiError):

@@ -270,7 +270,80 @@ def build_spec() -> dict[str, Any]:
             "421": _error("Host not allowed")},
             extra_params=[{"name": "session_id", "in": "query", "required": True, "schema": {"type": "string"}}]),
         "requestBody": rpc_body}})
+    oauth_paths(spec, operation, public)
     return spec.to_dict()
+
+
+OAUTH_ERROR = {"type": "object", "required": ["error"],
+               "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}}}
+FORM = "application/x-www-form-urlencoded"
+
+
+def _oauth_error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"anyOf": [OAUTH_ERROR, ERROR]}}}}
+
+
+def _form(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"required": True, "content": {FORM: {"schema": {"type": "object", "properties": properties,
+                                                            "required": required}}}}
+
+
+def oauth_paths(spec: APISpec, operation: Any, public: list[dict[str, Any]]) -> None:
+    """DESIGN §13's OAuth routes: 404 unless OAUTH_ISSUER or OAUTH_BUILTIN=1 turns them on
+    (the authorization server's, /oauth/* and its metadata, only with OAUTH_BUILTIN=1)."""
+    off = _error("OAuth (or the built-in server) is not configured")
+    text = {"type": "string"}
+    for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"):
+        spec.path(path, operations={"get": operation(
+            "RFC 9728 protected resource metadata: the resource, its authorization server, scopes",
+            {"200": _ok("metadata", {"type": "object", "required": ["resource", "authorization_servers"],
+                                     "properties": {"resource": text, "authorization_servers": {
+                                         "type": "array", "items": text}}}), "404": off}, security=public)})
+    spec.path("/.well-known/oauth-authorization-server", operations={"get": operation(
+        "RFC 8414 metadata of the built-in authorization server",
+        {"200": _ok("metadata", {"type": "object", "required": ["issuer", "token_endpoint"]}), "404": off},
+        security=public)})
+    spec.path("/oauth/jwks.json", operations={"get": operation(
+        "The built-in server's public signing keys (JWKS)",
+        {"200": _ok("JWKS", {"type": "object", "required": ["keys"]}), "404": off}, security=public)})
+    authorize_params = [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in (
+        "response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method",
+        "resource")]
+    spec.path("/oauth/authorize", operations={
+        "get": operation("The consent page: the operator approves the client with an API key", {
+            "200": _ok("an HTML form", text, "text/html"),
+            "302": {"description": "back to the client's redirect URI with an error"},
+            "400": _oauth_error("unknown client, unregistered redirect URI, or bad request"), "404": off},
+            security=public, extra_params=authorize_params),
+        "post": {**operation("The operator's decision (CSRF-checked): a redirect with the code", {
+            "302": {"description": "back to the client's redirect URI with code and state, or an error"},
+            "400": _oauth_error("bad request"), "403": _oauth_error("no valid CSRF token or API key"),
+            "404": off}, security=public, extra_params=authorize_params),
+            "requestBody": _form({"csrf": text, "api_key": text, "decision": {"enum": ["approve", "deny"]}},
+                                 ["csrf", "decision"])}})
+    spec.path("/oauth/token", operations={"post": {**operation(
+        "Token endpoint: authorization_code (with PKCE code_verifier) or refresh_token (rotated)", {
+            "200": _ok("tokens", {"type": "object", "required": ["access_token", "token_type"]}),
+            "400": _oauth_error("invalid_request, invalid_grant, unsupported_grant_type, invalid_target"),
+            "401": _oauth_error("invalid_client"), "404": off, "429": _error("rate limited")}, security=public),
+        "requestBody": _form({"grant_type": text, "code": text, "redirect_uri": text, "client_id": text,
+                              "code_verifier": text, "refresh_token": text, "resource": text}, ["grant_type"])}})
+    spec.path("/oauth/register", operations={"post": {**operation(
+        "RFC 7591 dynamic client registration (open; the operator approves each client at consent)", {
+            "201": _ok("the client's registration", {"type": "object", "required": ["client_id"]}),
+            "400": _oauth_error("invalid_client_metadata or not a JSON object"),
+            "413": _error("body too large"), "415": _error("body is not JSON"), "404": off,
+            "429": _error("rate limited")}, security=public),
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["redirect_uris"],
+            "properties": {"redirect_uris": {"type": "array", "items": text}, "client_name": text,
+                           "token_endpoint_auth_method": text}}}}}}})
+    spec.path("/oauth/revoke", operations={"post": {**operation(
+        "RFC 7009 revocation of a refresh token", {
+            "200": {"description": "revoked (or unknown: the same answer)"},
+            "400": _oauth_error("invalid_request"), "401": _oauth_error("invalid_client"), "404": off},
+        security=public),
+        "requestBody": _form({"token": text, "token_type_hint": text, "client_id": text}, ["token"])}})
 
 
 @bp.get("/openapi.json")

@@ -36,6 +36,7 @@ class Services:
     limits: RateLimits
     webhooks: Webhooks
     dead_letters: DeadLetters
+    oauth: Any = None  # mcp.oauth.resource.ResourceServer when OAuth is configured
     started_at: float = field(default_factory=time.time)
     # per-worker caches a blueprint keeps for itself, by name (the MCP session copies)
     caches: dict[str, Any] = field(default_factory=dict)

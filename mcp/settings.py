@@ -42,6 +42,20 @@ class Settings:
     api_keys_file: str = setting("API_KEYS_FILE", "", "File of name:sha256hex lines.")
     admin_keys: tuple[str, ...] = setting("ADMIN_KEYS", (), "Comma-separated admin keys (name:key or key): "
                                           "keys that also see every key's dead-letter entries.")
+    oauth_issuer: str = setting("OAUTH_ISSUER", "", "OAuth authorization server whose access tokens are accepted "
+                                "(its RFC 8414 or OpenID metadata names the JWKS); with OAUTH_BUILTIN=1 the "
+                                "built-in server's issuer (default: this service's public URL).")
+    oauth_audience: str = setting("OAUTH_AUDIENCE", "", "Audience access tokens must name (RFC 8707 resource); "
+                                  "default: the public MCP URL.")
+    oauth_scopes: str = setting("OAUTH_SCOPES", "orchestrate read", "Scopes advertised: orchestrate (start and "
+                                "cancel tasks), read (everything else).")
+    oauth_client_id: str = setting("OAUTH_CLIENT_ID", "", "This service's client at OAUTH_ISSUER, to introspect "
+                                   "opaque access tokens (RFC 7662); JWTs need none.")
+    oauth_client_secret: str = setting("OAUTH_CLIENT_SECRET", "", "Secret of OAUTH_CLIENT_ID.")
+    oauth_builtin: bool = setting("OAUTH_BUILTIN", False, "Run the built-in OAuth 2.1 authorization server "
+                                  "(the operator signs clients in with an API key).")
+    oauth_access_token_ttl: str = setting("OAUTH_ACCESS_TOKEN_TTL", "1h", "Lifetime of the built-in server's "
+                                          "access tokens (refresh tokens last 30 days, rotated on use).")
     cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", (), "Origins allowed by CORS.")
     allowed_origins: tuple[str, ...] = setting("ALLOWED_ORIGINS", (), "Origins allowed on the MCP endpoint.")
     allowed_hosts: tuple[str, ...] = setting("ALLOWED_HOSTS", (), "Host headers accepted (beyond loopback names).")
@@ -127,6 +141,7 @@ class Settings:
         # a bad duration fails when the settings are read, naming its variable
         parse_duration(self.task_retention, "TASK_RETENTION")
         parse_duration(self.session_ttl, "SESSION_TTL")
+        parse_duration(self.oauth_access_token_ttl, "OAUTH_ACCESS_TOKEN_TTL")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = None,
@@ -194,6 +209,19 @@ class Settings:
     @property
     def session_ttl_seconds(self) -> float:
         return parse_duration(self.session_ttl, "SESSION_TTL") or DEFAULT_SESSION_TTL
+
+    @property
+    def oauth_enabled(self) -> bool:
+        """Bearer access tokens are accepted (an external issuer or the built-in server)."""
+        return bool(self.oauth_issuer or self.oauth_builtin)
+
+    @property
+    def oauth_access_token_ttl_seconds(self) -> float:
+        return parse_duration(self.oauth_access_token_ttl, "OAUTH_ACCESS_TOKEN_TTL") or 3600.0
+
+    @property
+    def oauth_scope_list(self) -> tuple[str, ...]:
+        return tuple(s for s in self.oauth_scopes.replace(",", " ").split() if s)
 
     @property
     def is_loopback_bind(self) -> bool:

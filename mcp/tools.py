@@ -44,6 +44,7 @@ class Tool:
     output_schema: dict[str, Any] | None = None
     aliases: tuple[str, ...] = ()
     starts_task: bool = False  # counted against RATE_LIMIT_ORCHESTRATE
+    scope: str = "read"  # the OAuth scope a token needs to call it (DESIGN §13)
 
     @functools.cached_property
     def input_schema(self) -> dict[str, Any]:

@@ -57,6 +57,24 @@ def extract(body: str, content_type: str, url: str) -> tuple[str, str]:
     return title, (text or "").strip()
 
 
+def pinned_request(client: httpx.Client | httpx.AsyncClient, url: str, addresses: list[str],
+                   headers: dict[str, str] | None = None) -> httpx.Request:
+    """A GET of `url` that connects to the vetted address itself, so a second DNS answer
+    (rebinding) cannot send it elsewhere; Host and TLS SNI keep the name."""
+    if not addresses:
+        return client.build_request("GET", url, headers=headers)
+    parts = urlsplit(url)
+    ip = ipaddress.ip_address(addresses[0].split("%", 1)[0])
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    host_header = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
+    if ":" in (parts.hostname or "") and not host_header.startswith("["):
+        host_header = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+    return client.build_request("GET", urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
+                                headers={**(headers or {}), "Host": host_header},
+                                extensions={"sni_hostname": parts.hostname})
+
+
 class PageFetcher:
     def __init__(self, allow_private: bool = False, resolver: Resolver = netguard.resolve,
                  transport: httpx.AsyncBaseTransport | None = None, user_agent: str = DEFAULT_USER_AGENT,
@@ -89,7 +107,7 @@ class PageFetcher:
                                                          " (FETCH_ALLOW_PRIVATE=1 allows it)")
                 if why:
                     raise FetchRefused(f"{url}: {why}")
-                request = self._pinned(client, url, addresses)
+                request = pinned_request(client, url, addresses)
                 try:
                     response = await client.send(request, stream=True)
                 except httpx.HTTPError as exc:
@@ -103,22 +121,6 @@ class PageFetcher:
                 finally:
                     await response.aclose()
         raise FetchFailed(f"more than {MAX_REDIRECTS} redirects")
-
-    def _pinned(self, client: httpx.AsyncClient, url: str, addresses: list[str]) -> httpx.Request:
-        """A request to `url` that connects to the vetted address itself, so a second DNS
-        answer (rebinding) cannot send it elsewhere; Host and TLS SNI keep the name."""
-        if not addresses:
-            return client.build_request("GET", url)
-        parts = urlsplit(url)
-        ip = ipaddress.ip_address(addresses[0].split("%", 1)[0])
-        host = f"[{ip}]" if ip.version == 6 else str(ip)
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        host_header = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
-        if ":" in (parts.hostname or "") and not host_header.startswith("["):
-            host_header = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
-        return client.build_request("GET", urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
-                                    headers={"Host": host_header},
-                                    extensions={"sni_hostname": parts.hostname})
 
     async def _read(self, url: str, response: httpx.Response, redirects: list[str]) -> Page:
         if response.status_code >= 400:

@@ -6,10 +6,13 @@
 # operator is putting the service behind a proxy or on the network and forgot the keys.
 
 # Prints the names of such variables that are set while no keys are; prints nothing when
-# keys are configured or none is set.
+# keys are configured, or an external OAuth issuer is (OAUTH_ISSUER without OAUTH_BUILTIN:
+# the service then takes that issuer's access tokens), or none is set. The built-in OAuth
+# server needs keys: the operator approves each client with one.
 public_settings_without_keys() {
   local found=() origin host hosts="${ALLOWED_HOSTS:-}" base="${PUBLIC_BASE_PATH:-}"
   [[ -n "${API_KEYS:-}" || -n "${API_KEYS_FILE:-}" ]] && return 0
+  [[ -n "${OAUTH_ISSUER:-}" && ! "${OAUTH_BUILTIN:-}" =~ ^(1|true|yes|on)$ ]] && return 0
   case "${BIND_ADDRESS:-127.0.0.1}" in
     127.*|localhost|::1) ;;
     *) found+=(BIND_ADDRESS) ;;

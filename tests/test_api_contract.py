@@ -18,6 +18,7 @@ KEY = {"X-API-Key": "contract-secret"}
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance", "ignored_auth", "negative_data_rejection")
 PUBLIC = {("get", "/"), ("get", "/health"), ("get", "/health/live"), ("get", "/metrics")}
+PUBLIC_PREFIXES = ("/.well-known/", "/oauth/")  # OAuth discovery and the authorization server
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,10 @@ def keyed_service(tmp_path_factory):
     from tests.conftest import Service
 
     tmp = tmp_path_factory.mktemp("contract")
-    service = Service(tmp / "data", {"API_KEYS": "tester:contract-secret", "RATE_LIMIT_ENABLED": "0"},
+    # design: with the built-in OAuth server on, so its routes are fuzzed too and every 401 carries
+    # the resource_metadata challenge
+    service = Service(tmp / "data", {"API_KEYS": "tester:contract-secret", "RATE_LIMIT_ENABLED": "0",
+                                     "OAUTH_BUILTIN": "1"},
                       tmp / "service.log").start()
     yield service
     service.stop()
@@ -37,7 +41,7 @@ def test_every_private_route_answers_401_without_a_key(keyed_service):
     checked = 0
     for path, operations in spec["paths"].items():
         for method in operations:
-            if (method, path) in PUBLIC:
+            if (method, path) in PUBLIC or path.startswith(PUBLIC_PREFIXES):
                 continue
             concrete = re.sub(r"\{[^}]+\}", "research_0000", path)
             response = keyed_service.request(method.upper(), concrete, json={}, timeout=10, stream=True)

@@ -4,6 +4,7 @@ session whose requests alternate between them."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -127,3 +128,40 @@ def test_two_instances_behind_one_caddy_serve_one_mcp_session(service_factory, c
                           if line.startswith("flask_http_request_duration_seconds_count")
                           and 'endpoint="mcp_http.post"' in line))
     assert all(count >= 3 for count in served), served
+
+
+def test_oauth_discovery_and_the_sdk_flow_through_caddy_over_two_hosts(service_factory, caddy_factory,
+                                                                        redis_server, tmp_path):
+    """Behind the /mcp prefix the resource, the issuer and every endpoint are public URLs under
+    https://<host>/mcp, the well-known documents are found where RFC 8414/9728 put them, and
+    the SDK's flow succeeds while Caddy alternates its requests between two instances that
+    share only Redis (registration, consent, code, tokens all live in the store)."""
+    # imported here: without the SDK venv that module skips, and only this test needs it
+    from tests.clients.test_sdk_clients import SDK_PYTHON
+    from tests.clients.test_sdk_oauth import SCRIPT
+
+    subprocess.run(["redis-cli", "-u", f"{redis_server}/14", "flushdb"], check=True, capture_output=True)
+    env = {"STORE_URL": f"{redis_server}/14", "WORKERS": "2", "TRUSTED_PROXIES": "1", "API_KEYS": API_KEYS,
+           "OAUTH_BUILTIN": "1"}
+    a, b = service_factory(env, tmp_path / "a"), service_factory(env, tmp_path / "b")
+    caddy = caddy_factory("Caddyfile.scaleout", UPSTREAMS=f"127.0.0.1:{a.port} 127.0.0.1:{b.port}")
+    public = f"{caddy.url}/mcp"
+    resource = requests.get(f"{caddy.url}/.well-known/oauth-protected-resource/mcp", timeout=10).json()
+    assert resource["resource"] == public and resource["authorization_servers"] == [public]
+    server = requests.get(f"{caddy.url}/.well-known/oauth-authorization-server/mcp", timeout=10).json()
+    assert server["issuer"] == public and server["token_endpoint"] == f"{public}/oauth/token"
+    refused = requests.post(public, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=MCP_HEADERS, timeout=10)
+    assert refused.status_code == 401
+    assert f'resource_metadata="{public}/.well-known/oauth-protected-resource"' in refused.headers["WWW-Authenticate"]
+    done = subprocess.run([SDK_PYTHON, str(SCRIPT), public, "--api-key", "caddy-secret"], capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["search_status"] == "completed" and seen["consent_pages"] == 1 and seen["tokens_issued"] == 1
+    served = []
+    for instance in (a, b):
+        metrics = instance.get("/metrics").text
+        served.append({line.split('endpoint="', 1)[1].split('"', 1)[0] for line in metrics.splitlines()
+                       if line.startswith("flask_http_request_duration_seconds_count") and 'endpoint="oauth_' in line})
+    # both hosts took part in the authorization steps
+    assert all(served) and len(served[0] | served[1]) >= 4, served

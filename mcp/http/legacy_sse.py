@@ -15,9 +15,10 @@ from flask import Blueprint, Response, request
 
 from ..errors import NotFound, ValidationError
 from ..protocol import PARSE_ERROR, CallContext, StoreCallLedger, new_session_id, rpc_error
+from ..security import require_scopes
 from ..services import Services, services
 from . import owner, public_prefix, urls_under
-from .mcp_http import dns_rebinding_guard
+from .mcp_http import dns_rebinding_guard, required_scope
 from .streams import sse_response
 
 bp = Blueprint("legacy_sse", __name__)
@@ -74,6 +75,8 @@ def post_message() -> Response:
     except (ValueError, UnicodeDecodeError):
         svc.store.push_session_message(session_id, rpc_error(None, PARSE_ERROR, "parse error: the body is not JSON"))
         return Response(status=202)
+    messages = payload if isinstance(payload, list) else [payload]
+    require_scopes(svc.settings, *{required_scope(svc, m) for m in messages})
 
     def deliver(message: dict) -> None:
         svc.store.push_session_message(session_id, message)

@@ -31,6 +31,7 @@ from ..protocol import (
     rpc_error,
     unsupported_version,
 )
+from ..security import require_scopes
 from ..services import Services, services
 from . import owner, public_prefix, urls_under
 from .streams import sse_response
@@ -122,6 +123,7 @@ def post() -> Response:
     if not isinstance(payload, (dict, list)) or payload == []:
         return rpc_response(rpc_error(None, INVALID_REQUEST, "expected a JSON-RPC message object or a batch"), 400,
                             session_id)
+    require_scopes(svc.settings, *{required_scope(svc, m) for m in messages})
     svc.limits.hit_orchestrate(sum(1 for m in messages if starts_task(svc, m)))
     if not any(is_request(m) for m in messages):
         errors = svc.mcp.handle_payload(payload, ctx)
@@ -158,6 +160,18 @@ def load_session(svc: Services, messages: list[Any],
     if session is None or session.get("owner") != caller:
         return None, None, None  # design: a session belongs to the key that opened it
     return session_id, session, dict(session)
+
+
+def required_scope(svc: Services, message: Any) -> str:
+    """The OAuth scope a message needs: `orchestrate` to start or cancel a task, else `read`."""
+    if is_request(message) and message.get("method") == "tasks/cancel":
+        return "orchestrate"
+    if is_request(message) and message.get("method") == "tools/call" and isinstance(message.get("params"), dict):
+        try:
+            return svc.tools.get(str(message["params"].get("name"))).scope
+        except NotFound:
+            return "read"
+    return "read"
 
 
 def starts_task(svc: Services, message: Any) -> bool:

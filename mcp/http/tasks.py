@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from ..schemas import EventsQuery, ListTasksInput
+from ..security import require_scopes
 from ..services import services
 from . import json_body, load_query, owner, task_urls
 
@@ -43,6 +44,7 @@ def task_events(task_id: str):
 @bp.post("/tasks/<task_id>/cancel")
 def cancel_task(task_id: str):
     svc = services()
+    require_scopes(svc.settings, "orchestrate")
     json_body()  # refuse a malformed body, accept none
     task = svc.tasks.cancel(task_id, owner())
     return jsonify(svc.tasks.status(task, task_urls(svc.settings, task_id))), 202

@@ -8,6 +8,7 @@ from itertools import chain
 from flask import Blueprint, jsonify
 
 from .. import jsonio
+from ..security import require_scopes
 from ..services import services
 from ..tools import ToolContext
 from . import json_body, owner, task_urls
@@ -25,6 +26,7 @@ def list_tools():
 def call_tool(name: str):
     svc = services()
     tool = svc.tools.get(name)  # unknown tool: 404 before the body is looked at
+    require_scopes(svc.settings, tool.scope)
     arguments = json_body()
     streaming = tool.starts_task and arguments.get("stream") is True
     ctx = ToolContext(owner=owner(), urls=lambda task_id: task_urls(svc.settings, task_id))

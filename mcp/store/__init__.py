@@ -336,6 +336,14 @@ class Store(ABC):
         """Keep `body` unless a document of that task and format is kept already; returns
         the one kept (the first saved wins, so every worker serves the same bytes)."""
 
+    @abstractmethod
+    def cache_add(self, key: str, value: str, ttl: float) -> bool:
+        """Set `key` only when it is absent or expired; True when this call set it."""
+
+    @abstractmethod
+    def cache_take(self, key: str) -> str | None:
+        """Read and delete `key` at once: of concurrent takers, one gets the value (single-use codes)."""
+
     # legacy HTTP+SSE: messages for the worker that holds a session's stream
     @abstractmethod
     def push_session_message(self, session_id: str, message: dict[str, Any]) -> int: ...

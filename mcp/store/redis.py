@@ -390,6 +390,12 @@ class RedisStore(Store):
         pipe.hget(key, fmt)
         return base64.b64decode(pipe.execute()[1])
 
+    def cache_add(self, key: str, value: str, ttl: float) -> bool:
+        return bool(self.r.set(self.CACHE_KEY.format(key), value, px=max(1, int(ttl * 1000)), nx=True))
+
+    def cache_take(self, key: str) -> str | None:
+        return self.r.getdel(self.CACHE_KEY.format(key))
+
     # -- MCP sessions ----------------------------------------------------------------------
 
     def save_session(self, session_id: str, data: dict[str, Any], ttl: float, create: bool = True) -> bool:

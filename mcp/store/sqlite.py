@@ -503,6 +503,18 @@ class SQLiteStore(Store):
             row = db.execute("SELECT body FROM reports WHERE task_id = ? AND format = ?", (task_id, fmt)).fetchone()
         return bytes(row[0])
 
+    def cache_add(self, key: str, value: str, ttl: float) -> bool:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("DELETE FROM cache WHERE key = ? AND expires < ?", (key, now))
+            return db.execute("INSERT OR IGNORE INTO cache (key, value, expires) VALUES (?, ?, ?)",
+                              (key, value, now + ttl)).rowcount == 1
+
+    def cache_take(self, key: str) -> str | None:
+        with self._tx() as db:
+            row = db.execute("DELETE FROM cache WHERE key = ? RETURNING value, expires", (key,)).fetchone()
+        return row[0] if row and row[1] >= time.time() else None
+
     # -- MCP sessions ----------------------------------------------------------------------
 
     def save_session(self, session_id: str, data: dict[str, Any], ttl: float, create: bool = True) -> bool:

@@ -43,8 +43,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.serve(b"")
+
+    def do_POST(self) -> None:  # noqa: N802 - a form body's fields join the query's in `params`
+        self.serve(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+    def serve(self, body: bytes) -> None:
         parts = urlsplit(self.path)
-        request = Request(parts.path, {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
+        query = parts.query + ("&" + body.decode("latin-1") if body else "")
+        request = Request(parts.path, {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()},
                           {k.lower(): v for k, v in self.headers.items()}, time.monotonic())
         state = self.server.state
         with state.lock:

@@ -198,6 +198,16 @@ def test_report_documents_are_kept_per_format_and_the_first_saved_wins(store):
     assert store.get_report("t1", "md") is None and store.get_report("t2", "pdf") is None
     assert store.save_report("t1", "md", b"# md") == b"# md" and store.get_report("t1", "pdf") == pdf
 
+def test_cache_add_sets_once_and_take_hands_a_value_to_one_taker(store):
+    assert store.cache_add("oauth:code:a", "v1", ttl=0.3)
+    assert not store.cache_add("oauth:code:a", "v2", ttl=5)
+    assert store.cache_take("oauth:code:a") == "v1"
+    assert store.cache_take("oauth:code:a") is None and store.cache_get("oauth:code:a") is None
+    store.cache_set("oauth:code:b", "v", ttl=0.1)
+    time.sleep(0.15)
+    assert store.cache_take("oauth:code:b") is None
+    assert store.cache_add("oauth:code:b", "again", ttl=5) and store.cache_get("oauth:code:b") == "again"
+
 
 def test_batched_appends_keep_order_fence_by_lease_and_isolate_a_bad_item(store):
     make_task(store, "t1")

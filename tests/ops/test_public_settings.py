@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ROOT
+from tests.fakes.oauth_issuer import FakeIssuer
 from tests.ops.test_deploy import deploy, deployment  # noqa: F401 - the fixture
 from tests.ops.test_service_manager import env, run  # noqa: F401 - the fixture
 
@@ -20,7 +21,7 @@ PUBLIC_WITHOUT_KEYS = [
     ({"TRUSTED_PROXIES": "1", "ALLOWED_HOSTS": "orchestrator.example.org", "PUBLIC_BASE_PATH": "/mcp"},
      ["TRUSTED_PROXIES", "ALLOWED_HOSTS", "PUBLIC_BASE_PATH"]),
 ]
-CLEAN = {"API_KEYS": "", "API_KEYS_FILE": "", "TRUSTED_PROXIES": "", "ALLOWED_HOSTS": "", "PUBLIC_BASE_PATH": "",
+CLEAN = {"API_KEYS": "", "API_KEYS_FILE": "", "OAUTH_ISSUER": "", "OAUTH_BUILTIN": "", "TRUSTED_PROXIES": "", "ALLOWED_HOSTS": "", "PUBLIC_BASE_PATH": "",
          "CORS_ORIGINS": "", "BIND_ADDRESS": "127.0.0.1"}
 
 
@@ -41,6 +42,22 @@ def test_preflight_accepts_them_with_keys_and_local_cors(env):  # noqa: F811
     assert run([str(ROOT / "preflight.sh")], keyed).returncode == 0
     local_cors = {**env, **CLEAN, "CORS_ORIGINS": "http://localhost:3000,http://127.0.0.1:8080,http://[::1]:3000"}
     assert run([str(ROOT / "preflight.sh")], local_cors).returncode == 0
+
+
+def test_an_external_issuer_stands_in_for_keys_and_preflight_reads_it(env):  # noqa: F811
+    issuer = FakeIssuer().start()
+    try:
+        settings = {**env, **CLEAN, "OAUTH_ISSUER": issuer.url, "TRUSTED_PROXIES": "1"}
+        checked = run([str(ROOT / "preflight.sh")], settings)
+        assert checked.returncode == 0, checked.stdout
+        assert f"ok    oauth          {issuer.url}: metadata and JWKS read (1 keys)" in checked.stdout
+    finally:
+        issuer.stop()
+    down = run([str(ROOT / "preflight.sh")], settings)
+    assert down.returncode == 1 and "FAIL  oauth" in down.stdout and "metadata could not be read" in down.stdout
+    # the built-in server needs keys: the operator approves each client with one
+    builtin = run([str(ROOT / "preflight.sh")], {**env, **CLEAN, "OAUTH_BUILTIN": "1"})
+    assert builtin.returncode == 1 and "nobody could approve a client" in builtin.stdout
 
 
 def test_deploy_refuses_a_proxy_setup_without_keys(deployment):  # noqa: F811
