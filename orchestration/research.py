@@ -184,7 +184,9 @@ class ResearchOrchestrator:
             done = [r for r in self._completed_results() if r.round == number - 1]
             labels = {s.subtask_id: self._label(s) for s in self.subtasks}
             findings = [(labels.get(r.subtask_id, r.subtask_id), r.content) for r in done]
-            gaps = await self.provider.review(self.request.query, findings, room, self.meter) if findings else []
+            # design: the reviewer names up to num_agents gaps; repeats are dropped below, then the cap applies
+            gaps = (await self.provider.review(self.request.query, findings, self.request.num_agents, self.meter)
+                    if findings else [])
             await self.checkpoints.save(key, gaps)
             await self.events.emit("review_complete", {"round": number - 1, "gaps": gaps})
         follow_ups: list[Subtask] = []
@@ -370,8 +372,9 @@ class ResearchOrchestrator:
         sources, _ = number_sources(done)
         title = request.title or request.query
         body, citations = verify_citations(body, evidence_for(sources, self.evidence))
+        body = body.strip() + self._rounds_section(done, sources)
         cited = cited_ids(body)
-        report = f"# {title}\n\n{body.strip()}\n\n{sources_section(sources, cited)}\n"
+        report = f"# {title}\n\n{body}\n\n{sources_section(sources, cited)}\n"
         ordered = [self.agent_results[self._agent_id(s)] for s in self.subtasks
                    if self._agent_id(s) in self.agent_results]
         return Outcome(
@@ -385,6 +388,23 @@ class ResearchOrchestrator:
             partial=partial,
             citations=citations,
         )
+
+    def _rounds_section(self, done: list[AgentResult], sources: list) -> str:
+        """Which findings came from follow-up rounds, whatever the synthesizer wrote: each
+        follow-up subtask, the gap it chased and the sources its agent cited."""
+        follow_ups = [s for s in self.subtasks if s.round > 1]
+        if not follow_ups:
+            return ""
+        finished = {r.agent_id for r in done}
+        lines = ["", "", "## Research rounds", "",
+                 f"Round 1 researched {len(self._round(1))} subtasks from the plan; a review of each round's "
+                 "findings named what was still unanswered, and these follow-ups chased it:", ""]
+        for subtask in follow_ups:
+            agent_id = self._agent_id(subtask)
+            tags = "".join(f"[{s.id}]" for s in sources if any(f.agent_id == agent_id for f in s.found_by))
+            state = tags if agent_id in finished else "(did not finish)"
+            lines.append(f"- Follow-up (round {subtask.round}): {subtask.title} {state}".rstrip())
+        return "\n".join(lines)
 
     def _completed_results(self) -> list[AgentResult]:
         return [self.agent_results[self._agent_id(s)] for s in self.subtasks

@@ -4,10 +4,11 @@ output is a forced tool call whose input schema is the plan schema; worker agent
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anthropic
 
-from .chat import ChatProvider, ChatReply, DeltaCallback
+from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn
 from .resilience import Governor, RetryPolicy
 
 DEFAULT_MODEL = "claude-haiku-4-5"
@@ -49,6 +50,28 @@ class AnthropicProvider(ChatProvider):
                 parts.append(block.text)
         return ChatReply("".join(parts), message.usage.input_tokens, message.usage.output_tokens,
                          message.model or model)
+
+    async def complete_tools(self, model: str, system: str, user: str, turns: list[ToolTurn],
+                             tools: list[dict[str, Any]], max_tokens: int) -> ChatReply:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": user}]
+        for turn in turns:
+            messages.append({"role": "assistant", "content": [
+                {"type": "tool_use", "id": turn.call_id, "name": turn.name, "input": turn.arguments}]})
+            messages.append({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": turn.call_id, "content": turn.result}]})
+        try:
+            message = await self.client.messages.create(
+                model=model, system=system, messages=messages, max_tokens=max_tokens, tool_choice={"type": "auto"},
+                tools=[{"name": t["name"], "description": t["description"], "input_schema": t["parameters"]}
+                       for t in tools])
+        except anthropic.BadRequestError as exc:
+            if "tool" in str(exc).lower():
+                raise ToolsUnsupported(str(exc)) from None
+            raise
+        text = "".join(block.text for block in message.content if block.type == "text")
+        calls = [ToolCall(block.id, block.name, block.input if isinstance(block.input, dict) else {})
+                 for block in message.content if block.type == "tool_use"]
+        return ChatReply(text, message.usage.input_tokens, message.usage.output_tokens, message.model or model, calls)
 
     async def _stream(self, model: str, system: str, messages: list[dict], max_tokens: int,
                       on_delta: DeltaCallback) -> ChatReply:

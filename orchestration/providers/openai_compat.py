@@ -3,11 +3,12 @@ through the official `openai` SDK."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import openai
 
-from .chat import ChatProvider, ChatReply, DeltaCallback
+from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn
 from .resilience import Governor, RetryPolicy
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -50,6 +51,29 @@ class OpenAIProvider(ChatProvider):
                          usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
                          response.model or model)
 
+    async def complete_tools(self, model: str, system: str, user: str, turns: list[ToolTurn],
+                             tools: list[dict[str, Any]], max_tokens: int) -> ChatReply:
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        for turn in turns:
+            messages.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": turn.call_id, "type": "function",
+                 "function": {"name": turn.name, "arguments": json.dumps(turn.arguments)}}]})
+            messages.append({"role": "tool", "tool_call_id": turn.call_id, "content": turn.result})
+        try:
+            response = await self.client.chat.completions.create(
+                model=model, messages=messages, max_tokens=max_tokens, tool_choice="auto",
+                tools=[{"type": "function", "function": tool} for tool in tools])
+        except openai.BadRequestError as exc:
+            if "tool" in str(exc).lower():
+                raise ToolsUnsupported(str(exc)) from None
+            raise
+        message = response.choices[0].message
+        calls = [ToolCall(call.id, call.function.name, _arguments(call.function.arguments))
+                 for call in message.tool_calls or [] if getattr(call, "function", None)]
+        usage = response.usage
+        return ChatReply(message.content or "", usage.prompt_tokens if usage else 0,
+                         usage.completion_tokens if usage else 0, response.model or model, calls)
+
     async def _stream(self, model: str, messages: list[dict], max_tokens: int, on_delta: DeltaCallback) -> ChatReply:
         stream = await self.client.chat.completions.create(
             model=model, messages=messages, max_tokens=max_tokens, stream=True,
@@ -69,3 +93,12 @@ class OpenAIProvider(ChatProvider):
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _arguments(raw: str | None) -> dict[str, Any]:
+    """A tool call's arguments; a model that wrote broken JSON called the tool with none."""
+    try:
+        value = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,5 +1,5 @@
 """A local server speaking Anthropic's `/v1/messages` wire format: JSON answers (text, or a
-`tool_use` block when a tool is forced), SSE streaming (`message_start`,
+`tool_use` block when a tool is forced or an agent's script calls one), SSE streaming (`message_start`,
 `content_block_start`/`_delta`/`_stop`, `message_delta` with usage, `message_stop`), and
 errors with `Retry-After`; latency and fault injection as tests.fakes.llm_server."""
 
@@ -30,9 +30,15 @@ class Handler(LLMHandler):
     path_suffix = "/v1/messages"
 
     def parse(self, body: dict[str, Any]) -> Ask:
-        user = next((content_text(m["content"]) for m in body.get("messages", []) if m["role"] == "user"), "")
+        messages = body.get("messages", [])
+        user = next((content_text(m["content"]) for m in messages if m["role"] == "user"), "")
+        blocks = [b for m in messages if isinstance(m["content"], list) for b in m["content"]]
+        prior = sum(1 for b in blocks if b.get("type") == "tool_use")
+        results = [content_text(b.get("content")) for b in blocks if b.get("type") == "tool_result"]
+        forced = (body.get("tool_choice") or {}).get("type") == "tool"
         return Ask(system_text(body.get("system")), user, body.get("model", "fake"), bool(body.get("stream")),
-                   body)
+                   body, tools=bool(body.get("tools")) and not forced, prior_calls=prior,
+                   transcript="\n".join([user] + results))
 
     def authorized(self, key: str) -> bool:
         return self.headers.get("x-api-key", "") == key and bool(self.headers.get("anthropic-version"))
@@ -41,9 +47,11 @@ class Handler(LLMHandler):
         self.send_json(status, {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"),
                                                            "message": message}}, headers)
 
-    def reply(self, ask: Ask, text: str, usage: tuple[int, int], n: int) -> None:
+    def reply(self, ask: Ask, text: str, usage: tuple[int, int], n: int, call: dict[str, Any] | None = None) -> None:
         forced = (ask.body.get("tool_choice") or {}).get("name")
-        if forced:
+        if call:
+            content = [{"type": "tool_use", "id": f"toolu_{n}", "name": call["name"], "input": call["arguments"]}]
+        elif forced:
             try:
                 content = [{"type": "tool_use", "id": f"toolu_{n}", "name": forced, "input": json.loads(text)}]
             except ValueError:  # an unusable plan arrives as text, as a real model's refusal would
