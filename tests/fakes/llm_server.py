@@ -60,6 +60,7 @@ class FakeState:
     reject_tools: bool = False
     stall_step: int = -1  # a worker's tool-choosing call after this many tool calls waits stall_seconds
     stall_seconds: float = 0.0
+    stall_match: str = ""  # ... and only when its first message contains this
     calls: list[Call] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     disconnects: list[float] = field(default_factory=list)
@@ -259,7 +260,7 @@ class LLMHandler(BaseHTTPRequestHandler):
             call, step = None, 0
             if ask.tools and ask.role == "worker":
                 step = ask.prior_calls
-                if step == state.stall_step:
+                if step == state.stall_step and state.stall_match in ask.user:
                     self.pause(state.stall_seconds)
                 call = state.worker_script[step] if step < len(state.worker_script) else None
                 text = "" if call else answer("worker", ask.system, ask.transcript)
