@@ -306,3 +306,27 @@ def test_offline_agent_steps_chase_uncovered_terms_and_stop_when_nothing_is_new(
     assert len(steps) <= 6 + 1
     again, _ = offline(local_docs, 1, "How does the service resume a task after a worker is killed?", max_steps=6)
     assert again.final_synthesis == outcome.final_synthesis  # deterministic
+
+
+def test_search_depth_two_expands_the_query_and_found_by_records_the_pass(local_docs):
+    from orchestration.models import SearchRequest
+    from orchestration.search import SearchOrchestrator
+
+    def search(depth: int):
+        events, checkpoints = Events(), Checkpoints()
+        outcome = asyncio.run(SearchOrchestrator(ExtractiveProvider(), [local_docs], events, checkpoints,
+                                                 UsageMeter(Budget(), PriceTable())).run(
+            SearchRequest("worker lease expiry", num_agents=2, agent_types=["local"], depth=depth)))
+        return outcome, events, checkpoints
+
+    shallow, shallow_events, _ = search(1)
+    deep, events, checkpoints = search(2)
+    expanded = events.of("round_start")[0]["query"]
+    assert expanded.startswith("worker lease expiry ") and len(expanded.split()) > 3
+    assert checkpoints.saved["expansion"] == expanded
+    assert {f.pass_number for s in shallow.sources for f in s.found_by} == {1}
+    passes = {f.pass_number for s in deep.sources for f in s.found_by}
+    assert passes == {1, 2}
+    only_second = [s for s in deep.sources if {f.pass_number for f in s.found_by} == {2}]
+    assert only_second and not {s.url for s in only_second} & {s.url for s in shallow.sources}
+    assert not shallow_events.of("round_start")
