@@ -133,7 +133,7 @@ class ResearchOrchestrator:
             }
             for key, value in saved.items():
                 if key.startswith("evidence:"):
-                    self.evidence.update(value)
+                    self._add_evidence(value)
             return
         count = min(request.num_agents, self.max_agents_total)
         await self.events.emit("decomposition_start", {"query": request.query, "num_subtasks": count},
@@ -296,7 +296,7 @@ class ResearchOrchestrator:
                              round(time.monotonic() - started, 3), meter.usage, round=subtask.round,
                              steps=[*steps.state.steps, finish])
         evidence = {normalize_url(h.url): passage_text(h) for i, h in enumerate(passages, start=1) if i in refs}
-        self.evidence.update(evidence)
+        self._add_evidence(evidence)
         # design: saved before the agent's result, so a resumed task that keeps the agent has its passages too
         await self.checkpoints.save(f"evidence:{agent_id}", evidence)
         self.agent_results[agent_id] = result
@@ -307,6 +307,14 @@ class ResearchOrchestrator:
                                                   "execution_time": result.execution_time,
                                                   "source_errors": source_errors},
                                agent_id=agent_id, progress=self._agent_progress())
+
+    def _add_evidence(self, evidence: dict[str, str]) -> None:
+        """design: two agents may quote different parts of one page (a long section is
+        several chunks under one URL); a citation is checked against all of them, not only
+        against whichever agent finished last."""
+        for url, text in evidence.items():
+            held = self.evidence.get(url)
+            self.evidence[url] = text if not held or text in held else f"{held}\n{text}"
 
     def _fail_if_no_agent_succeeded(self) -> None:
         """Every agent failing (a bad key, a provider down) fails the task with the first error."""

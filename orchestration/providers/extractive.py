@@ -42,8 +42,6 @@ ASPECTS = (
 MAX_FINDING_SENTENCES = 5
 # Pseudo-relevance feedback: the best passages that lend their salient terms to the next query.
 FEEDBACK_PASSAGES, FEEDBACK_TERMS = 3, 3
-# A query facet counts as answered when the findings hold this share of its content words.
-FACET_COVERED = 0.6
 MIN_SENTENCE_CHARS, MAX_SENTENCE_CHARS = 25, 420
 
 
@@ -184,21 +182,24 @@ class ExtractiveProvider(Provider):
         return Action("search", query=query)
 
     async def review(self, query: str, findings: list[tuple[str, str]], max_gaps: int, meter: Meter) -> list[str]:
-        """Deterministic: each facet of the question whose content words the findings mostly
-        lack is a gap; so are the question's words no finding contains, taken together."""
+        """Deterministic: each facet of the question with a content word no finding contains
+        is a gap, asked as the facet itself; a question of one facet asks for its missing words
+        with the first words the findings did cover, for context."""
         _account(meter)
         answered = set(tokenize(" ".join(text for _, text in findings if not text.startswith("No passage"))))
-        gaps: list[str] = []
         facets = [_strip_question_words(f.strip(" .")) for f in FACET_SPLIT.split(query)]
         facets = [f for f in facets if tokenize(f)]
-        if len(facets) > 1:
-            for facet in facets:
-                terms = set(tokenize(facet))
-                if len(terms & answered) / len(terms) < FACET_COVERED:
-                    gaps.append(facet)
-        missing = [word for stem, word in _surface_words(query).items() if stem not in answered]
-        if missing and not gaps:
-            gaps.append(" ".join(missing))
+        gaps: list[str] = []
+        for facet in facets:
+            words = _surface_words(facet)
+            missing = [word for stem, word in words.items() if stem not in answered]
+            if not missing:
+                continue
+            if len(facets) > 1:
+                gaps.append(facet)
+            else:
+                context = [word for stem, word in words.items() if stem in answered][:2]
+                gaps.append(" ".join(missing + context))
         return gaps[:max_gaps]
 
     async def synthesize(self, query: str, level: str, parts: list[tuple[str, str]], meter: Meter) -> str:
