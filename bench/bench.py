@@ -4,7 +4,7 @@ Run through bench/run.sh, which installs wrk and the FastMCP peer's venv. Every 
 bounded in time and count; every server listens on 127.0.0.1. Prints one table and writes
 bench/results/latest.json.
 
-    bench/run.sh [--quick] [--only mcp,rest,footprint,sse,overhead,scaling,store]
+    bench/run.sh [--quick] [--only mcp,rest,footprint,sse,overhead,scaling,store,quality]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.conftest import Service, free_port  # noqa: E402
 from orchestration.models import TERMINAL_EVENTS  # noqa: E402
 from tests.fakes.openai_server import FakeServer  # noqa: E402
 
-BENCHMARKS = ("mcp", "rest", "footprint", "sse", "overhead", "scaling", "store")
+BENCHMARKS = ("mcp", "rest", "footprint", "sse", "overhead", "scaling", "store", "quality")
 QUERY = "How does the orchestrator recover tasks after a crash?"
 # The service as start.sh starts it, with rate limits off: a load test from one client
 # would otherwise measure 429 answers.
@@ -386,6 +386,18 @@ def bench_store(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def bench_quality(args: argparse.Namespace) -> dict[str, Any]:
+    """Research quality (bench/quality.py); --quick runs the first 12 questions."""
+    import quality  # bench/quality.py, beside this script
+
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    result = quality.run(out, 12 if args.quick else None)
+    (out / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(quality.table(result), file=sys.stderr)
+    return {"quality": result["quality"]["configs"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="shorter loads (about 4 minutes on 2 cores)")
@@ -410,6 +422,7 @@ def main() -> int:
         ({"overhead"}, lambda: bench_overhead(tmp, args)),
         ({"scaling"}, lambda: bench_scaling(tmp, args)),
         ({"store"}, lambda: bench_store(tmp, args)),
+        ({"quality"}, lambda: bench_quality(args)),
     ]
     for names, step in steps:
         if names & which:

@@ -4,7 +4,9 @@
 #
 # Usage: bench/run.sh [--quick] [--only LIST]
 #   --quick  shorter loads (about 4 minutes on 2 cores)
-#   --only   comma-separated subset: mcp,rest,footprint,sse,overhead,scaling,store
+#   --only   comma-separated subset: mcp,rest,footprint,sse,overhead,scaling,store,quality
+#            (quality: research quality on Debian's python3.11-doc, installed with apt-get
+#            when missing; `--only quality` needs neither wrk, redis nor the FastMCP peer)
 # Environment: VENV_DIR (default venv; ./test.sh or ./start.sh create it); PEER_VENV (default
 # ~/.cache/mcp-orchestrator/bench-peer: the FastMCP peer's own venv, made from
 # bench/requirements-peer.txt when missing or changed).
@@ -55,15 +57,41 @@ ensure_peer() {
   printf '%s\n' "${want}" >"${stamp}"
 }
 
+ensure_corpus() {
+  [[ -d /usr/share/doc/python3.11/html/library ]] && return 0
+  log "installing the quality corpus (Debian package python3.11-doc)"
+  apt-get update -qq >/dev/null || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11-doc >/dev/null \
+    || die "could not install python3.11-doc"
+}
+
+# The value of --only, or "" when every benchmark runs.
+selected() {
+  local previous=""
+  for arg in "$@"; do
+    [[ "${previous}" == "--only" ]] && { printf '%s' "${arg}"; return 0; }
+    [[ "${arg}" == --only=* ]] && { printf '%s' "${arg#--only=}"; return 0; }
+    previous="${arg}"
+  done
+}
+
 main() {
-  local venv="${VENV_DIR:-venv}"
+  local venv="${VENV_DIR:-venv}" only
   [[ "${venv}" == /* ]] || venv="${ROOT}/${venv}"
   [[ -x "${venv}/bin/python" ]] || die "no venv at ${venv}: run ./test.sh first"
   PEER_VENV="${PEER_VENV:-${HOME}/.cache/mcp-orchestrator/bench-peer}"
+  only="$(selected "$@")"
+  if [[ -z "${only}" || ",${only}," == *,quality,* ]]; then
+    ensure_corpus
+  fi
+  cd "${ROOT}"
+  if [[ "${only}" == "quality" ]]; then
+    "${venv}/bin/python" bench/bench.py "$@"
+    return
+  fi
   ensure_tools
   ensure_peer
   start_redis
-  cd "${ROOT}"
   "${venv}/bin/python" bench/bench.py --redis-url "${REDIS_URL}" --peer-python "${PEER_VENV}/bin/python" "$@"
 }
 
