@@ -314,7 +314,10 @@ class ResearchOrchestrator:
         against whichever agent finished last."""
         for url, text in evidence.items():
             held = self.evidence.get(url)
-            self.evidence[url] = text if not held or text in held else f"{held}\n{text}"
+            if not held or held in text:
+                self.evidence[url] = text
+            elif text not in held:
+                self.evidence[url] = f"{held}\n{text}"
 
     def _fail_if_no_agent_succeeded(self) -> None:
         """Every agent failing (a bad key, a provider down) fails the task with the first error."""

@@ -147,7 +147,7 @@ class ExtractiveProvider(Provider):
         # design: a gentle prior for higher-ranked passages breaks ties toward the best source.
         candidates = [(score * (1 - 0.03 * (ref - 1)), sentence, toks, ref)
                       for (ref, sentence), toks, score in zip(units, tokens, scores)]
-        chosen = _pick(candidates, MAX_FINDING_SENTENCES, per_group=2)
+        chosen = _pick(candidates, MAX_FINDING_SENTENCES, per_group=3)
         if not chosen:
             return f"No passage in the available sources addresses: {subtask.title}."
         text = ""

@@ -330,3 +330,12 @@ def test_search_depth_two_expands_the_query_and_found_by_records_the_pass(local_
     only_second = [s for s in deep.sources if {f.pass_number for f in s.found_by} == {2}]
     assert only_second and not {s.url for s in only_second} & {s.url for s in shallow.sources}
     assert not shallow_events.of("round_start")
+
+
+def test_a_page_two_agents_quote_differently_keeps_both_quotes_as_evidence():
+    orchestrator = ResearchOrchestrator(ExtractiveProvider(), [], Events(), Checkpoints(),
+                                        UsageMeter(Budget(), PriceTable()))
+    for quote in ("First chunk of the section.", "Second chunk of the section.", "First chunk", "Second chunk"):
+        orchestrator._add_evidence({"docs/a.md#s": quote})
+    held = orchestrator.evidence["docs/a.md#s"]
+    assert "First chunk of the section." in held and "Second chunk of the section." in held
