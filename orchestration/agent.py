@@ -33,6 +33,15 @@ RESULT_TEXT_CHARS = 700
 STATE_KEY = "steps:{}"
 
 
+def quoted(hit: Hit, page: str, subtask: Subtask) -> Hit | None:
+    """The hit with the part of its full page that bears on the subtask in place of its
+    snippet, or None when the page says no more than the hit already did."""
+    excerpt = relevant_excerpt(page, f"{subtask.title} {subtask.query}", PAGE_EXCERPT_CHARS)
+    if len(excerpt) <= len(hit.text or hit.snippet):
+        return None
+    return dataclasses.replace(hit, text=excerpt, metadata={**hit.metadata, "page_read": True})
+
+
 @dataclass
 class AgentState:
     """An agent between two steps: what it did and the passages it holds."""
@@ -161,9 +170,9 @@ class StepLoop:
             return step
         step.hits = 1
         hit = state.passages[index]
-        excerpt = relevant_excerpt(text, f"{subtask.title} {subtask.query}", PAGE_EXCERPT_CHARS)
-        if len(excerpt) > len(hit.text or hit.snippet):
-            state.passages[index] = dataclasses.replace(hit, text=excerpt, metadata={**hit.metadata, "page_read": True})
+        better = quoted(hit, text, subtask)
+        if better is not None:
+            state.passages[index] = better
             step.new_evidence = 1
         step.result = f"[{index + 1}] {hit.title} ({hit.url}), read in full:\n{state.passages[index].text}"
         return step

@@ -10,13 +10,11 @@ checkpointed, and a run over existing checkpoints buys none of that work again."
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .agent import STATE_KEY, StepLoop
+from .agent import HITS_PER_SOURCE, STATE_KEY, PageReader, StepLoop, quoted
 from .budget import ScopedMeter, UsageMeter
 from .citations import (
     LOCAL_TAG,
@@ -33,18 +31,14 @@ from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
 from .models import AgentResult, Citation, Hit, Outcome, ResearchRequest, Subtask, SynthesisResult, to_dict
 from .ranking import fuse_hits, normalize_url
 from .retrieval import query_sources
-from .text import jaccard, relevant_excerpt, tokenize
+from .text import jaccard, tokenize
 
 log = logging.getLogger(__name__)
-PageReader = Callable[[str], Awaitable[str]]
 
-PASSAGES_PER_AGENT = 6
-HITS_PER_SOURCE = 5
 PLAN_CONTEXT_HITS = 8
 PROGRESS_INTERVAL = 0.5
 # A hit whose text is shorter than this is a snippet; reading its page gives the agent more.
 FULL_TEXT_CHARS = 800
-PAGE_EXCERPT_CHARS = 1500
 
 # design: a gap whose words are this close to a subtask already run is a repeat, not a new question.
 REPEAT_SIMILARITY = 0.75
@@ -228,9 +222,9 @@ class ResearchOrchestrator:
             except Exception as exc:  # noqa: BLE001 - the snippet still stands
                 log.info("page %s not read: %s", hit.url, exc)
                 return
-            excerpt = relevant_excerpt(text, f"{subtask.title} {subtask.query}", PAGE_EXCERPT_CHARS)
-            if len(excerpt) > len(hit.text or hit.snippet):
-                read[i] = dataclasses.replace(hit, text=excerpt, metadata={**hit.metadata, "page_read": True})
+            better = quoted(hit, text, subtask)
+            if better is not None:
+                read[i] = better
 
         await asyncio.gather(*(one(i) for i in chosen))
         return read

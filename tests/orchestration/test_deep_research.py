@@ -23,7 +23,7 @@ from orchestration.providers.resilience import RetryPolicy
 from orchestration.research import ResearchOrchestrator
 from orchestration.sources import create_source
 from tests.fakes.anthropic_server import FakeAnthropicServer
-from tests.fakes.llm_server import DROPPED, LLMServer
+from tests.fakes.llm_server import LLMServer
 from tests.fakes.openai_server import FakeServer
 
 ROOT = Path(__file__).resolve().parents[2]
