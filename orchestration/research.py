@@ -263,6 +263,8 @@ class ResearchOrchestrator:
             passages = steps.state.passages
             if self.pages_per_agent:
                 passages = await self._read_pages(subtask, passages)
+            if steps.answer:
+                await progress(steps.answer)  # an answer that came with a step arrives whole
             content = steps.answer or " ".join(steps.state.notes) or await self.provider.write_finding(
                 subtask, passages, meter, progress)
         except BudgetExhausted as exc:
