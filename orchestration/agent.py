@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budget import ScopedMeter
-from .interfaces import Action, AgentView, CheckpointStore, EventSink, Provider, SearchSource
+from .interfaces import Action, AgentView, CheckpointStore, EventSink, ProgressCallback, Provider, SearchSource
 from .models import Hit, Step, Subtask, Usage, to_dict
 from .ranking import fuse_hits, normalize_url
 from .retrieval import query_sources
@@ -85,7 +85,7 @@ class StepLoop:
         self.max_steps = max_steps
 
     async def run(self, subtask: Subtask, agent_id: str, saved: dict[str, Any] | None,
-                  meter: ScopedMeter) -> StepsOutcome:
+                  meter: ScopedMeter, on_progress: ProgressCallback | None = None) -> StepsOutcome:
         state = AgentState.from_dict(saved)
         meter.usage = state.usage  # a resumed agent's accounts include its finished steps
         while len(state.steps) < self.max_steps:
@@ -93,7 +93,7 @@ class StepLoop:
             if number == 1:
                 action = Action("search", query=subtask.query)
             else:
-                action = await self.provider.next_action(self._view(subtask, state), meter)
+                action = await self.provider.next_action(self._view(subtask, state), meter, on_progress)
             if action.action == "finish":
                 return StepsOutcome(state, (action.text or "").strip() or None)
             step = await self._perform(subtask, agent_id, number, action, state)

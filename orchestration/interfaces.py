@@ -89,9 +89,10 @@ class Provider(ABC):
     ) -> str:
         """Answer `subtask` from `passages`, citing them as [1]..[n] in passage order."""
 
-    async def next_action(self, view: AgentView, meter: Meter) -> Action:
-        """The agent's next step. A provider that cannot choose finishes: its agents run the
-        planner's one search and write their finding, as a single pass would."""
+    async def next_action(self, view: AgentView, meter: Meter, on_progress: ProgressCallback | None = None) -> Action:
+        """The agent's next step. An answer in text streams through `on_progress`. A provider
+        that cannot choose finishes: its agents run the planner's one search and write their
+        finding, as a single pass would."""
         return Action("finish")
 
     async def review(self, query: str, findings: list[tuple[str, str]], max_gaps: int, meter: Meter) -> list[str]:

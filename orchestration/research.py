@@ -258,13 +258,13 @@ class ResearchOrchestrator:
 
         source_errors: dict[str, str] = {}
         try:
-            steps = await loop.run(subtask, agent_id, saved_state, meter)
+            steps = await loop.run(subtask, agent_id, saved_state, meter, progress)
             source_errors = steps.state.source_errors
             passages = steps.state.passages
             if self.pages_per_agent:
                 passages = await self._read_pages(subtask, passages)
-            if steps.answer:
-                await progress(steps.answer)  # an answer that came with a step arrives whole
+            if steps.answer and not deltas[0]:
+                await progress(steps.answer)  # an answer that came whole (a finish tool's) is reported too
             content = steps.answer or " ".join(steps.state.notes) or await self.provider.write_finding(
                 subtask, passages, meter, progress)
         except BudgetExhausted as exc:

@@ -195,10 +195,12 @@ class ChatProvider(Provider):
         """One chat completion. Streams through `on_delta` when given."""
 
     async def complete_tools(self, model: str, system: str, user: str, turns: list[ToolTurn],
-                             tools: list[dict[str, Any]], max_tokens: int) -> ChatReply:
+                             tools: list[dict[str, Any]], max_tokens: int,
+                             on_delta: DeltaCallback | None = None) -> ChatReply:
         """One completion offering `tools` (the model may call one or answer in text), after
-        the earlier `turns` replayed in the SDK's own tool-call format. Raises ToolsUnsupported
-        when the model refuses tools; this default is for providers without tool calling."""
+        the earlier `turns` replayed in the SDK's own tool-call format; streamed through
+        `on_delta` when given. Raises ToolsUnsupported when the model refuses tools; this
+        default is for providers without tool calling."""
         raise ToolsUnsupported(self.name)
 
     async def _call(self, role: str, system: str, user: str, meter: Meter, json_schema: dict | None = None,
@@ -230,14 +232,14 @@ class ChatProvider(Provider):
                      reply.output_tokens)
         return reply
 
-    async def next_action(self, view: AgentView, meter: Meter) -> Action:
+    async def next_action(self, view: AgentView, meter: Meter, on_progress: ProgressCallback | None = None) -> Action:
         brief, turns = agent_brief(view), tool_turns(view)
         model = self.models["worker"]
         if self.native_tools:
             prompt = AGENT_PROMPT + brief + "".join(t.result for t in turns)
             try:
                 reply = await self._request("worker", prompt, meter, lambda max_tokens: self.complete_tools(
-                    model, AGENT_PROMPT, brief, turns, AGENT_TOOLS, max_tokens))
+                    model, AGENT_PROMPT, brief, turns, AGENT_TOOLS, max_tokens, on_progress))
             except ToolsUnsupported:
                 log.warning("%s model %s refused tools; its agents choose steps as JSON actions", self.name, model)
                 self.native_tools = False

@@ -157,7 +157,7 @@ class ExtractiveProvider(Provider):
                 await on_progress(text)
         return text
 
-    async def next_action(self, view: AgentView, meter: Meter) -> Action:
+    async def next_action(self, view: AgentView, meter: Meter, on_progress: ProgressCallback | None = None) -> Action:
         """Deterministic: stop when the last step brought nothing new; else search for the
         subtask's words the passages do not contain yet, with the salient words of the best
         passages (pseudo-relevance feedback); stop when that query was already asked."""

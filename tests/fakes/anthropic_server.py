@@ -64,7 +64,7 @@ class Handler(LLMHandler):
             "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
         })
 
-    def stream(self, ask: Ask, text: str, usage: tuple[int, int]) -> None:
+    def stream(self, ask: Ask, text: str, usage: tuple[int, int], call: dict[str, Any] | None = None) -> None:
         self.begin_stream()
 
         def event(name: str, data: dict[str, Any], first: bool = True) -> None:
@@ -73,14 +73,23 @@ class Handler(LLMHandler):
         event("message_start", {"message": {
             "id": "msg_s", "type": "message", "role": "assistant", "model": ask.model, "content": [],
             "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage[0], "output_tokens": 1}}})
-        event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-        event("ping", {})
-        for i, word in enumerate(text.split(" ")):
-            piece = word if i == 0 else " " + word
-            event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}},
-                  first=i == 0)
+        if call:  # a tool_use block, its input streamed as partial JSON
+            event("content_block_start", {"index": 0, "content_block": {
+                "type": "tool_use", "id": f"toolu_s{ask.prior_calls}", "name": call["name"], "input": {}}})
+            arguments = json.dumps(call["arguments"])
+            for i in range(0, len(arguments), 16):
+                event("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta",
+                                                                     "partial_json": arguments[i:i + 16]}},
+                      first=i == 0)
+        else:
+            event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+            event("ping", {})
+            for i, word in enumerate(text.split(" ")):
+                piece = word if i == 0 else " " + word
+                event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}},
+                      first=i == 0)
         event("content_block_stop", {"index": 0})
-        event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        event("message_delta", {"delta": {"stop_reason": "tool_use" if call else "end_turn", "stop_sequence": None},
                                 "usage": {"output_tokens": usage[1]}})
         event("message_stop", {})
 

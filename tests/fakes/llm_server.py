@@ -172,7 +172,7 @@ class LLMHandler(BaseHTTPRequestHandler):
     def reply(self, ask: Ask, text: str, usage: tuple[int, int], n: int, call: dict[str, Any] | None = None) -> None:
         raise NotImplementedError
 
-    def stream(self, ask: Ask, text: str, usage: tuple[int, int]) -> None:
+    def stream(self, ask: Ask, text: str, usage: tuple[int, int], call: dict[str, Any] | None = None) -> None:
         raise NotImplementedError
 
     # -- the shared part --------------------------------------------------------------
@@ -280,7 +280,7 @@ class LLMHandler(BaseHTTPRequestHandler):
                         text = "I would rather not plan today."
             usage = (count_tokens(ask.system + ask.transcript), count_tokens(text or json.dumps(call)))
             if ask.stream:
-                self.stream(ask, text, usage)
+                self.stream(ask, text, usage, call)
             else:
                 self.reply(ask, text, usage, n, call)
             self._record(ask, 200, usage, call["name"] if call else None, step)

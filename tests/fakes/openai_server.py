@@ -49,15 +49,23 @@ class Handler(LLMHandler):
             "usage": self._usage(usage),
         })
 
-    def stream(self, ask: Ask, text: str, usage: tuple[int, int]) -> None:
+    def stream(self, ask: Ask, text: str, usage: tuple[int, int], call: dict[str, Any] | None = None) -> None:
         self.begin_stream()
         base = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": ask.model}
-        for i, word in enumerate(text.split(" ")):
-            piece = word if i == 0 else " " + word
-            chunk = {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        if call:  # a tool call streams as its name, then its arguments in pieces
+            arguments = json.dumps(call["arguments"])
+            head = {"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": f"call_s{ask.prior_calls}", "type": "function",
+                 "function": {"name": call["name"], "arguments": ""}}]}
+            pieces = [head] + [{"tool_calls": [{"index": 0, "function": {"arguments": arguments[i:i + 16]}}]}
+                               for i in range(0, len(arguments), 16)]
+        else:
+            pieces = [{"content": word if i == 0 else " " + word} for i, word in enumerate(text.split(" "))]
+        for i, delta in enumerate(pieces):
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
             self.write_chunk(f"data: {json.dumps(chunk)}\n\n", first=i == 0)
-        done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if call else "stop"}]}
         self.write_chunk(f"data: {json.dumps(done)}\n\n", first=True)
         if (ask.body.get("stream_options") or {}).get("include_usage"):
             self.write_chunk(f"data: {json.dumps({**base, 'choices': [], 'usage': self._usage(usage)})}\n\n",

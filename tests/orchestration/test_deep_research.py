@@ -146,6 +146,7 @@ def test_scripted_agent_searches_twice_reads_once_and_finishes_with_cited_passag
     worker = [c for c in server.state.counted() if c.role == "worker"]
     assert [c.tool for c in worker] == ["search", "search", "read", "finish"]
     assert [c.step for c in worker] == [0, 1, 2, 3]  # each call carries the tool calls before it
+    assert all(c.stream for c in worker)  # tool calls arrive streamed, in pieces, and are put together
     assert outcome.usage.llm_calls == len(server.state.counted()) == 1 + 4 + 1
 
 
@@ -194,6 +195,9 @@ def test_reviewer_gaps_become_follow_up_agents_within_max_agents_total(llm, cap)
         assert cited and f"- Follow-up (round 2): {subtask.parent} {tags}" in rounds
     reviewer = [c for c in server.state.counted() if c.role == "reviewer"]
     assert len(reviewer) == 1
+    # each agent's model answered its step 2 in text, streamed: the answer so far is reported live
+    streamed = {agent for kind, data, agent in events.log if kind == "agent_progress" and data["text"]}
+    assert streamed == {r.agent_id for r in outcome.agent_results}
 
 
 def test_an_agent_interrupted_in_its_third_step_resumes_there_without_buying_earlier_work(llm):
