@@ -326,8 +326,10 @@ def critical_path(fake: FakeServer, deep: bool = False) -> float:
         if mode == "stream":
             for _ in client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True):
                 pass
-        elif mode == "tools":
-            client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools, tool_choice="auto")
+        elif mode == "tools":  # agents stream their step calls too
+            for _ in client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools,
+                                                    tool_choice="auto", stream=True):
+                pass
         else:
             client.chat.completions.create(model="gpt-4o-mini", messages=messages)
     return time.monotonic() - started
