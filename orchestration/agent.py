@@ -3,8 +3,8 @@
 Step 1 is always the planner's query for the subtask (the planner already chose it, so no
 model call is spent on it). Each later step the provider chooses one action from what the
 agent holds; the loop runs it against the sources or the page reader and records what it
-brought. After every step the agent's state is checkpointed, so a resumed agent continues at
-its next step and never repeats a finished one."""
+brought. After every step from the second on the agent's state is checkpointed, so a
+resumed agent continues at its next step and never repeats a step that cost a model call."""
 
 from __future__ import annotations
 
@@ -98,8 +98,11 @@ class StepLoop:
                 return StepsOutcome(state, (action.text or "").strip() or None)
             step = await self._perform(subtask, agent_id, number, action, state)
             state.steps.append(step)
-            # design: saved before the event, so a step a client saw is never bought twice
-            await self.checkpoints.save(STATE_KEY.format(agent_id), to_dict(state))
+            if number > 1:
+                # design: saved before the event, so a step a client saw is never bought twice.
+                # Step 1 bought no model call: a resumed agent searches again rather than make
+                # every agent of every task wait on one more store write.
+                await self.checkpoints.save(STATE_KEY.format(agent_id), to_dict(state))
             await self._announce(subtask, agent_id, step)
         return StepsOutcome(state, None)
 
