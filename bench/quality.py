@@ -6,8 +6,8 @@ answer must contain, each as a few acceptable phrasings.
 For every question and every configuration (depth 1 or 2 × max_steps 1 or 4) the embedded
 default (the offline `extractive` provider, local documents) researches it in process, and
 we record: answered (every fact in the report body), verified (every fact also in the
-passage of a source the body cites), facts in any passage the agents held (retrieval, as
-opposed to what the report kept), wall time, model calls and searches.
+passage of a source the body cites), facts in any passage the searches returned
+(retrieval, as opposed to what the report kept), wall time, model calls and searches.
 
     venv/bin/python bench/quality.py [--questions N] [--agents N]   (or bench/run.sh --only quality)
 """
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from orchestration.budget import UsageMeter  # noqa: E402
+from orchestration.interfaces import SearchSource  # noqa: E402
 from orchestration.citations import GLOBAL_TAG  # noqa: E402
 from orchestration.models import Budget, ResearchRequest  # noqa: E402
 from orchestration.pricing import PriceTable  # noqa: E402
@@ -57,20 +58,26 @@ class Events:
 
 
 class Checkpoints:
-    """Kept in memory: the agents' step states tell which passages the research held."""
-
-    def __init__(self) -> None:
-        self.saved: dict[str, Any] = {}
-
     async def load(self) -> dict[str, Any]:
         return {}
 
     async def save(self, key: str, value: Any) -> None:
-        self.saved[key] = value
+        pass
 
-    def held_text(self) -> str:
-        return fold(" ".join(h.get("text") or h.get("snippet") or "" for key, state in self.saved.items()
-                             if key.startswith("steps:") for h in state["passages"]))
+
+class Recorded(SearchSource):
+    """The corpus source, keeping every passage it returned during one research."""
+
+    def __init__(self, source: SearchSource) -> None:
+        self.source, self.name, self.texts = source, source.name, []
+
+    async def search(self, query: str, limit: int = 10) -> list:
+        hits = await self.source.search(query, limit)
+        self.texts += [h.text or h.snippet for h in hits]
+        return hits
+
+    def retrieved(self) -> str:
+        return fold(" ".join(self.texts))
 
 
 def judge(report: str, sources: list, evidence: dict[str, str], facts: list[list[str]]) -> tuple[int, int]:
@@ -90,12 +97,12 @@ def judge(report: str, sources: list, evidence: dict[str, str], facts: list[list
 
 
 async def research(source: LocalDocsSource, question: str, depth: int, max_steps: int, agents: int):
-    events, checkpoints = Events(), Checkpoints()
-    orchestrator = ResearchOrchestrator(ExtractiveProvider(), [source], events, checkpoints,
+    events, recorded = Events(), Recorded(source)
+    orchestrator = ResearchOrchestrator(ExtractiveProvider(), [recorded], events, Checkpoints(),
                                         UsageMeter(Budget(), PriceTable()))
     started = time.perf_counter()
     outcome = await orchestrator.run(ResearchRequest(question, num_agents=agents, depth=depth, max_steps=max_steps))
-    return outcome, orchestrator.evidence, time.perf_counter() - started, events.searches, checkpoints.held_text()
+    return outcome, orchestrator.evidence, time.perf_counter() - started, events.searches, recorded.retrieved()
 
 
 def run(index_dir: Path, limit: int | None = None, agents: int = 4) -> dict[str, Any]:
@@ -138,7 +145,7 @@ def run(index_dir: Path, limit: int | None = None, agents: int = 4) -> dict[str,
 
 def table(result: dict[str, Any]) -> str:
     rows = result["quality"]["configs"]
-    lines = ["| configuration | answered | answered, every fact verified | facts in passages held | facts in report "
+    lines = ["| configuration | answered | answered, every fact verified | facts in passages retrieved | facts in report "
              "| facts verified | mean wall | model calls | searches |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['answered']}/{r['questions']} | {r['answered_and_verified']}/{r['questions']} "
