@@ -162,8 +162,11 @@ class StepLoop:
         if index is None:
             step.result = "Refused: only URLs from your search results can be read."
             return step
-        if self.read_page is None or not url.startswith(("http://", "https://")):
+        if not url.startswith(("http://", "https://")):
             step.result = f"Passage [{index + 1}] already holds everything this source offers."
+            return step
+        if self.read_page is None:  # the operator turned page reading off (AGENT_READ_PAGES=0)
+            step.result = "Reading pages is not available here."
             return step
         try:
             text = await self.read_page(url)
