@@ -129,10 +129,14 @@ class StepLoop:
 
     async def _perform(self, subtask: Subtask, agent_id: str, number: int, action: Action,
                        state: AgentState) -> Step:
-        if action.action == "search" and (action.query or "").strip():
-            return await self._search(agent_id, number, action, state)
-        if action.action == "read" and action.url:
-            return await self._read(subtask, number, action, state)
+        if action.action == "search":
+            if (action.query or "").strip():
+                return await self._search(agent_id, number, action, state)
+            return Step(number, "search", query="", call_id=action.call_id, result="Refused: a search needs a query.")
+        if action.action == "read":
+            if (action.url or "").strip():
+                return await self._read(subtask, number, action, state)
+            return Step(number, "read", url="", call_id=action.call_id, result="Refused: a read needs a URL.")
         note = (action.text or "").strip()
         return Step(number, "note", note=note[:4000] or None, call_id=action.call_id,
                     result="Noted." if note else "Nothing to note: the note was empty.")

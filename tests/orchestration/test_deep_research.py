@@ -343,3 +343,25 @@ def test_a_page_two_agents_quote_differently_keeps_both_quotes_as_evidence():
         orchestrator._add_evidence({"docs/a.md#s": quote})
     held = orchestrator.evidence["docs/a.md#s"]
     assert "First chunk of the section." in held and "Second chunk of the section." in held
+
+
+def test_malformed_actions_are_refused_steps_and_the_agent_goes_on():
+    from orchestration.interfaces import Action
+
+    class Clumsy(ExtractiveProvider):
+        """Searches with no query, reads a URL it never found, then finishes."""
+
+        script = [Action("search", query="  "), Action("read", url="https://elsewhere.example/x"), Action("finish")]
+
+        async def next_action(self, view, meter, on_progress=None):
+            return self.script[len(view.steps) - 1]
+
+    source, reader, events = WebSource(), Reader(), Events()
+    outcome = asyncio.run(orchestrator(Clumsy(), source, events, reader=reader).run(
+        ResearchRequest(QUERY, num_agents=1, depth=1, max_steps=6)))
+    steps = outcome.agent_results[0].steps
+    assert [(s.action, s.new_evidence) for s in steps] == [("search", 3), ("search", 0), ("read", 0), ("finish", 0)]
+    assert steps[1].result == "Refused: a search needs a query."
+    assert steps[2].result.startswith("Refused: only URLs from your search results")
+    assert reader.urls == [] and len(source.queries) == 2  # the planner's context and step 1 only
+    assert outcome.agent_results[0].status == "completed" and outcome.agent_results[0].citations
