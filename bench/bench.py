@@ -4,7 +4,7 @@ Run through bench/run.sh, which installs wrk and the FastMCP peer's venv. Every 
 bounded in time and count; every server listens on 127.0.0.1. Prints one table and writes
 bench/results/latest.json.
 
-    bench/run.sh [--quick] [--only mcp,rest,footprint,sse,overhead,scaling,store,soak,report]
+    bench/run.sh [--quick] [--only mcp,rest,footprint,sse,overhead,scaling,store,soak,report,quality]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.conftest import Service, free_port  # noqa: E402
 from orchestration.models import TERMINAL_EVENTS  # noqa: E402
 from tests.fakes.openai_server import FakeServer  # noqa: E402
 
-BENCHMARKS = ("mcp", "rest", "footprint", "sse", "overhead", "scaling", "store", "soak", "report")
+BENCHMARKS = ("mcp", "rest", "footprint", "sse", "overhead", "scaling", "store", "soak", "report", "quality")
 QUERY = "How does the orchestrator recover tasks after a crash?"
 # The service as start.sh starts it, with rate limits off: a load test from one client
 # would otherwise measure 429 answers.
@@ -305,27 +305,47 @@ def bench_sse(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def critical_path(fake: FakeServer) -> float:
-    """The four calls on research's critical path (planner, one worker, a mid-tier and the
-    final synthesizer), made one after another with the same SDK and prompts against the same
-    server: the time no orchestrator could beat, including the server's own streaming."""
+def critical_path(fake: FakeServer, deep: bool = False) -> float:
+    """The calls on research's critical path, made one after another with the same SDK and
+    prompts against the same server: the time no orchestrator could beat, including the
+    server's own streaming. One pass (depth 1, max_steps 1): planner, one worker, a mid-tier
+    and the final synthesizer. Deep (DEEP_RESEARCH against DEEP_SCRIPT): planner, one agent's
+    two step calls, the reviewer, one follow-up agent's two step calls, a mid-tier and the
+    final synthesizer."""
     import openai
 
-    from orchestration.providers.chat import PLANNER_PROMPT, SYNTHESIS_PROMPTS, WORKER_PROMPT
+    from orchestration.providers.chat import (AGENT_PROMPT, AGENT_TOOLS, PLANNER_PROMPT, REVIEW_PROMPT,
+                                              SYNTHESIS_PROMPTS, WORKER_PROMPT)
 
     client = openai.OpenAI(api_key="bench", base_url=fake.base_url, max_retries=0)
-    calls = [(PLANNER_PROMPT.format(n=8), "Question: q", False), (WORKER_PROMPT, "Subtask: s\n\nPassages:\n", True),
-             (SYNTHESIS_PROMPTS["drummer"], "Question: q\n\n### a\nx [S1].", False),
-             (SYNTHESIS_PROMPTS["camina"], "Question: q\n\n### a\nx [S1].", False)]
+    tools = [{"type": "function", "function": tool} for tool in AGENT_TOOLS]
+    step = (AGENT_PROMPT, "Subtask: s\n\nPassages:\n", "tools")
+    agent = [step, step] if deep else [(WORKER_PROMPT, "Subtask: s\n\nPassages:\n", "stream")]
+    review = [(REVIEW_PROMPT.format(n=8), "Question: q", "")] if deep else []
+    calls = [(PLANNER_PROMPT.format(n=8), "Question: q", ""), *agent, *review, *(agent if deep else []),
+             (SYNTHESIS_PROMPTS["drummer"], "Question: q\n\n### a\nx [S1].", ""),
+             (SYNTHESIS_PROMPTS["camina"], "Question: q\n\n### a\nx [S1].", "")]
+    fake.state.worker_script = []  # the bench's own calls answer at once, whatever the script
     started = time.monotonic()
-    for system, user, stream in calls:
+    for system, user, mode in calls:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        if stream:
+        if mode == "stream":
             for _ in client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True):
+                pass
+        elif mode == "tools":  # agents stream their step calls too
+            for _ in client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools,
+                                                    tool_choice="auto", stream=True):
                 pass
         else:
             client.chat.completions.create(model="gpt-4o-mini", messages=messages)
     return time.monotonic() - started
+
+
+# Deep research for the overhead row: every agent searches once more by tool call, then
+# answers; the reviewer names one gap, so round 2 runs one follow-up agent.
+DEEP_RESEARCH = {"depth": 2, "max_steps": 4}
+DEEP_SCRIPT = [{"name": "search", "arguments": {"query": "lease renewal and checkpoints"}}]
+DEEP_GAPS = ["How are webhook deliveries signed?"]
 
 
 def bench_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -334,16 +354,26 @@ def bench_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     service, _ = start_service(tmp, "overhead", llm_env(fake))
     out: dict[str, Any] = {}
     try:
-        cold, _ = run_task(service, "research", 2, drummer_group_size=5)
+        one_pass = {"depth": 1, "max_steps": 1, "drummer_group_size": 5}
+        cold, _ = run_task(service, "research", 2, **one_pass)
         out["research_first_run_s"] = {"value": round(cold, 2), "note": "right after start, workers warming up"}
         measured = min(critical_path(fake) for _ in range(3))
         for agents in (8, 20):
-            wall = min(run_task(service, "research", agents, drummer_group_size=5)[0] for _ in range(args.repeats))
+            wall = min(run_task(service, "research", agents, **one_pass)[0] for _ in range(args.repeats))
             # nominal: planner + one worker + the mid-tier level + the final synthesizer, 0.5 s each
             out[f"research_{agents}_agents"] = {
                 "wall_s": round(wall, 2), "critical_path_nominal_s": 2.0, "ratio_nominal": round(wall / 2.0, 3),
                 "critical_path_measured_s": round(measured, 2), "ratio": round(wall / measured, 3),
                 "target": "<= 1.15"}
+        deep_path = min(critical_path(fake, deep=True) for _ in range(3))
+        walls = []
+        for _ in range(args.repeats):
+            fake.state.worker_script, fake.state.review_gaps = DEEP_SCRIPT, DEEP_GAPS
+            walls.append(run_task(service, "research", 8, drummer_group_size=5, **DEEP_RESEARCH)[0])
+        out["research_deep_8_agents"] = {
+            "wall_s": round(min(walls), 2), "critical_path_measured_s": round(deep_path, 2),
+            "critical_path_nominal_s": 4.0, "ratio": round(min(walls) / deep_path, 3), "target": "<= 1.15",
+            "shape": "depth 2, max_steps 4: 8 agents x 2 step calls, a review naming 1 gap, 1 follow-up agent"}
     finally:
         service.stop()
         fake.stop()
@@ -362,7 +392,7 @@ def bench_scaling(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         run_task(service, "search", 1)  # builds the docs index before anything is timed
         for kind in curve:
             for n in counts[kind]:
-                extra = {"drummer_group_size": 5} if kind == "research" else {}
+                extra = {"drummer_group_size": 5, "depth": 1, "max_steps": 1} if kind == "research" else {}
                 curve[kind][n] = round(run_task(service, kind, n, **extra)[0], 2)
     finally:
         service.stop()
@@ -530,6 +560,18 @@ def bench_report(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def bench_quality(args: argparse.Namespace) -> dict[str, Any]:
+    """Research quality (bench/quality.py); --quick runs the first 12 questions."""
+    import quality  # bench/quality.py, beside this script
+
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    result = quality.run(out, 12 if args.quick else None)
+    (out / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(quality.table(result), file=sys.stderr)
+    return {"quality": result["quality"]["configs"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="shorter loads (about 4 minutes on 2 cores)")
@@ -556,6 +598,7 @@ def main() -> int:
         ({"store"}, lambda: bench_store(tmp, args)),
         ({"soak"}, lambda: bench_soak(tmp, args)),
         ({"report"}, lambda: bench_report(tmp, args)),
+        ({"quality"}, lambda: bench_quality(args)),
     ]
     for names, step in steps:
         if names & which:

@@ -4,7 +4,9 @@
 #
 # Usage: bench/run.sh [--quick] [--only LIST]
 #   --quick  shorter loads (about 4 minutes on 2 cores)
-#   --only   comma-separated subset: mcp,rest,footprint,sse,overhead,scaling,store,soak,report
+#   --only   comma-separated subset: mcp,rest,footprint,sse,overhead,scaling,store,soak,report,quality
+#            (quality: research quality on Debian's python3.11-doc, installed with apt-get
+#            when missing; `--only quality` needs neither wrk, redis nor the FastMCP peer)
 # Environment: VENV_DIR (default venv; ./test.sh or ./start.sh create it); PEER_VENV (default
 # ~/.cache/mcp-orchestrator/bench-peer: the FastMCP peer's own venv, made from
 # bench/requirements-peer.txt when missing or changed).
@@ -81,11 +83,27 @@ ensure_peer() {
   printf '%s\n' "${want}" >"${stamp}"
 }
 
+ensure_corpus() {
+  [[ -d /usr/share/doc/python3.11/html/library ]] && return 0
+  log "installing the quality corpus (Debian package python3.11-doc)"
+  apt-get update -qq >/dev/null || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11-doc >/dev/null \
+    || die "could not install python3.11-doc"
+}
+
 main() {
   local venv="${VENV_DIR:-venv}" peer_args=()
   [[ "${venv}" == /* ]] || venv="${ROOT}/${venv}"
   SELECTED="$(selected "$@")"
   ensure_dev_venv "${venv}" "${ROOT}"
+  if wants quality; then
+    ensure_corpus
+  fi
+  cd "${ROOT}"
+  if [[ "${SELECTED}" == "quality" ]]; then  # needs neither wrk, redis nor the peer
+    "${venv}/bin/python" bench/bench.py "$@"
+    return
+  fi
   ensure_tools
   if wants mcp; then
     PEER_VENV="${PEER_VENV:-${HOME}/.cache/mcp-orchestrator/bench-peer}"
@@ -93,7 +111,6 @@ main() {
     peer_args=(--peer-python "${PEER_VENV}/bin/python")
   fi
   start_redis
-  cd "${ROOT}"
   "${venv}/bin/python" bench/bench.py --redis-url "${REDIS_URL}" "${peer_args[@]}" "$@"
 }
 

@@ -39,14 +39,16 @@ STARTS_WORK = {"readOnlyHint": False, "destructiveHint": False, "idempotentHint"
 
 RESEARCH_DESCRIPTION = (
     "Research a question in depth: a planner splits it into num_agents subtasks, worker agents research "
-    "them in parallel against the search sources, synthesizers merge their findings, and a final "
+    "them in parallel against the search sources, each in up to max_steps steps (search, read, note, "
+    "finish); after each round a reviewer names what is still unanswered and follow-up agents research "
+    "it, for up to depth rounds and max_agents_total agents; synthesizers merge the findings and a final "
     "synthesizer writes a Markdown report citing sources as [S1], [S2] ... Over MCP the call waits up "
     "to wait_seconds sending progress, then returns the task id to poll with get_orchestration_result."
 )
 SEARCH_DESCRIPTION = (
     "Search with several typed agents (web, academic, news, technical, encyclopedia, social, local, "
     "general) in parallel; results are fused by reciprocal rank, de-duplicated by URL with the agents "
-    "that found each one, and summarised with [S<n>] citations."
+    "that found each one, and summarised with [S<n>] citations. depth 2 adds a query-expansion pass."
 )
 
 

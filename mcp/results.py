@@ -27,7 +27,7 @@ def result_document(task: TaskRecord, status: str, outcome: Outcome | None, comp
         "completed_at": completed_at,
         "execution_time": round(max(0.0, completed_at - started), 3),
         "subtasks": body["subtasks"],
-        "agent_results": body["agent_results"],
+        "agent_results": [public_agent_result(r) for r in body["agent_results"]],
         "synthesis_results": [{k: v for k, v in s.items() if k != "usage"} for s in body["synthesis_results"]],
         "final_synthesis": body["final_synthesis"],
         "sources": body["sources"],
@@ -37,6 +37,16 @@ def result_document(task: TaskRecord, status: str, outcome: Outcome | None, comp
         "citations": body["citations"],
         "error": error or body["error"],
     }
+
+
+# design: what the model was told at each step and its tool-call id are kept in the step
+# checkpoints to replay the conversation on resume; the result shows what each step did.
+STEP_REPLAY_FIELDS = ("result", "call_id")
+
+
+def public_agent_result(result: dict[str, Any]) -> dict[str, Any]:
+    steps = [{k: v for k, v in step.items() if k not in STEP_REPLAY_FIELDS} for step in result.get("steps", [])]
+    return {**result, "steps": steps}
 
 
 def status_document(task: TaskRecord, last_event_id: int, urls: dict[str, str]) -> dict[str, Any]:

@@ -90,9 +90,6 @@ class ResearchInput(OrchestrateCommon):
     ALIASES = {**OrchestrateCommon.ALIASES, "max_agents": "num_agents", "max_depth": "depth"}
 
     num_agents = fields.Integer(load_default=8, validate=validate.Range(min=1, max=20))
-    depth = fields.Integer(load_default=2, validate=validate.Range(min=1, max=3),
-                           metadata={"description": "Research rounds: follow-up rounds chase the gaps a review "
-                                                    "finds (alias: max_depth)."})
     enable_drummer = Flag(load_default=True,
                                     metadata={"description": "Run mid-tier synthesizers over groups of agents."})
     enable_camina = Flag(load_default=True, metadata={"description": "Run the final synthesizer."})
@@ -100,6 +97,16 @@ class ResearchInput(OrchestrateCommon):
     sources = fields.List(fields.String(validate=validate.Length(min=1, max=40)), load_default=None,
                           allow_none=True, validate=validate.Length(min=1, max=20),
                           metadata={"description": "Source names; default: every enabled source."})
+    depth = fields.Integer(load_default=2, validate=validate.Range(min=1, max=3),
+                           metadata={"description": "Rounds: after each, a reviewer names what is still "
+                                                    "unanswered and follow-up agents research it (1 = one pass; "
+                                                    "alias: max_depth)."})
+    max_steps = fields.Integer(load_default=4, validate=validate.Range(min=1, max=12),
+                               metadata={"description": "Steps per worker agent (search, read, note); "
+                                                        "1 = one search, then the finding."})
+    max_agents_total = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1, max=60),
+                                      metadata={"description": "Hard cap on worker agents across all rounds "
+                                                               "(default num_agents x depth)."})
 
 
 class SearchInput(OrchestrateCommon):
@@ -111,6 +118,9 @@ class SearchInput(OrchestrateCommon):
         load_default=None, allow_none=True, validate=validate.Length(min=1, max=10),
     )
     max_results = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    depth = fields.Integer(load_default=1, validate=validate.Range(min=1, max=2),
+                           metadata={"description": "2 adds a query-expansion pass with terms of the fused "
+                                                    "top results; found_by records the pass."})
 
     @post_load
     def map_legacy_types(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:

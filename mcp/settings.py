@@ -120,7 +120,8 @@ class Settings:
                                             "Semantic Scholar Graph API URL; empty disables it.")
     fetch_allow_private: bool = setting("FETCH_ALLOW_PRIVATE", False, "Let fetch_url reach non-public addresses.")
     agent_read_pages: int = setting("AGENT_READ_PAGES", 2, "Web results each research agent reads in full "
-                                    "(through fetch_url's guards); 0 keeps to snippets.")
+                                    "(through fetch_url's guards); 0 keeps to snippets and turns "
+                                    "the agents' read step off.")
     tool_modules: tuple[str, ...] = setting("TOOL_MODULES", (), "Modules whose register_tools() adds tools.")
     # Webhooks and observability
     webhook_secret: str = setting("WEBHOOK_SECRET", "", "Default HMAC secret for webhook signatures.")

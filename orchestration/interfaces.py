@@ -7,10 +7,11 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import SourceError
-from .models import Hit, Source, Subtask
+from .models import Hit, Source, Step, Subtask
 
 log = logging.getLogger(__name__)
 # What a parser raises when an answer does not have the shape it reads: the key, index or
@@ -66,6 +67,36 @@ class SearchSource(ABC):
         }
 
 
+ACTIONS = ("search", "read", "note", "finish")
+
+
+@dataclass
+class Action:
+    """A worker agent's next step as its model chose it. `text` is the note of a `note`, or
+    the finding itself when a `finish` carries one (else the agent writes it afterwards)."""
+
+    action: str
+    query: str | None = None
+    url: str | None = None
+    source: str | None = None
+    text: str | None = None
+    call_id: str | None = None
+
+
+@dataclass
+class AgentView:
+    """What a worker agent knows when it chooses its next step: its subtask, the passages it
+    holds (numbered 1..n in this order), the steps so far and what it may still do."""
+
+    subtask: Subtask
+    passages: list[Hit]
+    steps: list[Step]
+    sources: list[str]
+    steps_left: int
+    can_read: bool
+    read_urls: list[str] = field(default_factory=list)
+
+
 class Provider(ABC):
     """What the orchestrators ask of a model, by role. Chat-model providers implement
     these with prompts; the offline `extractive` provider with retrieval and ranking.
@@ -86,6 +117,17 @@ class Provider(ABC):
         on_progress: ProgressCallback | None = None,
     ) -> str:
         """Answer `subtask` from `passages`, citing them as [1]..[n] in passage order."""
+
+    async def next_action(self, view: AgentView, meter: Meter, on_progress: ProgressCallback | None = None) -> Action:
+        """The agent's next step. An answer in text streams through `on_progress`. A provider
+        that cannot choose finishes: its agents run the planner's one search and write their
+        finding, as a single pass would."""
+        return Action("finish")
+
+    async def review(self, query: str, findings: list[tuple[str, str]], max_gaps: int, meter: Meter) -> list[str]:
+        """What the (`label`, finding) pairs of a round leave unanswered or contradictory, as
+        at most `max_gaps` short research questions; none when the round answers the query."""
+        return []
 
     @abstractmethod
     async def synthesize(self, query: str, level: str, parts: list[tuple[str, str]], meter: Meter) -> str:

@@ -19,6 +19,10 @@ EVENT_TYPES = (
     "agent_progress",
     "agent_complete",
     "agent_error",
+    "agent_step",
+    "round_start",
+    "round_complete",
+    "review_complete",
     "synthesis_start",
     "synthesis_complete",
     "budget_exhausted",
@@ -64,6 +68,11 @@ class ResearchRequest(OrchestrationRequest):
     enable_camina: bool = True
     drummer_group_size: int = 5
     sources: list[str] | None = None
+    # design: the dataclass defaults are one round of one-search agents (the first round's
+    # behaviour); the HTTP/MCP edge applies DESIGN §13's defaults (depth 2, max_steps 4).
+    depth: int = 1
+    max_steps: int = 1
+    max_agents_total: int | None = None  # None: num_agents x depth
 
 
 @dataclass
@@ -71,6 +80,7 @@ class SearchRequest(OrchestrationRequest):
     num_agents: int = 5
     agent_types: list[str] | None = None
     max_results: int = 20
+    depth: int = 1
 
 
 @dataclass
@@ -92,6 +102,26 @@ class Subtask:
     title: str
     query: str
     description: str = ""
+    round: int = 1
+    parent: str | None = None  # the reviewer's gap this subtask follows up (rounds after the first)
+
+
+@dataclass
+class Step:
+    """One step of a worker agent: the action it chose and what it brought. `hits` counts the
+    results (search) or 1 for a page read; `new_evidence` the passages it added that the agent
+    did not have yet."""
+
+    step: int
+    action: str  # search | read | note | finish
+    query: str | None = None
+    url: str | None = None
+    source: str | None = None
+    hits: int = 0
+    new_evidence: int = 0
+    note: str | None = None
+    call_id: str | None = None  # the model's tool-call id, to replay the conversation on resume
+    result: str = ""  # what the model was told the action returned
 
 
 @dataclass
@@ -161,6 +191,8 @@ class AgentResult:
     execution_time: float = 0.0
     usage: Usage = field(default_factory=Usage)
     error: str | None = None
+    round: int = 1
+    steps: list[Step] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AgentResult:
@@ -174,6 +206,8 @@ class AgentResult:
             execution_time=float(data.get("execution_time", 0.0)),
             usage=Usage.from_dict(data.get("usage")),
             error=data.get("error"),
+            round=int(data.get("round", 1)),
+            steps=[Step(**s) for s in data.get("steps", [])],
         )
 
 
@@ -201,6 +235,7 @@ class FoundBy:
     agent_id: str
     source: str
     rank: int
+    pass_number: int = 1  # search depth 2: 2 when the query-expansion pass found it
 
 
 @dataclass

@@ -41,6 +41,7 @@ class RankedList:
     agent_id: str
     source: str
     hits: list[Hit]
+    pass_number: int = 1  # search depth 2: the query-expansion pass is 2
 
 
 def fuse(lists: list[RankedList], limit: int, k: int = RRF_K) -> list[Source]:
@@ -56,7 +57,8 @@ def fuse(lists: list[RankedList], limit: int, k: int = RRF_K) -> list[Source]:
                 entry = Source(id="", title=hit.title, url=hit.url, source=hit.source, snippet=hit.snippet)
                 entries[key] = entry
             entry.score += 1.0 / (k + rank)
-            entry.found_by.append(FoundBy(agent_id=ranked.agent_id, source=ranked.source, rank=rank))
+            entry.found_by.append(FoundBy(agent_id=ranked.agent_id, source=ranked.source, rank=rank,
+                                          pass_number=ranked.pass_number))
     ordered = sorted(entries.values(), key=lambda e: -e.score)[:limit]
     for position, entry in enumerate(ordered, start=1):
         entry.rank = position

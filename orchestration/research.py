@@ -1,19 +1,20 @@
 """The research orchestrator: a planner splits the query into subtasks, worker agents
-research them in parallel, mid-tier synthesizers merge groups of findings, and a final
-synthesizer writes the cited Markdown report.
+research them in parallel (each a bounded loop of steps: search, read, note, finish), a
+reviewer reads each round's findings against the query and turns what is still unanswered
+into follow-up subtasks for the next round (up to `depth` rounds), mid-tier synthesizers
+merge groups of findings, and a final synthesizer writes the cited Markdown report.
 
-Resumable: the plan, every finished agent and every finished synthesis is checkpointed,
-and a run over existing checkpoints buys none of that work again."""
+Resumable: the plan, every finished step, every agent, every review and every synthesis is
+checkpointed, and a run over existing checkpoints buys none of that work again."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .agent import HITS_PER_SOURCE, STATE_KEY, PageReader, StepLoop, quoted
 from .budget import ScopedMeter, UsageMeter
 from .citations import (
     LOCAL_TAG,
@@ -30,18 +31,17 @@ from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
 from .models import AgentResult, Citation, Hit, Outcome, ResearchRequest, Subtask, SynthesisResult, to_dict
 from .ranking import fuse_hits, normalize_url
 from .retrieval import query_sources
-from .text import relevant_excerpt
+from .text import jaccard, tokenize
 
 log = logging.getLogger(__name__)
-PageReader = Callable[[str], Awaitable[str]]
 
-PASSAGES_PER_AGENT = 6
-HITS_PER_SOURCE = 5
 PLAN_CONTEXT_HITS = 8
 PROGRESS_INTERVAL = 0.5
 # A hit whose text is shorter than this is a snippet; reading its page gives the agent more.
 FULL_TEXT_CHARS = 800
-PAGE_EXCERPT_CHARS = 1500
+
+# design: a gap whose words are this close to a subtask already run is a repeat, not a new question.
+REPEAT_SIMILARITY = 0.75
 
 # Share of the progress bar each phase fills.
 PLAN_DONE, AGENTS_DONE = 5.0, 85.0
@@ -73,18 +73,28 @@ class ResearchOrchestrator:
         self.syntheses: dict[str, SynthesisResult] = {}
         self.evidence: dict[str, str] = {}  # normalized URL -> passage text, for citation verification
         self._budget_announced = False
+        self.saved: dict[str, Any] = {}
 
     # -- the run -------------------------------------------------------------------
 
     async def run(self, request: ResearchRequest) -> Outcome:
         self.request = request
         saved = await self.checkpoints.load()
+        self.saved = saved
         if not saved:
             await self.events.emit("workflow_start", {"orchestrator": "research", "query": request.query,
-                                                      "num_agents": request.num_agents}, progress=0.0)
+                                                      "num_agents": request.num_agents, "depth": request.depth,
+                                                      "max_steps": request.max_steps,
+                                                      "max_agents_total": self.max_agents_total},
+                                   progress=0.0)
         try:
             await self._plan(saved)
-            await self._run_agents(saved)
+            for number in range(1, request.depth + 1):
+                if number > 1 and not await self._follow_ups(number, saved):
+                    break
+                await self._run_round(number, saved)
+                if self.meter.budget.exhausted:
+                    break
             self._fail_if_no_agent_succeeded()
             final = await self._synthesize(saved)
         except BudgetExhausted as exc:
@@ -94,10 +104,17 @@ class ResearchOrchestrator:
             return self.partial_outcome()
         return self._outcome(final, partial=False)
 
+    @property
+    def max_agents_total(self) -> int:
+        request = self.request
+        return request.max_agents_total or request.num_agents * request.depth
+
     async def _plan(self, saved: dict[str, Any]) -> None:
         request = self.request
         if "plan" in saved:
             self.subtasks = [Subtask(**s) for s in saved["plan"]]
+            for number in range(2, request.depth + 1):
+                self.subtasks += [Subtask(**s) for s in saved.get(f"round:{number}", [])]
             self.agent_results = {
                 key.split(":", 1)[1]: AgentResult.from_dict(value)
                 for key, value in saved.items()
@@ -110,19 +127,28 @@ class ResearchOrchestrator:
             }
             for key, value in saved.items():
                 if key.startswith("evidence:"):
-                    self.evidence.update(value)
+                    self._add_evidence(value)
             return
-        await self.events.emit("decomposition_start", {"query": request.query, "num_subtasks": request.num_agents},
+        count = min(request.num_agents, self.max_agents_total)
+        await self.events.emit("decomposition_start", {"query": request.query, "num_subtasks": count},
                                progress=1.0)
         lists, _ = await query_sources(self.sources, request.query, HITS_PER_SOURCE, "planner")
         context = fuse_hits(lists, PLAN_CONTEXT_HITS)
-        self.subtasks = await self.provider.plan(request.query, request.num_agents, context, self.meter)
+        self.subtasks = await self.provider.plan(request.query, count, context, self.meter)
         await self.checkpoints.save("plan", [to_dict(s) for s in self.subtasks])
         await self.events.emit("decomposition_complete", {"subtasks": [to_dict(s) for s in self.subtasks]},
                                progress=PLAN_DONE)
+        await self._announce_round(1)
 
-    async def _run_agents(self, saved: dict[str, Any]) -> None:
-        pending = [s for s in self.subtasks if self._agent_id(s) not in self.agent_results]
+    async def _announce_round(self, number: int) -> None:
+        await self.events.emit("round_start", {"round": number, "subtasks": [
+            {"subtask_id": s.subtask_id, "title": s.title, "parent": s.parent} for s in self._round(number)]})
+
+    def _round(self, number: int) -> list[Subtask]:
+        return [s for s in self.subtasks if s.round == number]
+
+    async def _run_round(self, number: int, saved: dict[str, Any]) -> None:
+        pending = [s for s in self._round(number) if self._agent_id(s) not in self.agent_results]
         gate = asyncio.Semaphore(self.max_parallel_agents)
 
         async def guarded(subtask: Subtask) -> None:
@@ -130,13 +156,60 @@ class ResearchOrchestrator:
                 await self._run_agent(subtask)
 
         await run_together(guarded(s) for s in pending)
+        if f"round_complete:{number}" not in saved and not self.meter.budget.exhausted:
+            await self.checkpoints.save(f"round_complete:{number}", True)
+            await self.events.emit("round_complete", {"round": number, "subtasks": [
+                {"subtask_id": s.subtask_id, "status": self.agent_results[self._agent_id(s)].status}
+                for s in self._round(number) if self._agent_id(s) in self.agent_results]})
+
+    async def _follow_ups(self, number: int, saved: dict[str, Any]) -> bool:
+        """Round `number`'s subtasks from the review of the round before: one per gap the
+        reviewer named, never a repeat of a subtask already run, never past
+        `max_agents_total`. False when there is nothing left to follow up."""
+        if f"round:{number}" in saved:
+            return bool(self._round(number))
+        room = min(self.request.num_agents, self.max_agents_total - len(self.subtasks))
+        if room <= 0:
+            return False
+        key = f"review:{number - 1}"
+        if key in saved:
+            gaps = list(saved[key])
+        else:
+            done = [r for r in self._completed_results() if r.round == number - 1]
+            labels = {s.subtask_id: self._label(s) for s in self.subtasks}
+            findings = [(labels.get(r.subtask_id, r.subtask_id), r.content) for r in done]
+            # design: the reviewer names up to num_agents gaps; repeats are dropped below, then the cap applies
+            gaps = (await self.provider.review(self.request.query, findings, self.request.num_agents, self.meter)
+                    if findings else [])
+            await self.checkpoints.save(key, gaps)
+            await self.events.emit("review_complete", {"round": number - 1, "gaps": gaps})
+        follow_ups: list[Subtask] = []
+        # design: a subtask is what it searched for; a gap naming the same words is a repeat.
+        asked = [set(tokenize(s.query)) for s in self.subtasks]
+        for gap in gaps:
+            gap = " ".join(str(gap).split())[:300]
+            words = set(tokenize(gap))
+            if not words or any(jaccard(words, other) >= REPEAT_SIMILARITY for other in asked):
+                continue
+            asked.append(words)
+            follow_ups.append(Subtask(f"subtask_{len(self.subtasks) + len(follow_ups) + 1}", gap[:200], gap,
+                                      f"Follow-up of round {number - 1}: {gap}", round=number, parent=gap))
+            if len(follow_ups) == room:
+                break
+        self.subtasks += follow_ups
+        await self.checkpoints.save(f"round:{number}", [to_dict(s) for s in follow_ups])
+        if follow_ups:
+            await self._announce_round(number)
+        return bool(follow_ups)
 
     async def _read_pages(self, subtask: Subtask, passages: list[Hit]) -> list[Hit]:
         """The agent reads its best `pages_per_agent` web results in full, side by side, and
         quotes the part of each page that bears on its subtask instead of the snippet. A page
-        that cannot be had (refused, failing, not text) leaves its snippet as it was."""
+        that cannot be had (refused, failing, not text) leaves its snippet as it was; a page
+        the agent already read in one of its steps is not read again."""
         chosen = [i for i, hit in enumerate(passages)
-                  if hit.url.startswith(("http://", "https://")) and len(hit.text) < FULL_TEXT_CHARS]
+                  if hit.url.startswith(("http://", "https://")) and len(hit.text) < FULL_TEXT_CHARS
+                  and not hit.metadata.get("page_read")]
         chosen = chosen[:self.pages_per_agent]
         if not chosen:
             return passages
@@ -149,9 +222,9 @@ class ResearchOrchestrator:
             except Exception as exc:  # noqa: BLE001 - the snippet still stands
                 log.info("page %s not read: %s", hit.url, exc)
                 return
-            excerpt = relevant_excerpt(text, f"{subtask.title} {subtask.query}", PAGE_EXCERPT_CHARS)
-            if len(excerpt) > len(hit.text or hit.snippet):
-                read[i] = dataclasses.replace(hit, text=excerpt, metadata={**hit.metadata, "page_read": True})
+            better = quoted(hit, text, subtask)
+            if better is not None:
+                read[i] = better
 
         await asyncio.gather(*(one(i) for i in chosen))
         return read
@@ -161,11 +234,14 @@ class ResearchOrchestrator:
             return
         agent_id = self._agent_id(subtask)
         started = time.monotonic()
-        await self.events.emit("agent_start", {"subtask_id": subtask.subtask_id, "title": subtask.title,
-                                               "query": subtask.query}, agent_id=agent_id)
-        lists, source_errors = await query_sources(self.sources, subtask.query, HITS_PER_SOURCE, agent_id)
-        passages = await self._read_pages(subtask, fuse_hits(lists, PASSAGES_PER_AGENT))
+        saved_state = self.saved.get(STATE_KEY.format(agent_id))
+        if saved_state is None:
+            await self.events.emit("agent_start", {"subtask_id": subtask.subtask_id, "title": subtask.title,
+                                                   "query": subtask.query, "round": subtask.round,
+                                                   "parent": subtask.parent}, agent_id=agent_id)
         meter = ScopedMeter(self.meter)
+        loop = StepLoop(self.provider, self.sources, self.events, self.checkpoints, self.read_page,
+                        self.request.max_steps)
 
         last_progress, deltas = [0.0], [0]
 
@@ -180,8 +256,17 @@ class ResearchOrchestrator:
                                                           "tokens": deltas[0], "chars": len(text)},
                                        agent_id=agent_id)
 
+        source_errors: dict[str, str] = {}
         try:
-            content = await self.provider.write_finding(subtask, passages, meter, progress)
+            steps = await loop.run(subtask, agent_id, saved_state, meter, progress)
+            source_errors = steps.state.source_errors
+            passages = steps.state.passages
+            if self.pages_per_agent:
+                passages = await self._read_pages(subtask, passages)
+            if steps.answer and not deltas[0]:
+                await progress(steps.answer)  # an answer that came whole (a finish tool's) is reported too
+            content = steps.answer or " ".join(steps.state.notes) or await self.provider.write_finding(
+                subtask, passages, meter, progress)
         except BudgetExhausted as exc:
             await self._announce_budget(str(exc))
             return
@@ -190,12 +275,13 @@ class ResearchOrchestrator:
         except Exception as exc:  # noqa: BLE001 - one agent failing must not fail the task
             result = AgentResult(agent_id, subtask.subtask_id, "research", "failed", "",
                                  execution_time=round(time.monotonic() - started, 3), usage=meter.usage,
-                                 error=str(exc))
+                                 error=str(exc), round=subtask.round)
             self.agent_results[agent_id] = result
             await self.events.emit("agent_error", {"subtask_id": subtask.subtask_id, "error": str(exc),
                                                    "source_errors": source_errors}, agent_id=agent_id,
                                    progress=self._agent_progress())
             return
+        finish = await loop.announce_finish(subtask, agent_id, steps.state)
         refs = {int(n) for n in LOCAL_TAG.findall(content)}
         citations = [
             Citation(ref=i, title=h.title, url=h.url, source=h.source, snippet=h.snippet)
@@ -203,18 +289,31 @@ class ResearchOrchestrator:
             if i in refs
         ]
         result = AgentResult(agent_id, subtask.subtask_id, "research", "completed", content, citations,
-                             round(time.monotonic() - started, 3), meter.usage)
+                             round(time.monotonic() - started, 3), meter.usage, round=subtask.round,
+                             steps=[*steps.state.steps, finish])
         evidence = {normalize_url(h.url): passage_text(h) for i, h in enumerate(passages, start=1) if i in refs}
-        self.evidence.update(evidence)
+        self._add_evidence(evidence)
         # design: saved before the agent's result, so a resumed task that keeps the agent has its passages too
         await self.checkpoints.save(f"evidence:{agent_id}", evidence)
         self.agent_results[agent_id] = result
         await self.checkpoints.save(f"agent:{agent_id}", to_dict(result))
         await self.events.emit("agent_complete", {"subtask_id": subtask.subtask_id, "title": subtask.title,
+                                                  "round": subtask.round, "steps": len(result.steps),
                                                   "citations": len(citations), "chars": len(content),
                                                   "execution_time": result.execution_time,
                                                   "source_errors": source_errors},
                                agent_id=agent_id, progress=self._agent_progress())
+
+    def _add_evidence(self, evidence: dict[str, str]) -> None:
+        """design: two agents may quote different parts of one page (a long section is
+        several chunks under one URL); a citation is checked against all of them, not only
+        against whichever agent finished last."""
+        for url, text in evidence.items():
+            held = self.evidence.get(url)
+            if not held or held in text:
+                self.evidence[url] = text
+            elif text not in held:
+                self.evidence[url] = f"{held}\n{text}"
 
     def _fail_if_no_agent_succeeded(self) -> None:
         """Every agent failing (a bad key, a provider down) fails the task with the first error."""
@@ -226,7 +325,7 @@ class ResearchOrchestrator:
         request = self.request
         done = self._completed_results()
         _, rewritten = number_sources(done)
-        labels = {s.subtask_id: s.title for s in self.subtasks}
+        labels = {s.subtask_id: self._label(s) for s in self.subtasks}
         parts = [(labels.get(r.subtask_id, r.subtask_id), rewritten[r.agent_id]) for r in done]
         ids = [r.agent_id for r in done]
         if request.enable_drummer and len(done) > 1:
@@ -264,7 +363,7 @@ class ResearchOrchestrator:
         timeout or an exhausted budget."""
         done = self._completed_results()
         _, rewritten = number_sources(done)
-        labels = {s.subtask_id: s.title for s in self.subtasks}
+        labels = {s.subtask_id: self._label(s) for s in self.subtasks}
         body = "\n\n".join(f"### {labels.get(r.subtask_id, r.subtask_id)}\n\n{rewritten[r.agent_id]}" for r in done)
         if not body:
             body = "_No worker agent finished before the task stopped._"
@@ -280,8 +379,9 @@ class ResearchOrchestrator:
         sources, _ = number_sources(done)
         title = request.title or request.query
         body, citations = verify_citations(body, evidence_for(sources, self.evidence))
+        body = body.strip() + self._rounds_section(done, sources)
         cited = cited_ids(body)
-        report = f"# {title}\n\n{body.strip()}\n\n{sources_section(sources, cited)}\n"
+        report = f"# {title}\n\n{body}\n\n{sources_section(sources, cited)}\n"
         ordered = [self.agent_results[self._agent_id(s)] for s in self.subtasks
                    if self._agent_id(s) in self.agent_results]
         return Outcome(
@@ -296,13 +396,37 @@ class ResearchOrchestrator:
             citations=citations,
         )
 
+    def _rounds_section(self, done: list[AgentResult], sources: list) -> str:
+        """Which findings came from follow-up rounds, whatever the synthesizer wrote: each
+        follow-up subtask, the gap it chased and the sources its agent cited."""
+        follow_ups = [s for s in self.subtasks if s.round > 1]
+        if not follow_ups:
+            return ""
+        finished = {r.agent_id for r in done}
+        lines = ["", "", "## Research rounds", "",
+                 f"Round 1 researched {len(self._round(1))} subtasks from the plan; a review of each round's "
+                 "findings named what was still unanswered, and these follow-ups chased it:", ""]
+        for subtask in follow_ups:
+            agent_id = self._agent_id(subtask)
+            tags = "".join(f"[{s.id}]" for s in sources if any(f.agent_id == agent_id for f in s.found_by))
+            state = tags if agent_id in finished else "(did not finish)"
+            lines.append(f"- Follow-up (round {subtask.round}): {subtask.title} {state}".rstrip())
+        return "\n".join(lines)
+
     def _completed_results(self) -> list[AgentResult]:
         return [self.agent_results[self._agent_id(s)] for s in self.subtasks
                 if self.agent_results.get(self._agent_id(s)) and
                 self.agent_results[self._agent_id(s)].status == "completed"]
 
+    @staticmethod
+    def _label(subtask: Subtask) -> str:
+        """A finding's heading; the report says which findings came from follow-up rounds."""
+        if subtask.round > 1:
+            return f"Follow-up (round {subtask.round}): {subtask.title}"
+        return subtask.title
+
     def _agent_progress(self) -> float:
-        total = max(1, len(self.subtasks))
+        total = max(1, len(self.subtasks), min(self.max_agents_total, self.request.num_agents * self.request.depth))
         return round(PLAN_DONE + (AGENTS_DONE - PLAN_DONE) * len(self.agent_results) / total, 1)
 
     async def _announce_budget(self, reason: str) -> None:

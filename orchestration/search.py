@@ -1,6 +1,8 @@
 """The search orchestrator: typed agents query their sources in parallel; the lists are
 fused with reciprocal rank fusion, de-duplicated by URL with provenance kept, and
-summarised with citations."""
+summarised with citations. With `depth: 2` a second pass queries every agent's sources
+again with the query expanded by salient words of the fused top results (pseudo-relevance
+feedback); its lists join the same fusion and `found_by` records which pass found a result."""
 
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
 from .models import AgentResult, Citation, Hit, Outcome, SearchRequest, Source, SynthesisResult, to_dict
 from .ranking import RankedList, fuse, normalize_url
 from .retrieval import query_sources
+from .text import key_terms, tokenize
+
+# Query expansion (depth 2): salient words of the best fused results added to the query.
+EXPANSION_RESULTS, EXPANSION_TERMS = 5, 3
 
 # Which sources each agent type asks, best first (DESIGN §6).
 AGENT_TYPE_SOURCES: dict[str, tuple[str, ...]] = {
@@ -75,16 +81,58 @@ class SearchOrchestrator:
                 self.agent_results[agent_id] = AgentResult.from_dict(value["result"])
                 self.lists[agent_id] = [
                     RankedList(agent_id, rl["source"], [Hit(**h) for h in rl["hits"]]) for rl in value["lists"]
-                ]
+                ] + self.lists.get(agent_id, [])
+            elif key.startswith("pass2:"):
+                agent_id = key.split(":", 1)[1]
+                self.lists[agent_id] = self.lists.get(agent_id, []) + [
+                    RankedList(agent_id, rl["source"], [Hit(**h) for h in rl["hits"]], pass_number=2) for rl in value]
         if "summary" in saved:
             self.summary = SynthesisResult.from_dict(saved["summary"])
         agents = [(f"agent_{i}", t) for i, t in enumerate(types, start=1)]
         await run_together(self._run_agent(a, t) for a, t in agents if a not in self.agent_results)
+        if request.depth >= 2:
+            await self._expansion_pass(agents, saved)
         try:
             return await self._summarize()
         except BudgetExhausted as exc:
             await self.events.emit("budget_exhausted", {"reason": str(exc), "usage": to_dict(self.meter.usage)})
             return self.partial_outcome()
+
+    async def _expansion_pass(self, agents: list[tuple[str, str]], saved: dict) -> None:
+        """Pass 2: every agent asks its sources again with the expanded query; an agent whose
+        second pass is checkpointed is not asked again."""
+        expanded = saved.get("expansion") or self._expanded_query()
+        if "expansion" not in saved:
+            await self.checkpoints.save("expansion", expanded)
+            await self.events.emit("round_start", {"round": 2, "query": expanded,
+                                                   "subtasks": [a for a, _ in agents]})
+        if expanded == self.request.query:
+            return
+        pending = [(a, t) for a, t in agents if f"pass2:{a}" not in saved]
+
+        async def second(agent_id: str, agent_type: str) -> None:
+            lists, _ = await query_sources(self.sources_for(agent_type), expanded, self.request.max_results, agent_id)
+            for ranked in lists:
+                ranked.pass_number = 2
+            self.lists[agent_id] = self.lists.get(agent_id, []) + lists
+            await self.checkpoints.save(f"pass2:{agent_id}", [
+                {"source": rl.source, "hits": [to_dict(h) for h in rl.hits]} for rl in lists])
+
+        await run_together(second(a, t) for a, t in pending)
+        await self.events.emit("round_complete", {"round": 2, "query": expanded,
+                                                  "subtasks": [a for a, _ in agents]})
+
+    def _expanded_query(self) -> str:
+        top = self._fused()[:EXPANSION_RESULTS]
+        words = {}
+        for text in (f"{s.title} {s.snippet}" for s in top):
+            for word in text.split():
+                for stem in tokenize(word):
+                    words.setdefault(stem, word.strip(".,;:()[]\"'`").lower())
+        asked = set(tokenize(self.request.query))
+        extra = [words[t] for t in key_terms([f"{s.title} {s.snippet}" for s in top], 12)
+                 if t not in asked and t in words and words[t]][:EXPANSION_TERMS]
+        return f"{self.request.query} {' '.join(extra)}".strip()
 
     async def _run_agent(self, agent_id: str, agent_type: str) -> None:
         request = self.request

@@ -89,7 +89,8 @@ def test_cancel_mid_call_drops_the_upstream_connections_and_no_request_follows(s
     server = fakes[kind]
     server.state.chunk_delay = 1.0  # worker agents' answers stream slowly
     service = service_factory(provider_env(kind, server))
-    task_id = start(service, "orchestrate_research", query=QUERY, num_agents=8)
+    # one pass (one search, then the streamed finding): the agents' answers are the calls in flight
+    task_id = start(service, "orchestrate_research", query=QUERY, num_agents=8, depth=1, max_steps=1)
     deadline = time.monotonic() + 60
     while server.state.in_flight < 8:
         assert time.monotonic() < deadline, (server.state.calls, service.get(f"/tasks/{task_id}").json())
@@ -122,7 +123,9 @@ def test_per_call_provider_and_model_and_per_role_models(service_factory, fakes)
 
     assert finish(service, default)["status"] == "completed"
     by_role = {(c.role, c.model) for c in fakes["openai"].state.counted()}
-    assert by_role == {("planner", "gpt-4o"), ("worker", "gpt-4o-mini"), ("synthesis", "gpt-4.1")}
+    # the reviewer between rounds is a planning role: it uses PLANNER_MODEL
+    assert by_role == {("planner", "gpt-4o"), ("reviewer", "gpt-4o"), ("worker", "gpt-4o-mini"),
+                       ("synthesis", "gpt-4.1")}
     result = finish(service, chosen)
     assert {c.model for c in fakes["anthropic"].state.counted()} == {"claude-sonnet-4-5"}
     assert list(result["usage"]["by_model"]) == ["claude-sonnet-4-5"]

@@ -77,8 +77,10 @@ def test_research_completes_with_cited_report_and_ordered_stream(service, num_ag
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["status"] == "completed" and result["partial"] is False
-    assert len(result["subtasks"]) == num_agents
-    assert len([a for a in result["agent_results"] if a["status"] == "completed"]) == num_agents
+    # depth defaults to 2: the planner's num_agents subtasks, then at most num_agents follow-ups
+    first_round = [s for s in result["subtasks"] if s["round"] == 1]
+    assert len(first_round) == num_agents <= len(result["subtasks"]) <= 2 * num_agents
+    assert len([a for a in result["agent_results"] if a["status"] == "completed"]) == len(result["subtasks"])
     report = result["final_synthesis"]
     cited = set(re.findall(r"\[(S\d+)\]", report))
     assert cited, report
@@ -95,7 +97,8 @@ def test_research_completes_with_cited_report_and_ordered_stream(service, num_ag
     for expected in ("workflow_start", "decomposition_start", "decomposition_complete", "synthesis_start",
                      "synthesis_complete"):
         assert expected in types
-    assert types.count("agent_start") == types.count("agent_complete") == num_agents
+    assert types.count("agent_start") == types.count("agent_complete") == len(result["subtasks"])
+    assert types.count("review_complete") == 1 and types.count("round_complete") >= 1
     assert types[-1] == "workflow_complete"
     payload = json.loads(events[0]["data"])
     assert payload["task_id"] == result["task_id"] and payload["id"] == 1

@@ -4,10 +4,11 @@ output is a forced tool call whose input schema is the plan schema; worker agent
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anthropic
 
-from .chat import ChatProvider, ChatReply, DeltaCallback
+from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn
 from .resilience import Governor, RetryPolicy
 
 DEFAULT_MODEL = "claude-haiku-4-5"
@@ -50,11 +51,40 @@ class AnthropicProvider(ChatProvider):
         return ChatReply("".join(parts), message.usage.input_tokens, message.usage.output_tokens,
                          message.model or model)
 
+    async def complete_tools(self, model: str, system: str, user: str, turns: list[ToolTurn],
+                             tools: list[dict[str, Any]], max_tokens: int,
+                             on_delta: DeltaCallback | None = None) -> ChatReply:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": user}]
+        for turn in turns:
+            messages.append({"role": "assistant", "content": [
+                {"type": "tool_use", "id": turn.call_id, "name": turn.name, "input": turn.arguments}]})
+            messages.append({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": turn.call_id, "content": turn.result}]})
+        offer = {"tool_choice": {"type": "auto"},
+                 "tools": [{"name": t["name"], "description": t["description"], "input_schema": t["parameters"]}
+                           for t in tools]}
+        try:
+            if on_delta is not None:
+                return await self._stream(model, system, messages, max_tokens, on_delta, offer)
+            message = await self.client.messages.create(
+                model=model, system=system, messages=messages, max_tokens=max_tokens, **offer)
+        except anthropic.BadRequestError as exc:
+            if "tool" in str(exc).lower():
+                raise ToolsUnsupported(str(exc)) from None
+            raise
+        text = "".join(block.text for block in message.content if block.type == "text")
+        calls = [ToolCall(block.id, block.name, block.input if isinstance(block.input, dict) else {})
+                 for block in message.content if block.type == "tool_use"]
+        return ChatReply(text, message.usage.input_tokens, message.usage.output_tokens, message.model or model, calls)
+
     async def _stream(self, model: str, system: str, messages: list[dict], max_tokens: int,
-                      on_delta: DeltaCallback) -> ChatReply:
+                      on_delta: DeltaCallback, extra: dict[str, Any] | None = None) -> ChatReply:
+        """A streamed message: text deltas go to `on_delta` as they come; `tool_use` blocks,
+        when `extra` offers tools, are put together from their partial JSON."""
         stream = await self.client.messages.create(model=model, system=system, messages=messages,
-                                                   max_tokens=max_tokens, stream=True)
+                                                   max_tokens=max_tokens, stream=True, **(extra or {}))
         text, input_tokens, output_tokens, served_by = "", 0, 0, model
+        blocks: dict[int, dict[str, str]] = {}
         # design: leaving this block, cancelled or not, closes the response and so its connection.
         async with stream:
             async for event in stream:
@@ -62,6 +92,12 @@ class AnthropicProvider(ChatProvider):
                     served_by = event.message.model or served_by
                     input_tokens = event.message.usage.input_tokens or 0
                     output_tokens = event.message.usage.output_tokens or 0
+                elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+                    blocks[event.index] = {"id": event.content_block.id, "name": event.content_block.name,
+                                           "json": ""}
+                elif event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+                    if event.index in blocks:
+                        blocks[event.index]["json"] += event.delta.partial_json
                 elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                     text += event.delta.text
                     await on_delta(text)
@@ -69,7 +105,17 @@ class AnthropicProvider(ChatProvider):
                     # message_delta's usage is cumulative for the whole message.
                     output_tokens = event.usage.output_tokens or output_tokens
                     input_tokens = getattr(event.usage, "input_tokens", None) or input_tokens
-        return ChatReply(text, input_tokens, output_tokens, served_by)
+        calls = [ToolCall(b["id"], b["name"], _input(b["json"])) for _, b in sorted(blocks.items())]
+        return ChatReply(text, input_tokens, output_tokens, served_by, calls)
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _input(raw: str) -> dict[str, Any]:
+    """A streamed tool_use block's input; broken JSON is a call with no arguments."""
+    try:
+        value = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

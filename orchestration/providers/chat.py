@@ -7,11 +7,12 @@ import json
 import logging
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import ProviderError
-from ..interfaces import Meter, ProgressCallback, Provider
-from ..models import Hit, Source, Subtask
+from ..interfaces import ACTIONS, Action, AgentView, Meter, ProgressCallback, Provider
+from ..models import Hit, Source, Step, Subtask
 from .resilience import RETRYABLE_STATUS, Governor, RetryPolicy, call_with_retry, status_of
 
 log = logging.getLogger(__name__)
@@ -56,15 +57,72 @@ SYNTHESIS_PROMPTS = {
     "camina": (
         "You are the executive synthesizer. Write the final Markdown report answering the question: "
         "start with '## Summary', then '## Findings' with '###' subsections, then '## Gaps' if anything "
-        "is unanswered. Keep citation tags exactly as written ([S1], [S2] ...); never invent a tag. "
-        "Do not add a title or a sources list."
+        "is unanswered. Findings labelled 'Follow-up (round N)' came from a review round that chased the "
+        "gaps of the first: keep that label on their subsections. Keep citation tags exactly as written "
+        "([S1], [S2] ...); never invent a tag. Do not add a title or a sources list."
     ),
+}
+AGENT_PROMPT = (
+    "You are a research agent working in steps. Your subtask and the passages your first search found are "
+    "below, numbered [1], [2] ...; later searches add passages with the next numbers. Each step, call one "
+    "tool: `search` for what the passages do not answer yet (a new query, optionally one source), `read` to "
+    "read one of your result URLs in full, `note` to record a finding, or `finish` when the passages "
+    "answer the subtask. Finish with `answer`: 3-6 sentences of plain Markdown citing every claim with "
+    "its passage number, like [1] or [2][3]; say plainly what the passages do not answer."
+)
+JSON_ACTIONS = (
+    " Tools are not available as functions here: answer with one JSON object only, one of "
+    '{"action": "search", "query": "...", "source": "..."}, {"action": "read", "url": "..."}, '
+    '{"action": "note", "text": "..."}, {"action": "finish", "answer": "..."}.'
+)
+REVIEW_PROMPT = (
+    "You are the reviewer of a research team. Read the team's findings against the question and name "
+    "what is still unanswered, thinly supported or contradictory, as at most {n} short, self-contained "
+    "research questions that a new search could answer. Never repeat a question the findings already "
+    'answer. Answer with JSON only: {{"gaps": ["..."]}}; an empty list when the findings answer the question.'
+)
+REVIEW_SCHEMA = {
+    "type": "object",
+    "properties": {"gaps": {"type": "array", "items": {"type": "string"}}},
+    "required": ["gaps"],
+    "additionalProperties": False,
 }
 SUMMARY_PROMPT = (
     "Summarise these search results for the query in Markdown under '## Summary'. Cite results by "
     "their tags exactly as given ([S1], [S2] ...); never invent a tag."
 )
-MAX_OUTPUT_TOKENS = {"planner": 1200, "worker": 700, "synthesis": 1800}
+MAX_OUTPUT_TOKENS = {"planner": 1200, "reviewer": 600, "worker": 700, "synthesis": 1800}
+# The worker agent's tools, in a neutral shape each SDK module wraps in its own wire format.
+AGENT_TOOLS: list[dict[str, Any]] = [
+    {"name": "search", "description": "Search the sources for a new query; results arrive as numbered passages.",
+     "parameters": {"type": "object", "properties": {
+         "query": {"type": "string", "description": "What to search for."},
+         "source": {"type": "string", "description": "One source name; omit to search them all."}},
+         "required": ["query"]}},
+    {"name": "read", "description": "Read one URL from your search results in full.",
+     "parameters": {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]}},
+    {"name": "note", "description": "Record a finding, citing the passages it rests on as [n].",
+     "parameters": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}},
+    {"name": "finish", "description": "Stop researching and give the finding, citing passages as [n].",
+     "parameters": {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}},
+]
+
+
+@dataclass
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class ToolTurn:
+    """One earlier step of the agent's conversation: the tool it called and what it was told."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    result: str
 
 
 @dataclass
@@ -73,6 +131,12 @@ class ChatReply:
     input_tokens: int
     output_tokens: int
     model: str
+    calls: list[ToolCall] = field(default_factory=list)
+
+
+class ToolsUnsupported(Exception):
+    """The model refused a request because it carried `tools`; the agent falls back to
+    choosing its steps as JSON actions."""
 
 
 DeltaCallback = Callable[[str], Awaitable[None]]
@@ -101,6 +165,7 @@ class ChatProvider(Provider):
                  retry: RetryPolicy | None = None, governor: Governor | None = None):
         self.models = {
             "planner": planner_model or model,
+            "reviewer": planner_model or model,
             "worker": worker_model or model,
             "synthesis": synthesis_model or model,
         }
@@ -108,6 +173,9 @@ class ChatProvider(Provider):
         # design: the catalog hands in one governor per provider per process; a provider
         # built on its own still never has more than this many requests in flight.
         self.governor = governor or Governor(8)
+        # design: set False for good the first time the model refuses `tools`, so the other
+        # agents of the task do not each pay for the refusal.
+        self.native_tools = True
 
     def transient(self, exc: BaseException) -> bool:
         """Worth retrying: rate limited, overloaded, a 5xx, or the connection failed."""
@@ -126,15 +194,31 @@ class ChatProvider(Provider):
     ) -> ChatReply:
         """One chat completion. Streams through `on_delta` when given."""
 
+    async def complete_tools(self, model: str, system: str, user: str, turns: list[ToolTurn],
+                             tools: list[dict[str, Any]], max_tokens: int,
+                             on_delta: DeltaCallback | None = None) -> ChatReply:
+        """One completion offering `tools` (the model may call one or answer in text), after
+        the earlier `turns` replayed in the SDK's own tool-call format; streamed through
+        `on_delta` when given. Raises ToolsUnsupported when the model refuses tools; this
+        default is for providers without tool calling."""
+        raise ToolsUnsupported(self.name)
+
     async def _call(self, role: str, system: str, user: str, meter: Meter, json_schema: dict | None = None,
                     on_delta: DeltaCallback | None = None) -> str:
         model = self.models[role]
+        return (await self._request(role, system + user, meter, lambda max_tokens: self.complete(
+            model, system, user, max_tokens, json_schema, on_delta))).text
+
+    async def _request(self, role: str, prompt: str, meter: Meter,
+                       send: Callable[[int], Awaitable[ChatReply]]) -> ChatReply:
+        """One accounted, governed, retried request of `role`; `send(max_tokens)` makes it."""
+        model = self.models[role]
         max_tokens = MAX_OUTPUT_TOKENS[role]
-        reservation = meter.reserve(self.account_prefix + model, estimate_tokens(system + user), max_tokens)
+        reservation = meter.reserve(self.account_prefix + model, estimate_tokens(prompt), max_tokens)
 
         async def attempt() -> ChatReply:
             async with self.governor:
-                return await self.complete(model, system, user, max_tokens, json_schema, on_delta)
+                return await send(max_tokens)
 
         try:
             reply = await call_with_retry(attempt, self.retry, self.transient)
@@ -146,7 +230,32 @@ class ChatProvider(Provider):
             raise
         meter.record(reservation, self.account_prefix + (reply.model or model), reply.input_tokens,
                      reply.output_tokens)
-        return reply.text
+        return reply
+
+    async def next_action(self, view: AgentView, meter: Meter, on_progress: ProgressCallback | None = None) -> Action:
+        brief, turns = agent_brief(view), tool_turns(view)
+        model = self.models["worker"]
+        if self.native_tools:
+            prompt = AGENT_PROMPT + brief + "".join(t.result for t in turns)
+            try:
+                reply = await self._request("worker", prompt, meter, lambda max_tokens: self.complete_tools(
+                    model, AGENT_PROMPT, brief, turns, AGENT_TOOLS, max_tokens, on_progress))
+            except ToolsUnsupported:
+                log.warning("%s model %s refused tools; its agents choose steps as JSON actions", self.name, model)
+                self.native_tools = False
+            else:
+                if reply.calls:
+                    return action_from_call(reply.calls[0])
+                return Action("finish", text=reply.text)
+        text = await self._call("worker", AGENT_PROMPT + JSON_ACTIONS, brief + transcript_text(turns), meter,
+                                json_schema=None)
+        return parse_json_action(text)
+
+    async def review(self, query: str, findings: list[tuple[str, str]], max_gaps: int, meter: Meter) -> list[str]:
+        body = "\n\n".join(f"### {label}\n{text}" for label, text in findings)
+        text = await self._call("reviewer", REVIEW_PROMPT.format(n=max_gaps), f"Question: {query}\n\n{body}",
+                                meter, REVIEW_SCHEMA)
+        return parse_gaps(text, max_gaps)
 
     async def plan(self, query: str, num_subtasks: int, context: list[Hit], meter: Meter) -> list[Subtask]:
         system = PLANNER_PROMPT.format(n=num_subtasks)
@@ -175,6 +284,78 @@ class ChatProvider(Provider):
     async def summarize(self, query: str, sources: list[Source], meter: Meter) -> str:
         listing = "\n".join(f"[{s.id}] {s.title} — {s.url}\n{s.snippet}" for s in sources)
         return await self._call("synthesis", SUMMARY_PROMPT, f"Query: {query}\n\nResults:\n{listing}", meter)
+
+
+def agent_brief(view: AgentView) -> str:
+    """The agent's first message: its subtask and what its first search (step 1) found."""
+    subtask, first = view.subtask, view.steps[0]
+    total = view.steps_left + len(view.steps)
+    return (f"Subtask: {subtask.title}\n{subtask.description}\n\nSources: {', '.join(view.sources)}. "
+            f"You have {total - 1} steps after the first search"
+            f"{'' if view.can_read else '; reading pages is not available'}.\n\n"
+            f"Step 1 searched for: {first.query}\nPassages:\n{first.result}")
+
+
+def tool_turns(view: AgentView) -> list[ToolTurn]:
+    """The steps the model chose (2..n) as tool calls with their results, to replay them."""
+    total = view.steps_left + len(view.steps)
+    return [ToolTurn(step.call_id or f"step_{step.step}", step.action, step_arguments(step),
+                     f"{step.result}\n\n({total - step.step} steps left)") for step in view.steps[1:]]
+
+
+def step_arguments(step: Step) -> dict[str, Any]:
+    if step.action == "search":
+        return {"query": step.query or "", **({"source": step.source} if step.source else {})}
+    if step.action == "read":
+        return {"url": step.url or ""}
+    return {"text": step.note or ""}
+
+
+def transcript_text(turns: list[ToolTurn]) -> str:
+    """Earlier steps as text, for a model choosing its steps as JSON actions."""
+    if not turns:
+        return ""
+    lines = ["\n\nSteps so far:"]
+    for turn in turns:
+        lines.append(f"Action taken: {json.dumps({'action': turn.name, **turn.arguments})}\nResult: {turn.result}")
+    return "\n".join(lines)
+
+
+def action_from_call(call: ToolCall) -> Action:
+    args = call.arguments if isinstance(call.arguments, dict) else {}
+    name = call.name if call.name in ACTIONS else "finish"
+
+    def text_of(key: str) -> str | None:
+        value = args.get(key)
+        return str(value) if value is not None else None
+
+    return Action(name, query=text_of("query"), url=text_of("url"), source=text_of("source"),
+                  text=text_of("answer") if name == "finish" else text_of("text"), call_id=call.call_id)
+
+
+def parse_json_action(text: str) -> Action:
+    """A JSON action from a model without tool calling; a reply that is not one is its answer."""
+    start, end = text.find("{"), text.rfind("}")
+    try:
+        data = json.loads(text[start:end + 1]) if 0 <= start < end else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or data.get("action") not in ACTIONS:
+        return Action("finish", text=text)
+    return action_from_call(ToolCall("", str(data["action"]), data))
+
+
+def parse_gaps(text: str, n: int) -> list[str]:
+    """The reviewer's gaps; an unusable answer names none (the research ends with what it has)."""
+    start, end = text.find("{"), text.rfind("}")
+    try:
+        gaps = json.loads(text[start:end + 1]).get("gaps") if 0 <= start < end else None
+    except (ValueError, AttributeError):
+        gaps = None
+    if not isinstance(gaps, list):
+        log.warning("reviewer returned no usable gaps")
+        return []
+    return [" ".join(str(g).split())[:300] for g in gaps if str(g).strip()][:n]
 
 
 def parse_plan(text: str, n: int) -> list[Subtask] | None:

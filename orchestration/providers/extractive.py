@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from ..interfaces import Meter, ProgressCallback, Provider
+from ..interfaces import Action, AgentView, Meter, ProgressCallback, Provider
 from ..models import Hit, Source, Subtask
-from ..text import BM25, CITATION_RE, is_prose, jaccard, split_sentences, tokenize
+from ..text import BM25, CITATION_RE, is_prose, jaccard, key_terms, split_sentences, tokenize
 
 MODEL = "extractive"
 FACET_SPLIT = re.compile(r"\s*(?:[,;]|\band\b|\bor\b|\bvs\.?|\bversus\b|\?)\s*", re.IGNORECASE)
@@ -40,7 +40,26 @@ ASPECTS = (
     ("Events and progress of {t}", "{t} events progress streaming"),
 )
 MAX_FINDING_SENTENCES = 5
+# Pseudo-relevance feedback: the best passages that lend their salient terms to the next query.
+FEEDBACK_PASSAGES, FEEDBACK_TERMS = 3, 3
 MIN_SENTENCE_CHARS, MAX_SENTENCE_CHARS = 25, 420
+
+
+def _surface_words(text: str) -> dict[str, str]:
+    """Stem -> the first word of `text` with that stem, in order: a query sent to a source
+    reads as words, not stems."""
+    out: dict[str, str] = {}
+    for word in re.findall(r"[^\W_]+(?:[-.][^\W_]+)*", text):
+        for stem in tokenize(word):
+            out.setdefault(stem, word.lower())
+    return out
+
+
+def _strip_question_words(text: str) -> str:
+    """`how are webhooks signed` -> `webhooks signed`."""
+    while (shorter := QUESTION_WORDS.sub("", text).strip()) != text:
+        text = shorter
+    return text
 
 
 def _account(meter: Meter) -> None:
@@ -128,7 +147,7 @@ class ExtractiveProvider(Provider):
         # design: a gentle prior for higher-ranked passages breaks ties toward the best source.
         candidates = [(score * (1 - 0.03 * (ref - 1)), sentence, toks, ref)
                       for (ref, sentence), toks, score in zip(units, tokens, scores)]
-        chosen = _pick(candidates, MAX_FINDING_SENTENCES, per_group=2)
+        chosen = _pick(candidates, MAX_FINDING_SENTENCES, per_group=3)
         if not chosen:
             return f"No passage in the available sources addresses: {subtask.title}."
         text = ""
@@ -137,6 +156,51 @@ class ExtractiveProvider(Provider):
             if on_progress is not None:
                 await on_progress(text)
         return text
+
+    async def next_action(self, view: AgentView, meter: Meter, on_progress: ProgressCallback | None = None) -> Action:
+        """Deterministic: stop when the last step brought nothing new; else search for the
+        subtask's words the passages do not contain yet, with the salient words of the best
+        passages (pseudo-relevance feedback); stop when that query was already asked."""
+        _account(meter)
+        last = view.steps[-1] if view.steps else None
+        if last is not None and last.new_evidence == 0:
+            return Action("finish")
+        subtask = view.subtask
+        words = _surface_words(f"{subtask.query} {subtask.title}")
+        held = set(tokenize(" ".join(f"{h.title} {h.text or h.snippet}" for h in view.passages)))
+        uncovered = [word for stem, word in words.items() if stem not in held]
+        best = view.passages[:FEEDBACK_PASSAGES]
+        surface = _surface_words(" ".join(f"{h.title} {h.text or h.snippet}" for h in best))
+        asked = {stem for step in view.steps if step.query for stem in tokenize(step.query)}
+        feedback = [surface[t] for t in key_terms([h.text or h.snippet for h in best], 12)
+                    if t in surface and t not in words and t not in asked][:FEEDBACK_TERMS]
+        core = uncovered or list(words.values())[:3]
+        query = " ".join(dict.fromkeys(core + feedback))
+        issued = [set(tokenize(step.query)) for step in view.steps if step.query]
+        if not tokenize(query) or set(tokenize(query)) in issued:
+            return Action("finish")
+        return Action("search", query=query)
+
+    async def review(self, query: str, findings: list[tuple[str, str]], max_gaps: int, meter: Meter) -> list[str]:
+        """Deterministic: each facet of the question with a content word no finding contains
+        is a gap, asked as the facet itself; a question of one facet asks for its missing words
+        with the first words the findings did cover, for context."""
+        _account(meter)
+        answered = set(tokenize(" ".join(text for _, text in findings if not text.startswith("No passage"))))
+        facets = [_strip_question_words(f.strip(" .")) for f in FACET_SPLIT.split(query)]
+        facets = [f for f in facets if tokenize(f)]
+        gaps: list[str] = []
+        for facet in facets:
+            words = _surface_words(facet)
+            missing = [word for stem, word in words.items() if stem not in answered]
+            if not missing:
+                continue
+            if len(facets) > 1:
+                gaps.append(facet)
+            else:
+                context = [word for stem, word in words.items() if stem in answered][:2]
+                gaps.append(" ".join(missing + context))
+        return gaps[:max_gaps]
 
     async def synthesize(self, query: str, level: str, parts: list[tuple[str, str]], meter: Meter) -> str:
         _account(meter)

@@ -3,11 +3,12 @@ through the official `openai` SDK."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import openai
 
-from .chat import ChatProvider, ChatReply, DeltaCallback
+from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn
 from .resilience import Governor, RetryPolicy
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -50,11 +51,41 @@ class OpenAIProvider(ChatProvider):
                          usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
                          response.model or model)
 
-    async def _stream(self, model: str, messages: list[dict], max_tokens: int, on_delta: DeltaCallback) -> ChatReply:
+    async def complete_tools(self, model: str, system: str, user: str, turns: list[ToolTurn],
+                             tools: list[dict[str, Any]], max_tokens: int,
+                             on_delta: DeltaCallback | None = None) -> ChatReply:
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        for turn in turns:
+            messages.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": turn.call_id, "type": "function",
+                 "function": {"name": turn.name, "arguments": json.dumps(turn.arguments)}}]})
+            messages.append({"role": "tool", "tool_call_id": turn.call_id, "content": turn.result})
+        offer = {"tools": [{"type": "function", "function": tool} for tool in tools], "tool_choice": "auto"}
+        try:
+            if on_delta is not None:
+                return await self._stream(model, messages, max_tokens, on_delta, offer)
+            response = await self.client.chat.completions.create(
+                model=model, messages=messages, max_tokens=max_tokens, **offer)
+        except openai.BadRequestError as exc:
+            if "tool" in str(exc).lower():
+                raise ToolsUnsupported(str(exc)) from None
+            raise
+        message = response.choices[0].message
+        calls = [ToolCall(call.id, call.function.name, _arguments(call.function.arguments))
+                 for call in message.tool_calls or [] if getattr(call, "function", None)]
+        usage = response.usage
+        return ChatReply(message.content or "", usage.prompt_tokens if usage else 0,
+                         usage.completion_tokens if usage else 0, response.model or model, calls)
+
+    async def _stream(self, model: str, messages: list[dict], max_tokens: int, on_delta: DeltaCallback,
+                      extra: dict[str, Any] | None = None) -> ChatReply:
+        """A streamed completion: text deltas go to `on_delta` as they come; tool calls, when
+        `extra` offers tools, are put together from their pieces."""
         stream = await self.client.chat.completions.create(
             model=model, messages=messages, max_tokens=max_tokens, stream=True,
-            stream_options={"include_usage": True})
+            stream_options={"include_usage": True}, **(extra or {}))
         text, input_tokens, output_tokens, served_by = "", 0, 0, model
+        pieces: dict[int, dict[str, str]] = {}
         # design: leaving this block, cancelled or not, closes the response and so its connection.
         async with stream:
             async for chunk in stream:
@@ -65,7 +96,23 @@ class OpenAIProvider(ChatProvider):
                     if choice.delta and choice.delta.content:
                         text += choice.delta.content
                         await on_delta(text)
-        return ChatReply(text, input_tokens, output_tokens, served_by)
+                    for part in (choice.delta.tool_calls or []) if choice.delta else []:
+                        call = pieces.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+                        call["id"] = part.id or call["id"]
+                        if part.function is not None:
+                            call["name"] += part.function.name or ""
+                            call["arguments"] += part.function.arguments or ""
+        calls = [ToolCall(c["id"], c["name"], _arguments(c["arguments"])) for _, c in sorted(pieces.items())]
+        return ChatReply(text, input_tokens, output_tokens, served_by, calls)
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _arguments(raw: str | None) -> dict[str, Any]:
+    """A tool call's arguments; a model that wrote broken JSON called the tool with none."""
+    try:
+        value = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

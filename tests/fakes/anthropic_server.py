@@ -1,5 +1,5 @@
 """A local server speaking Anthropic's `/v1/messages` wire format: JSON answers (text, or a
-`tool_use` block when a tool is forced), SSE streaming (`message_start`,
+`tool_use` block when a tool is forced or an agent's script calls one), SSE streaming (`message_start`,
 `content_block_start`/`_delta`/`_stop`, `message_delta` with usage, `message_stop`), and
 errors with `Retry-After`; latency and fault injection as tests.fakes.llm_server."""
 
@@ -30,9 +30,15 @@ class Handler(LLMHandler):
     path_suffix = "/v1/messages"
 
     def parse(self, body: dict[str, Any]) -> Ask:
-        user = next((content_text(m["content"]) for m in body.get("messages", []) if m["role"] == "user"), "")
+        messages = body.get("messages", [])
+        user = next((content_text(m["content"]) for m in messages if m["role"] == "user"), "")
+        blocks = [b for m in messages if isinstance(m["content"], list) for b in m["content"]]
+        prior = sum(1 for b in blocks if b.get("type") == "tool_use")
+        results = [content_text(b.get("content")) for b in blocks if b.get("type") == "tool_result"]
+        forced = (body.get("tool_choice") or {}).get("type") == "tool"
         return Ask(system_text(body.get("system")), user, body.get("model", "fake"), bool(body.get("stream")),
-                   body)
+                   body, tools=bool(body.get("tools")) and not forced, prior_calls=prior,
+                   transcript="\n".join([user] + results))
 
     def authorized(self, key: str) -> bool:
         return self.headers.get("x-api-key", "") == key and bool(self.headers.get("anthropic-version"))
@@ -41,9 +47,11 @@ class Handler(LLMHandler):
         self.send_json(status, {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"),
                                                            "message": message}}, headers)
 
-    def reply(self, ask: Ask, text: str, usage: tuple[int, int], n: int) -> None:
+    def reply(self, ask: Ask, text: str, usage: tuple[int, int], n: int, call: dict[str, Any] | None = None) -> None:
         forced = (ask.body.get("tool_choice") or {}).get("name")
-        if forced:
+        if call:
+            content = [{"type": "tool_use", "id": f"toolu_{n}", "name": call["name"], "input": call["arguments"]}]
+        elif forced:
             try:
                 content = [{"type": "tool_use", "id": f"toolu_{n}", "name": forced, "input": json.loads(text)}]
             except ValueError:  # an unusable plan arrives as text, as a real model's refusal would
@@ -56,7 +64,7 @@ class Handler(LLMHandler):
             "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
         })
 
-    def stream(self, ask: Ask, text: str, usage: tuple[int, int]) -> None:
+    def stream(self, ask: Ask, text: str, usage: tuple[int, int], call: dict[str, Any] | None = None) -> None:
         self.begin_stream()
 
         def event(name: str, data: dict[str, Any], first: bool = True) -> None:
@@ -65,14 +73,23 @@ class Handler(LLMHandler):
         event("message_start", {"message": {
             "id": "msg_s", "type": "message", "role": "assistant", "model": ask.model, "content": [],
             "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage[0], "output_tokens": 1}}})
-        event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-        event("ping", {})
-        for i, word in enumerate(text.split(" ")):
-            piece = word if i == 0 else " " + word
-            event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}},
-                  first=i == 0)
+        if call:  # a tool_use block, its input streamed as partial JSON
+            event("content_block_start", {"index": 0, "content_block": {
+                "type": "tool_use", "id": f"toolu_s{ask.prior_calls}", "name": call["name"], "input": {}}})
+            arguments = json.dumps(call["arguments"])
+            for i in range(0, len(arguments), 16):
+                event("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta",
+                                                                     "partial_json": arguments[i:i + 16]}},
+                      first=i == 0)
+        else:
+            event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+            event("ping", {})
+            for i, word in enumerate(text.split(" ")):
+                piece = word if i == 0 else " " + word
+                event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}},
+                      first=i == 0)
         event("content_block_stop", {"index": 0})
-        event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        event("message_delta", {"delta": {"stop_reason": "tool_use" if call else "end_turn", "stop_sequence": None},
                                 "usage": {"output_tokens": usage[1]}})
         event("message_stop", {})
 

@@ -4,7 +4,13 @@ completions, Anthropic messages) is a subclass of `LLMHandler` in its own module
 
 Answers are recognised by the system prompt the production client sends: a JSON plan for
 the planner, a finding citing the numbered passages for worker agents, a merge keeping the
-`[S<n>]` tags for synthesizers."""
+`[S<n>]` tags for synthesizers, `{"gaps": [...]}` (from `review_gaps`) for the reviewer.
+
+A worker agent offered tools follows `worker_script`: its Nth call (counted by the tool
+calls already in the conversation) calls the script's Nth tool, in the wire format's own
+tool-call shape; past the script it answers in text. Offered no tools but asked for JSON
+actions, it answers the same script as JSON. `reject_tools` answers 400 to any request
+carrying tools, as a model without tool calling does."""
 
 from __future__ import annotations
 
@@ -32,7 +38,9 @@ class Call:
     status: int
     input_tokens: int = 0
     output_tokens: int = 0
-    prompt: str = ""  # a digest of system + user prompt: a retry of a call has the same one
+    prompt: str = ""  # a digest of the whole conversation: a retry of a call has the same one
+    tool: str | None = None  # the tool this answer called, if any
+    step: int = 0  # for a worker offered tools: how many tool calls the conversation already had
 
 
 @dataclass
@@ -47,6 +55,12 @@ class FakeState:
     bad_plans: int = 0  # the first N planner requests get an unusable plan
     chunk_delay: float = 0.0  # seconds between streamed chunks
     max_concurrency: int = 0  # >0: requests beyond this many wait their turn (a saturated provider)
+    worker_script: list[dict[str, Any]] = field(default_factory=list)  # [{"name": ..., "arguments": {...}}]
+    review_gaps: list[str] = field(default_factory=list)
+    reject_tools: bool = False
+    stall_step: int = -1  # a worker's tool-choosing call after this many tool calls waits stall_seconds
+    stall_seconds: float = 0.0
+    stall_match: str = ""  # ... and only when its first message contains this
     calls: list[Call] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     disconnects: list[float] = field(default_factory=list)
@@ -76,6 +90,8 @@ class FakeState:
 def role_of(system: str) -> str:
     if system.startswith("You are the planner"):
         return "planner"
+    if system.startswith("You are the reviewer"):
+        return "reviewer"
     if system.startswith("You are a research agent"):
         return "worker"
     return "synthesis"
@@ -93,8 +109,12 @@ def answer(role: str, system: str, user: str) -> str:
         subject = user.split("\n", 1)[0].removeprefix("Subtask: ")
         if not refs:
             return f"The passages do not cover {subject}."
-        sentences = [f"{title} bears on {subject} [{n}]." for n, title in refs[:3]]
+        # the first passages and, after later searches, the last ones too
+        chosen = list(dict.fromkeys(refs[:3] + refs[3:][-2:]))
+        sentences = [f"{title} bears on {subject} [{n}]." for n, title in chosen]
         return " ".join(sentences)
+    if role == "reviewer":
+        return json.dumps({"gaps": []})
     tags = list(dict.fromkeys(re.findall(r"\[S\d+\]", user)))
     body = " ".join(f"Point supported by {t}." for t in tags[:8]) or "No cited findings."
     return f"## Summary\n\nMerged findings {''.join(tags[:3])}.\n\n## Findings\n\n{body}"
@@ -114,6 +134,9 @@ class Ask:
     model: str
     stream: bool
     body: dict[str, Any]
+    tools: bool = False  # offered tools to choose from (not a forced structured-output tool)
+    prior_calls: int = 0  # tool calls already in the conversation
+    transcript: str = ""  # the first user message and every tool result, as text
 
     @property
     def role(self) -> str:
@@ -146,10 +169,10 @@ class LLMHandler(BaseHTTPRequestHandler):
     def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         raise NotImplementedError
 
-    def reply(self, ask: Ask, text: str, usage: tuple[int, int], n: int) -> None:
+    def reply(self, ask: Ask, text: str, usage: tuple[int, int], n: int, call: dict[str, Any] | None = None) -> None:
         raise NotImplementedError
 
-    def stream(self, ask: Ask, text: str, usage: tuple[int, int]) -> None:
+    def stream(self, ask: Ask, text: str, usage: tuple[int, int], call: dict[str, Any] | None = None) -> None:
         raise NotImplementedError
 
     # -- the shared part --------------------------------------------------------------
@@ -234,18 +257,37 @@ class LLMHandler(BaseHTTPRequestHandler):
                 self._record(ask, state.fail_match_status)
                 self.error(state.fail_match_status, "Internal server error")
                 return
-            text = answer(ask.role, ask.system, ask.user)
+            if state.reject_tools and ask.tools:
+                self._record(ask, 400)
+                self.error(400, "this model does not support tools")
+                return
+            call, step = None, 0
+            if ask.tools and ask.role == "worker":
+                step = ask.prior_calls
+                if step == state.stall_step and state.stall_match in ask.user:
+                    self.pause(state.stall_seconds)
+                call = state.worker_script[step] if step < len(state.worker_script) else None
+                text = "" if call else answer("worker", ask.system, ask.transcript)
+            elif ask.role == "worker" and "JSON object only" in ask.system:
+                step = ask.user.count("Action taken: ")
+                scripted = state.worker_script[step] if step < len(state.worker_script) else None
+                text = (json.dumps({"action": scripted["name"], **scripted["arguments"]}) if scripted else
+                        json.dumps({"action": "finish", "answer": answer("worker", ask.system, ask.user)}))
+            elif ask.role == "reviewer":
+                text = json.dumps({"gaps": state.review_gaps})
+            else:
+                text = answer(ask.role, ask.system, ask.user)
             if ask.role == "planner":
                 with state.lock:
                     if state.bad_plans > 0:
                         state.bad_plans -= 1
                         text = "I would rather not plan today."
-            usage = (count_tokens(ask.system + ask.user), count_tokens(text))
+            usage = (count_tokens(ask.system + ask.transcript), count_tokens(text or json.dumps(call)))
             if ask.stream:
-                self.stream(ask, text, usage)
+                self.stream(ask, text, usage, call)
             else:
-                self.reply(ask, text, usage, n)
-            self._record(ask, 200, usage)
+                self.reply(ask, text, usage, n, call)
+            self._record(ask, 200, usage, call["name"] if call else None, step)
         except ClientGone:
             self.close_connection = True
             self._record(ask, DROPPED)
@@ -257,12 +299,14 @@ class LLMHandler(BaseHTTPRequestHandler):
             with state.lock:
                 state.in_flight -= 1
 
-    def _record(self, ask: Ask, status: int, usage: tuple[int, int] = (0, 0)) -> None:
+    def _record(self, ask: Ask, status: int, usage: tuple[int, int] = (0, 0), tool: str | None = None,
+                step: int = 0) -> None:
         state = self.server.state
-        digest = hashlib.sha1((ask.system + "\0" + ask.user).encode()).hexdigest()[:12]
+        conversation = json.dumps(ask.body.get("messages"), sort_keys=True)
+        digest = hashlib.sha1((ask.system + "\0" + conversation).encode()).hexdigest()[:12]
         with state.lock:
             state.calls.append(Call(time.time(), ask.role, ask.model, ask.stream, status, usage[0], usage[1],
-                                    digest))
+                                    digest, tool, step))
 
 
 class LLMServer(ThreadingHTTPServer):

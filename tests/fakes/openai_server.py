@@ -1,5 +1,6 @@
 """A local server speaking OpenAI's `/v1/chat/completions` wire format (JSON and SSE
-streaming with `include_usage`, errors with `Retry-After`), with latency and fault
+streaming with `include_usage`, `tool_calls` answers to requests offering `tools`, errors
+with `Retry-After`), with latency and fault
 injection (tests.fakes.llm_server), for provider tests. Run standalone for benchmarks:
 `python -m tests.fakes.openai_server --port 8099 --latency 0.5`."""
 
@@ -23,7 +24,10 @@ class Handler(LLMHandler):
         messages = body.get("messages", [])
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
         user = next((m["content"] for m in messages if m["role"] == "user"), "")
-        return Ask(system, user, body.get("model", "fake"), bool(body.get("stream")), body)
+        prior = sum(len(m.get("tool_calls") or []) for m in messages if m["role"] == "assistant")
+        transcript = "\n".join([user] + [m.get("content") or "" for m in messages if m["role"] == "tool"])
+        return Ask(system, user, body.get("model", "fake"), bool(body.get("stream")), body,
+                   tools=bool(body.get("tools")), prior_calls=prior, transcript=transcript)
 
     def authorized(self, key: str) -> bool:
         return self.headers.get("Authorization", "") == f"Bearer {key}"
@@ -33,22 +37,35 @@ class Handler(LLMHandler):
         self.send_json(status, {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"),
                                           "code": code}}, headers)
 
-    def reply(self, ask: Ask, text: str, usage: tuple[int, int], n: int) -> None:
+    def reply(self, ask: Ask, text: str, usage: tuple[int, int], n: int, call: dict[str, Any] | None = None) -> None:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if call:
+            message = {"role": "assistant", "content": None, "tool_calls": [{
+                "id": f"call_{n}", "type": "function",
+                "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}]}
         self.send_json(200, {
             "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": ask.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if call else "stop"}],
             "usage": self._usage(usage),
         })
 
-    def stream(self, ask: Ask, text: str, usage: tuple[int, int]) -> None:
+    def stream(self, ask: Ask, text: str, usage: tuple[int, int], call: dict[str, Any] | None = None) -> None:
         self.begin_stream()
         base = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": ask.model}
-        for i, word in enumerate(text.split(" ")):
-            piece = word if i == 0 else " " + word
-            chunk = {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        if call:  # a tool call streams as its name, then its arguments in pieces
+            arguments = json.dumps(call["arguments"])
+            head = {"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": f"call_s{ask.prior_calls}", "type": "function",
+                 "function": {"name": call["name"], "arguments": ""}}]}
+            pieces = [head] + [{"tool_calls": [{"index": 0, "function": {"arguments": arguments[i:i + 16]}}]}
+                               for i in range(0, len(arguments), 16)]
+        else:
+            pieces = [{"content": word if i == 0 else " " + word} for i, word in enumerate(text.split(" "))]
+        for i, delta in enumerate(pieces):
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
             self.write_chunk(f"data: {json.dumps(chunk)}\n\n", first=i == 0)
-        done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if call else "stop"}]}
         self.write_chunk(f"data: {json.dumps(done)}\n\n", first=True)
         if (ask.body.get("stream_options") or {}).get("include_usage"):
             self.write_chunk(f"data: {json.dumps({**base, 'choices': [], 'usage': self._usage(usage)})}\n\n",

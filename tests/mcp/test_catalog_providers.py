@@ -57,7 +57,8 @@ def test_a_requested_provider_must_be_configured():
 def test_a_call_model_wins_and_role_models_belong_to_the_default_provider():
     c = catalog(OPENAI_API_KEY="k", ANTHROPIC_API_KEY="a", LLM_MODEL="gpt-4.1", PLANNER_MODEL="gpt-4o",
                 SYNTHESIS_MODEL="gpt-4.1-mini")
-    assert c.provider("openai").models == {"planner": "gpt-4o", "worker": "gpt-4.1", "synthesis": "gpt-4.1-mini"}
+    assert c.provider("openai").models == {"planner": "gpt-4o", "reviewer": "gpt-4o", "worker": "gpt-4.1",
+                                           "synthesis": "gpt-4.1-mini"}
     assert set(c.provider("openai", "o3").models.values()) == {"o3"}
     assert set(c.provider("anthropic").models.values()) == {"claude-haiku-4-5"}
     assert set(c.provider("anthropic", "claude-sonnet-4-5").models.values()) == {"claude-sonnet-4-5"}

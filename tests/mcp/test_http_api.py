@@ -36,6 +36,11 @@ def assert_error(response, status, code=None, field=None):
     ({"query": "valid query", "sources": ["nowhere"]}, "sources"),
     ({"query": "valid query", "provider": "nobody"}, "provider"),
     ({"query": "valid query", "webhook_url": "not a url"}, "webhook_url"),
+    ({"query": "valid query", "depth": 4}, "depth"),
+    ({"query": "valid query", "depth": 0}, "depth"),
+    ({"query": "valid query", "max_steps": 13}, "max_steps"),
+    ({"query": "valid query", "max_steps": "four"}, "max_steps"),
+    ({"query": "valid query", "max_agents_total": 61}, "max_agents_total"),
 ])
 def test_research_input_is_validated_naming_the_field(client, args, field):
     assert_error(client.post("/tools/orchestrate_research", json=args), 400, "validation_error", field)
@@ -45,6 +50,7 @@ def test_research_input_is_validated_naming_the_field(client, args, field):
     ({"query": "valid query", "num_agents": 11}, "num_agents"),
     ({"query": "valid query", "agent_types": ["web", "telepathy"]}, "agent_types"),
     ({"query": "valid query", "max_results": 101}, "max_results"),
+    ({"query": "valid query", "depth": 3}, "depth"),
 ])
 def test_search_input_is_validated_naming_the_field(client, args, field):
     assert_error(client.post("/tools/orchestrate_search", json=args), 400, "validation_error", field)
@@ -142,6 +148,11 @@ def test_service_info_health_and_tools(client):
             "cancel_orchestration", "list_orchestrations", "list_orchestrator_patterns", "local_search"} <= set(tools)
     schema = tools["orchestrate_research"]["inputSchema"]
     assert schema["properties"]["num_agents"] == {"type": "integer", "default": 8, "minimum": 1, "maximum": 20}
+    for name, (default, low, high) in {"depth": (2, 1, 3), "max_steps": (4, 1, 12)}.items():
+        assert {k: schema["properties"][name][k] for k in ("type", "default", "minimum", "maximum")} == {
+            "type": "integer", "default": default, "minimum": low, "maximum": high}
+    assert schema["properties"]["max_agents_total"]["maximum"] == 60
+    assert tools["orchestrate_search"]["inputSchema"]["properties"]["depth"]["maximum"] == 2
     assert schema["additionalProperties"] is False and schema["required"] == ["query"]
     assert "dream_orchestrate_research" not in tools
 

@@ -1,0 +1,171 @@
+"""Research quality on a public corpus nobody on this project wrote: the Python 3.11 library
+reference as Debian's `python3.11-doc` installs it (bench/run.sh installs the package when
+it is missing). Each question of bench/quality_questions.json lists the facts a correct
+answer must contain, each as a few acceptable phrasings.
+
+For every question and every configuration (depth 1 or 2 × max_steps 1 or 4) the embedded
+default (the offline `extractive` provider, local documents) researches it in process, and
+we record: answered (every fact in the report body), verified (every fact also in the
+passage of a source the body cites), facts in any passage the searches returned
+(retrieval, as opposed to what the report kept), wall time, model calls and searches.
+
+    venv/bin/python bench/quality.py [--questions N] [--agents N]   (or bench/run.sh --only quality)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from orchestration.budget import UsageMeter  # noqa: E402
+from orchestration.interfaces import SearchSource  # noqa: E402
+from orchestration.citations import GLOBAL_TAG  # noqa: E402
+from orchestration.models import Budget, ResearchRequest  # noqa: E402
+from orchestration.pricing import PriceTable  # noqa: E402
+from orchestration.providers.extractive import ExtractiveProvider  # noqa: E402
+from orchestration.ranking import normalize_url  # noqa: E402
+from orchestration.research import ResearchOrchestrator  # noqa: E402
+from orchestration.sources.local import LocalDocsSource  # noqa: E402
+
+CORPUS = Path("/usr/share/doc/python3.11/html/library")
+QUESTIONS = ROOT / "bench" / "quality_questions.json"
+CONFIGS = [(1, 1), (1, 4), (2, 1), (2, 4)]  # (depth, max_steps)
+
+
+def fold(text: str) -> str:
+    """Lower case, whitespace folded, no space before punctuation (HTML leaves some)."""
+    text = re.sub(r"\s+", " ", text.lower())
+    return re.sub(r"\s+([,.;:)\]])", r"\1", re.sub(r"([(\[])\s+", r"\1", text))
+
+
+class Events:
+    def __init__(self) -> None:
+        self.searches = 0
+
+    async def emit(self, event_type: str, data: dict[str, Any] | None = None, agent_id: str | None = None,
+                   progress: float | None = None) -> None:
+        if event_type == "agent_step" and (data or {}).get("action") == "search":
+            self.searches += 1
+
+
+class Checkpoints:
+    async def load(self) -> dict[str, Any]:
+        return {}
+
+    async def save(self, key: str, value: Any) -> None:
+        pass
+
+
+class Recorded(SearchSource):
+    """The corpus source, keeping every passage it returned during one research."""
+
+    def __init__(self, source: SearchSource) -> None:
+        self.source, self.name, self.texts = source, source.name, []
+
+    async def search(self, query: str, limit: int = 10) -> list:
+        hits = await self.source.search(query, limit)
+        self.texts += [h.text or h.snippet for h in hits]
+        return hits
+
+    def retrieved(self) -> str:
+        return fold(" ".join(self.texts))
+
+
+def judge(report: str, sources: list, evidence: dict[str, str], facts: list[list[str]]) -> tuple[int, int]:
+    """(facts in the report body, facts also in the passage of a source the body cites)."""
+    body = report.split("\n## Sources", 1)[0]
+    folded = fold(GLOBAL_TAG.sub(" ", body))
+    cited = {f"S{n}" for n in GLOBAL_TAG.findall(body)}
+    passages = [fold(evidence.get(normalize_url(s.url), "")) for s in sources if s.id in cited]
+    present = verified = 0
+    for phrasings in facts:
+        options = [fold(p) for p in phrasings]
+        if any(p in folded for p in options):
+            present += 1
+            if any(p in passage for p in options for passage in passages):
+                verified += 1
+    return present, verified
+
+
+async def research(source: LocalDocsSource, question: str, depth: int, max_steps: int, agents: int):
+    events, recorded = Events(), Recorded(source)
+    orchestrator = ResearchOrchestrator(ExtractiveProvider(), [recorded], events, Checkpoints(),
+                                        UsageMeter(Budget(), PriceTable()))
+    started = time.perf_counter()
+    outcome = await orchestrator.run(ResearchRequest(question, num_agents=agents, depth=depth, max_steps=max_steps))
+    return outcome, orchestrator.evidence, time.perf_counter() - started, events.searches, recorded.retrieved()
+
+
+def run(index_dir: Path, limit: int | None = None, agents: int = 4) -> dict[str, Any]:
+    if not CORPUS.is_dir():
+        raise SystemExit(f"{CORPUS} is missing: install Debian's python3.11-doc (bench/run.sh does)")
+    questions = json.loads(QUESTIONS.read_text())["questions"][:limit]
+    source = LocalDocsSource(CORPUS, index_dir / "quality-index.db", refresh_interval=3600)
+    indexed = time.perf_counter()
+    asyncio.run(source.search("warm up the index", 1))
+    index_seconds = time.perf_counter() - indexed
+    rows: dict[str, Any] = {}
+    per_question: dict[str, dict[str, Any]] = {}
+    for depth, steps in CONFIGS:
+        name = f"depth {depth}, max_steps {steps}"
+        answered = facts_total = facts_present = facts_verified = fully_verified = facts_held = 0
+        wall = calls = searches = cited = 0.0
+        for q in questions:
+            outcome, evidence, seconds, made, held = asyncio.run(research(source, q["question"], depth, steps, agents))
+            facts_held += sum(any(fold(p) in held for p in phrasings) for phrasings in q["facts"])
+            present, verified = judge(outcome.final_synthesis, outcome.sources, evidence, q["facts"])
+            n = len(q["facts"])
+            answered += present == n
+            fully_verified += verified == n
+            facts_total, facts_present, facts_verified = facts_total + n, facts_present + present, facts_verified + verified
+            wall, calls, searches = wall + seconds, calls + outcome.usage.llm_calls, searches + made
+            cited += len(GLOBAL_TAG.findall(outcome.final_synthesis.split("\n## Sources", 1)[0]))
+            per_question.setdefault(q["id"], {})[name] = f"{present}/{n} facts, {verified} verified"
+        count = len(questions)
+        rows[name] = {
+            "answered": answered, "answered_and_verified": fully_verified, "questions": count,
+            "facts_retrieved": facts_held, "facts_present": facts_present, "facts_verified": facts_verified,
+            "facts": facts_total,
+            "verified_share": round(facts_verified / facts_present, 3) if facts_present else None,
+            "mean_wall_s": round(wall / count, 3), "mean_model_calls": round(calls / count, 1),
+            "mean_searches": round(searches / count, 1), "mean_citations": round(cited / count, 1),
+        }
+    return {"quality": {"corpus": str(CORPUS), "agents": agents, "index_seconds": round(index_seconds, 1),
+                        "configs": rows, "per_question": per_question}}
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = result["quality"]["configs"]
+    lines = ["| configuration | answered | answered, every fact verified | facts in passages retrieved | facts in report "
+             "| facts verified | mean wall | model calls | searches |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['answered']}/{r['questions']} | {r['answered_and_verified']}/{r['questions']} "
+                     f"| {r['facts_retrieved']}/{r['facts']} | {r['facts_present']}/{r['facts']} | {r['facts_verified']}/{r['facts_present']} "
+                     f"| {r['mean_wall_s']:.2f} s | {r['mean_model_calls']} | {r['mean_searches']} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--questions", type=int, default=None, help="only the first N questions")
+    parser.add_argument("--agents", type=int, default=4, help="num_agents of each research (default 4)")
+    args = parser.parse_args()
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    result = run(out, args.questions, args.agents)
+    (out / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
