@@ -62,6 +62,15 @@ def rpc_error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[st
     return {"jsonrpc": "2.0", "id": msg_id, "error": error}
 
 
+def parse_payload(raw: bytes | str) -> Any:
+    """A JSON-RPC message or batch from a request body or a stdio line, decoded by the one
+    set of JSON rules (jsonio.loads) for every transport; RpcError -32700 naming the reason."""
+    try:
+        return jsonio.loads(raw)
+    except jsonio.JsonRejected as exc:
+        raise RpcError(PARSE_ERROR, f"parse error: {exc}", {"reason": exc.reason}) from None
+
+
 def is_request(message: Any) -> bool:
     return isinstance(message, dict) and "method" in message and "id" in message
 

@@ -8,18 +8,18 @@ Only JSON-RPC goes to stdout; logs go to stderr."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
-from .protocol import PARSE_ERROR, CallContext, rpc_error
+from . import jsonio
+from .protocol import INTERNAL_ERROR, CallContext, RpcError, parse_payload, rpc_error
 
 
 class LineWriter:
-    """Writes one JSON message a line; safe from several threads."""
+    """Writes one JSON message a line (jsonio's encoding, so always UTF-8); safe from several threads."""
 
     def __init__(self, out: TextIO):
         self.out = out
@@ -27,21 +27,23 @@ class LineWriter:
 
     def __call__(self, message: dict[str, Any]) -> None:
         with self.lock:
-            self.out.write(json.dumps(message, ensure_ascii=False) + "\n")
+            self.out.write(jsonio.dumps(message) + "\n")
             self.out.flush()
 
 
-def parse_lines(lines: Iterable[str], write: LineWriter) -> Iterable[Any]:
+def parse_lines(lines: Iterable[bytes], write: LineWriter) -> Iterable[Any]:
+    """The JSON-RPC payloads of the input lines (raw bytes: a line that is not UTF-8 is
+    answered -32700 like any bad line, it does not stop the server)."""
     for line in lines:
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
-        except ValueError:
-            write(rpc_error(None, PARSE_ERROR, "parse error: not JSON"))
+            yield parse_payload(line)
+        except RpcError as exc:
+            write(rpc_error(None, exc.code, exc.message, exc.data))
 
 
-def serve_in_process(lines: Iterable[str], write: LineWriter) -> None:
+def serve_in_process(lines: Iterable[bytes], write: LineWriter) -> None:
     from app import create_app
     from mcp.http import urls_under
     from mcp.services import EXTENSION
@@ -69,7 +71,7 @@ def serve_in_process(lines: Iterable[str], write: LineWriter) -> None:
         svc.runtime.stop()
 
 
-def bridge(lines: Iterable[str], write: LineWriter, url: str, api_key: str | None) -> None:
+def bridge(lines: Iterable[bytes], write: LineWriter, url: str, api_key: str | None) -> None:
     import httpx
 
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -77,7 +79,7 @@ def bridge(lines: Iterable[str], write: LineWriter, url: str, api_key: str | Non
         headers["X-API-Key"] = api_key
     with httpx.Client(timeout=httpx.Timeout(30.0, read=900.0)) as client:
         for payload in parse_lines(lines, write):
-            with client.stream("POST", url, content=json.dumps(payload), headers=headers) as response:
+            with client.stream("POST", url, content=jsonio.dumpb(payload), headers=headers) as response:
                 if response.headers.get("Mcp-Session-Id"):
                     headers["Mcp-Session-Id"] = response.headers["Mcp-Session-Id"]
                 if response.status_code == 202:
@@ -86,18 +88,21 @@ def bridge(lines: Iterable[str], write: LineWriter, url: str, api_key: str | Non
                 if kind.startswith("text/event-stream"):
                     for line in response.iter_lines():
                         if line.startswith("data:"):
-                            write(json.loads(line[5:].strip()))
+                            try:
+                                write(jsonio.loads(line[5:].strip()))
+                            except jsonio.JsonRejected:
+                                pass  # not a message: nothing a client could parse either
                     continue
                 body = response.read()
                 try:
-                    reply = json.loads(body)
-                except ValueError:
+                    reply = jsonio.loads(body)
+                except jsonio.JsonRejected:
                     reply = None
                 if isinstance(reply, dict) and "jsonrpc" in reply or isinstance(reply, list):
                     for message in reply if isinstance(reply, list) else [reply]:
                         write(message)
                 elif isinstance(payload, dict) and "id" in payload:
-                    write(rpc_error(payload["id"], -32603, f"upstream answered HTTP {response.status_code}",
+                    write(rpc_error(payload["id"], INTERNAL_ERROR, f"upstream answered HTTP {response.status_code}",
                                     {"body": body[:500].decode(errors="replace")}))
 
 
@@ -108,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="sent as X-API-Key (default: $MCP_API_KEY)")
     args = parser.parse_args(argv)
     write = LineWriter(sys.stdout)
+    lines: BinaryIO = sys.stdin.buffer
     if args.url:
-        bridge(sys.stdin, write, args.url, args.api_key)
+        bridge(lines, write, args.url, args.api_key)
     else:
-        serve_in_process(sys.stdin, write)
+        serve_in_process(lines, write)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import random
 import secrets
@@ -24,7 +23,7 @@ from orchestration import netguard
 from orchestration.models import TERMINAL_EVENTS
 from orchestration.netguard import Resolver, resolve
 
-from . import SERVICE_NAME, __version__, metrics
+from . import SERVICE_NAME, __version__, jsonio, metrics
 from .errors import NotFound, ValidationError
 from .settings import Settings
 from .store import Event, Store, TaskRecord
@@ -92,7 +91,7 @@ class Webhooks:
                 await asyncio.to_thread(self.store.enqueue_delivery, {
                     "id": f"whd_{secrets.token_hex(12)}", "webhook_id": hook["id"], "task_id": task.task_id,
                     "event_id": event.id, "event_type": event.event_type,
-                    "payload": json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False),
+                    "payload": jsonio.dumps(event.to_dict()),
                     "next_attempt_at": time.time(), "created_at": time.time()})
 
     async def _subscriptions(self, task: TaskRecord) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
+from . import safejson
 from .errors import SourceError
 from .interfaces import SearchSource
 
@@ -191,7 +192,7 @@ class HttpSource(SearchSource):
                        headers: dict[str, str] | None = None) -> Any:
         text = await self.get_text(url, params, headers)
         try:
-            return json.loads(text)
+            return safejson.loads(text)
         except ValueError as exc:
             raise SourceError(f"{self.name}: the API answered something that is not JSON: {exc}") from None
 

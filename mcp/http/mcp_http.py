@@ -24,14 +24,15 @@ from ..protocol import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     META_VERSION,
-    PARSE_ERROR,
     PROTOCOL_VERSIONS,
     SESSION_TTL,
     STATELESS_VERSION,
     CallContext,
     McpServer,
+    RpcError,
     is_request,
     new_session_id,
+    parse_payload,
     rpc_error,
 )
 from ..services import Services, services
@@ -126,9 +127,9 @@ def post() -> Response:
         return rpc_response(rpc_error(None, INVALID_REQUEST, f"unsupported {VERSION_HEADER}: {header_version}",
                                       {"supported": list(PROTOCOL_VERSIONS)}), 400)
     try:
-        payload = json.loads(request.get_data(cache=False) or b"")
-    except (ValueError, UnicodeDecodeError):
-        return rpc_response(rpc_error(None, PARSE_ERROR, "parse error: the body is not JSON"), 400)
+        payload = parse_payload(request.get_data(cache=False))
+    except RpcError as exc:
+        return rpc_response(rpc_error(None, exc.code, exc.message, exc.data), 400)
 
     caller = owner()
     messages = payload if isinstance(payload, list) else [payload]

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from .. import safejson
 from ..errors import ProviderError
 from ..interfaces import Meter, ProgressCallback, Provider
 from ..models import Hit, Source, Subtask
@@ -183,7 +183,7 @@ def parse_plan(text: str, n: int) -> list[Subtask] | None:
     if start < 0 or end <= start:
         return None
     try:
-        items = json.loads(text[start:end + 1]).get("subtasks")
+        items = safejson.loads(text[start:end + 1]).get("subtasks")
     except (ValueError, AttributeError):
         return None
     if not isinstance(items, list):
