@@ -320,6 +320,8 @@ class McpServer:
 
     def complete(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         argument = params.get("argument") or {}
+        if not isinstance(argument, dict):
+            raise RpcError(INVALID_PARAMS, "params.argument must be an object")
         name, prefix = argument.get("name"), str(argument.get("value", ""))
         values: list[str] = []
         if name == "task_id":

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .. import safejson
-from ..errors import ProviderError
+from ..errors import ProviderError, UnusableAnswer
 from ..interfaces import Meter, ProgressCallback, Provider
 from ..models import Hit, Source, Subtask
 from .resilience import RETRYABLE_STATUS, Governor, RetryPolicy, call_with_retry, status_of
@@ -65,6 +65,15 @@ SUMMARY_PROMPT = (
     "their tags exactly as given ([S1], [S2] ...); never invent a tag."
 )
 MAX_OUTPUT_TOKENS = {"planner": 1200, "worker": 700, "synthesis": 1800}
+
+
+# What reading an answer that is garbage, of a wrong shape or cut short raises inside an SDK.
+UNREADABLE = (ValueError, LookupError, AttributeError, TypeError, RecursionError)
+
+
+def _count(value: object) -> int:
+    """A token count as the server reported it; missing, negative or not a number is 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 @dataclass
@@ -134,7 +143,15 @@ class ChatProvider(Provider):
 
         async def attempt() -> ChatReply:
             async with self.governor:
-                return await self.complete(model, system, user, max_tokens, json_schema, on_delta)
+                try:
+                    return await self.complete(model, system, user, max_tokens, json_schema, on_delta)
+                except UNREADABLE as exc:
+                    # design: the SDKs parse the answer with the standard library and read it by
+                    # attribute; garbage, a wrong shape or a cut stream surfaces as one of these.
+                    log.warning("%s gave the %s an answer it cannot read: %s: %s", self.name, role,
+                                type(exc).__name__, str(exc)[:200])
+                    raise UnusableAnswer(f"{self.name} answered something unusable "
+                                         f"({type(exc).__name__})") from None
 
         try:
             reply = await call_with_retry(attempt, self.retry, self.transient)
@@ -144,16 +161,20 @@ class ChatProvider(Provider):
             if isinstance(exc, self.sdk_errors):
                 raise provider_error(self.name, exc) from None
             raise
-        meter.record(reservation, self.account_prefix + (reply.model or model), reply.input_tokens,
-                     reply.output_tokens)
-        return reply.text
+        served_by = reply.model if isinstance(reply.model, str) and reply.model else model
+        meter.record(reservation, self.account_prefix + served_by, _count(reply.input_tokens),
+                     _count(reply.output_tokens))
+        return safejson.clean_text(reply.text) if isinstance(reply.text, str) else ""
 
     async def plan(self, query: str, num_subtasks: int, context: list[Hit], meter: Meter) -> list[Subtask]:
         system = PLANNER_PROMPT.format(n=num_subtasks)
         hints = "\n".join(f"- {h.title}" for h in context[:8])
         user = f"Question: {query}\n\nRelated material found so far:\n{hints or '- (none)'}"
         for attempt in (1, 2):
-            text = await self._call("planner", system, user, meter, PLAN_SCHEMA)
+            try:
+                text = await self._call("planner", system, user, meter, PLAN_SCHEMA)
+            except UnusableAnswer:
+                text = ""
             subtasks = parse_plan(text, num_subtasks)
             if subtasks:
                 return subtasks
