@@ -286,7 +286,7 @@ class McpServer:
                 raise RpcError(-32002, f"resource not found: {uri}", {"uri": uri}) from None
         else:
             raise RpcError(-32002, f"resource not found: {uri}", {"uri": uri})
-        return {"contents": [{"uri": uri, "mimeType": "application/json", "text": json.dumps(data)}]}
+        return {"contents": [{"uri": uri, "mimeType": "application/json", "text": jsonio.dumps(data)}]}
 
     # -- prompts --------------------------------------------------------------------------
 

@@ -130,3 +130,21 @@ def test_text_from_elsewhere_with_lone_surrogates_is_stored_and_sent_cleaned(tmp
         too_deep = [too_deep]
     assert "[nested too deep]" in jsonio.dumps(too_deep)
 
+
+
+def test_json_log_lines_parse_strictly_whatever_was_logged(tmp_path, capsys):
+    """Logs follow the same rules as the store and webhooks: a lone surrogate in a logged
+    value is U+FFFD, so a strict reader (Loki, jq) never chokes on a line."""
+    import logging
+
+    from mcp.observability import configure_logging
+    from mcp.settings import Settings
+
+    configure_logging(Settings.from_env({}, data_dir=str(tmp_path), log_format="json"))
+    try:
+        logging.getLogger("fuzz").warning("model said %s", "lone \ud800", extra={"detail": {"n": 10 ** 30}})
+        lines = capsys.readouterr().err.strip().splitlines()
+    finally:
+        configure_logging(Settings.from_env({}, data_dir=str(tmp_path), log_format="text"))
+    record = loads(lines[-1])
+    assert record["message"] == "model said lone \ufffd" and record["detail"] == {"n": str(10 ** 30)}
