@@ -353,6 +353,8 @@ class McpServer:
 
     def task_list(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         cursor = params.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise RpcError(INVALID_PARAMS, "invalid cursor")
         tasks, next_cursor = self.tasks.list(ctx.owner, None, None, PAGE_SIZE, cursor)
         out: dict[str, Any] = {"tasks": [mcp_task(t) for t in tasks]}
         if next_cursor:
