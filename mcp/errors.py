@@ -91,9 +91,13 @@ HTTP_CODES = {
     409: "conflict",
     411: "length_required",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     421: "misdirected_request",
     429: "rate_limited",
+    431: "request_header_fields_too_large",
+    501: "not_implemented",
     503: "unavailable",
 }
 

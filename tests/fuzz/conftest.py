@@ -24,6 +24,9 @@ settings.register_profile("fuzz", max_examples=10, deadline=None, derandomize=Tr
 settings.register_profile("long", max_examples=400, deadline=None, database=None,
                           suppress_health_check=list(HealthCheck), print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fuzz"))
+# Examples that each run a whole task (the fuzz of what comes back from outside) cost seconds
+# apiece: fewer of them, in either profile.
+TASK_EXAMPLES = settings(max_examples=max(6, settings.default.max_examples // 5))
 
 TALLY: collections.Counter[str] = collections.Counter()
 # Log lines that mean a request or a task met a bug rather than a refusal.

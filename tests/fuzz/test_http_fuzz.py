@@ -5,13 +5,14 @@ a strict parser refuses; the service stays healthy and logs no escaped exception
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcp.openapi import build_spec
@@ -133,8 +134,14 @@ def test_route_never_fails_on_hostile_input(fuzz_service, world, method, path):
         headers = {k: v for k, v in headers.items() if v}
         response = fuzz_service.request(method.upper(), url, data=body, headers=headers, stream=True, timeout=60)
         tally(f"{method.upper()} {path}")
-        check_answer(response, f"{method.upper()} {url} {body[:200]!r}", rpc=is_rpc)
+        # the client normalises dot segments: `/tools/..` is a POST to `/`, the MCP endpoint
+        served_as_rpc = is_rpc or urlsplit(response.url).path in ("/mcp", "/", "/messages")
+        check_answer(response, f"{method.upper()} {url} {body[:200]!r}", rpc=served_as_rpc)
 
+    if path == "/sse":
+        # design: a dropped legacy stream holds its thread until its next keep-alive write
+        # (STREAM_KEEPALIVE); hundreds of them would measure stream capacity, not input handling
+        one = settings(max_examples=5)(one)
     one()
     assert_healthy(fuzz_service)
     assert bugs_logged(fuzz_service.log_path, log_start) == []
@@ -145,3 +152,25 @@ def test_every_served_route_is_fuzzed(app):
     served = {(m.lower(), re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", r.rule)) for r in app.url_map.iter_rules()
               for m in r.methods - {"HEAD", "OPTIONS"} if r.endpoint != "static"}
     assert served - set(ROUTES) == set(), "routes that escape the fuzz"
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"GET /tasks?cursor=" + b"a" * 6000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 10000 + b"\r\n\r\n", 431),
+    (b"\x00\xff NOT HTTP\r\n\r\n", 400),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header Name: 1\r\n\r\n", 400),
+])
+def test_requests_gunicorn_refuses_itself_get_the_json_envelope(fuzz_service, raw, status):
+    """Found by the long fuzz profile: a request line over Gunicorn's limit (a long query
+    string) was answered with Gunicorn's HTML error page, before the app could answer JSON."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", fuzz_service.port), timeout=30) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == str(status).encode(), head
+    assert b"Content-Type: application/json" in head
+    assert set(json.loads(body)) == {"error", "message", "details"}

@@ -24,7 +24,7 @@ from tests.fakes.http_fake import FakeApi
 from tests.fakes.llm_server import Trick
 from tests.fakes.openai_server import FakeServer
 from tests.fuzz.checks import assert_healthy, check_answer
-from tests.fuzz.conftest import KEY, bugs_logged, tally
+from tests.fuzz.conftest import KEY, TASK_EXAMPLES, bugs_logged, tally
 
 pytestmark = pytest.mark.slow
 HEADERS = {"X-API-Key": KEY}
@@ -179,6 +179,7 @@ def test_model_answers_never_fail_a_task_that_should_degrade(outside):
     service = outside["service"]
     log_start = service.log_path.stat().st_size
 
+    @TASK_EXAMPLES
     @given(misbehaviour())
     def one(case: tuple[str, dict[str, Trick | None]]) -> None:
         provider, plan = case
@@ -218,6 +219,7 @@ def test_search_api_answers_of_the_wrong_shape_degrade(outside):
     service = outside["service"]
     log_start = service.log_path.stat().st_size
 
+    @TASK_EXAMPLES
     @given(st.sampled_from(SOURCE_BODIES), st.sampled_from([200, 200, 500, 429, 404]),
            st.sampled_from(["application/json", "text/html"]))
     def one(body: bytes, status: int, kind: str) -> None:
