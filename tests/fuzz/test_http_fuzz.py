@@ -88,7 +88,7 @@ def concrete_path(draw: Any, path: str, world: dict[str, Any]) -> str:
     def value(name: str) -> str:
         known = {"task_id": world["task_id"], "webhook_id": world["webhook_id"]}.get(name)
         choice = draw(st.sampled_from(([known] if known else []) + HOSTILE_IDS + ["text"]))
-        return quote(draw(fz.texts), safe="") if choice == "text" else choice
+        return quote(draw(fz.texts), safe="", errors="surrogatepass") if choice == "text" else choice
 
     return re.sub(r"\{(\w+)\}", lambda m: value(m.group(1)) or "x", path)
 
