@@ -42,9 +42,10 @@ def check_answer(response: requests.Response, what: str, rpc: bool = False) -> A
     if not body:
         assert status in (202, 204) or (300 <= status < 400), f"{what}: HTTP {status} with an empty body"
         return None
-    if kind.startswith("text/plain"):  # /metrics
+    if status >= 400:
+        assert kind.startswith("application/json"), f"{what}: HTTP {status} as {kind}: {body[:200]!r}"
+    elif not kind.startswith("application/json"):  # /metrics, documents, the console
         return None
-    assert kind.startswith("application/json"), f"{what}: HTTP {status} as {kind}: {body[:200]!r}"
     doc = loads(body)  # strict: what we send must parse anywhere
     if rpc and (isinstance(doc, list) or "jsonrpc" in doc):
         for message in doc if isinstance(doc, list) else [doc]:
