@@ -46,10 +46,13 @@ def bugs_logged(log: Path, since: int = 0) -> list[str]:
 @pytest.fixture(scope="module")
 def fuzz_service(tmp_path_factory) -> Any:
     """A real gunicorn with four workers and an API key; rate limits off so the fuzz measures
-    input handling; two tasks per worker at most so the tasks fuzzing starts stay cheap."""
+    input handling; two tasks per worker at most so the tasks fuzzing starts stay cheap;
+    short keep-alives so the streams it opens and drops free their threads soon."""
     tmp = tmp_path_factory.mktemp("fuzz")
     service = Service(tmp / "data", {"API_KEYS": f"fuzzer:{KEY}", "RATE_LIMIT_ENABLED": "0",
-                                     "MAX_CONCURRENT_TASKS": "2", "LLM_PROVIDER": "extractive"}, tmp / "service.log").start()
+                                     "MAX_CONCURRENT_TASKS": "2", "LLM_PROVIDER": "extractive",
+                                     # dropped streams are noticed at the next keep-alive write
+                                     "STREAM_KEEPALIVE": "2"}, tmp / "service.log").start()
     yield service
     service.stop()
 

@@ -139,8 +139,8 @@ def test_route_never_fails_on_hostile_input(fuzz_service, world, method, path):
         check_answer(response, f"{method.upper()} {url} {body[:200]!r}", rpc=served_as_rpc)
 
     if path == "/sse":
-        # design: a dropped legacy stream holds its thread until its next keep-alive write
-        # (STREAM_KEEPALIVE); hundreds of them would measure stream capacity, not input handling
+        # design: a dropped legacy stream holds its thread until its next keep-alive write;
+        # hundreds of them would measure stream capacity, not input handling
         one = settings(max_examples=5)(one)
     one()
     assert_healthy(fuzz_service)
