@@ -4,9 +4,9 @@ Decoding (`loads`) is the one path every request body and stdio line goes throug
 refusing what no store, log or webhook could carry (see safejson). Encoding is orjson:
 tool results such as `list_orchestrator_patterns` are documents of several kilobytes that
 go out twice per call, and the standard library's encoder was the largest single cost of a
-cheap MCP call. A value orjson cannot write (a model's text with a lone surrogate, an
-integer beyond 64 bits) is cleaned and written, never an error, so the store, the event
-log, webhooks and responses all get the same bytes."""
+cheap MCP call. A value holding what outside text can hold and orjson cannot write (a lone
+surrogate, an integer beyond 64 bits) is cleaned and written, never an error, so the store,
+the event log, webhooks and responses all get the same bytes."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from orchestration.safejson import MAX_DEPTH, JsonRejected, clean, loads
 __all__ = ["MAX_DEPTH", "JsonRejected", "JsonProvider", "dumpb", "dumps", "loads"]
 
 OPTIONS = orjson.OPT_NON_STR_KEYS
+# orjson's words for what `clean` mends: a lone surrogate in a string, an integer beyond 64 bits.
+UNCLEAN = ("surrogates not allowed", "Integer exceeds 64-bit range")
 
 
 def dumpb(value: Any, sort_keys: bool = False) -> bytes:
@@ -27,7 +29,11 @@ def dumpb(value: Any, sort_keys: bool = False) -> bytes:
     option = OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
     try:
         return orjson.dumps(value, default=str, option=option)
-    except TypeError:  # orjson.JSONEncodeError: lone surrogates, huge integers, too deep
+    except TypeError as exc:  # orjson.JSONEncodeError
+        # design: only what text from outside can hold is cleaned; a circular or absurdly
+        # deep structure is a bug in the code that built it, and stays an error.
+        if not any(why in str(exc) for why in UNCLEAN):
+            raise
         return orjson.dumps(clean(value), default=str, option=option)
 
 

@@ -125,10 +125,10 @@ def test_text_from_elsewhere_with_lone_surrogates_is_stored_and_sent_cleaned(tmp
     stored = store.get_session("s-1")
     assert stored["text"] == "model said \ufffd then \ufffd" and stored["n"] == str(10 ** 30)
     assert jsonio.dumps({"a": "\ud800"}) == '{"a":"\ufffd"}'
-    too_deep: list = []
-    for _ in range(300):
-        too_deep = [too_deep]
-    assert "[nested too deep]" in jsonio.dumps(too_deep)
+    circular: dict = {}
+    circular["self"] = circular
+    with pytest.raises(TypeError):  # a bug in the code that built it stays an error
+        jsonio.dumps(circular)
 
 
 
