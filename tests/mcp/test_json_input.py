@@ -39,6 +39,29 @@ REFUSED = [
 ]
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One app for the many refusals below: each app a test builds keeps a few descriptors
+    open until the process ends, and these cases need no fresh state."""
+    from app import create_app
+    from mcp.settings import Settings
+
+    application = create_app(Settings.from_env({}, data_dir=str(tmp_path_factory.mktemp("json") / "data"),
+                                               docs_dir=str(ROOT / "docs"), log_format="text"))
+    yield application
+    application.extensions[EXTENSION].runtime.stop()
+
+
+@pytest.fixture
+def client(shared):
+    return shared.test_client()
+
+
+@pytest.fixture
+def app(shared):
+    return shared
+
+
 def rpc_body(params_query: bytes) -> bytes:
     return (b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "orchestrate_search", '
             b'"arguments": {"query": ' + params_query + b"}}}")
