@@ -12,9 +12,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from mcp import wire_errors
 from mcp.settings import Settings
 
 _settings = Settings.from_env()
+wire_errors.install()  # Gunicorn's own 400/414/431 answers as JSON, not HTML
 
 # design: prometheus_client picks its multiprocess mode from this variable at import time, so
 # it is set here, in the master, before any worker imports the app.

@@ -164,6 +164,11 @@ def source_tool(name: str, source: Any, run: Any = None) -> Tool:
                 hits = run(source.query(args["query"], args["limit"]))
         except SourceError as exc:
             raise SourceFailed(str(exc), {"source": name}) from None
+        except (LookupError, AttributeError, TypeError, ValueError) as exc:
+            # design: a search API answering JSON of another shape than documented fails the
+            # source's parsing; that is the API's failure, answered as such, not a 500.
+            raise SourceFailed(f"{name}: the API answered in an unexpected shape ({type(exc).__name__})",
+                                {"source": name}) from None
         return ToolOutput({"source": name, "query": args["query"],
                            "results": [{k: v for k, v in to_dict(h).items() if k != "text"} for h in hits]})
 

@@ -12,6 +12,8 @@ import marshmallow
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from .jsonio import JsonRejected
+
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +36,16 @@ class ValidationError(ApiError):
         messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
         fields = ", ".join(sorted(str(k) for k in messages))
         return cls(f"invalid input: {fields}", {"fields": messages})
+
+
+class InvalidJson(ApiError):
+    """A body refused by the JSON rules (mcp.jsonio.loads); `details.reason` says which."""
+
+    status, code = 400, "invalid_json"
+
+    @classmethod
+    def from_rejection(cls, exc: JsonRejected) -> InvalidJson:
+        return cls(f"the body is not acceptable JSON: {exc}", {"reason": exc.reason, "fields": {"_body": [str(exc)]}})
 
 
 class Unauthorized(ApiError):
@@ -95,9 +107,13 @@ HTTP_CODES = {
     409: "conflict",
     411: "length_required",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     421: "misdirected_request",
     429: "rate_limited",
+    431: "request_header_fields_too_large",
+    501: "not_implemented",
     503: "unavailable",
 }
 

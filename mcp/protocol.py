@@ -110,6 +110,15 @@ def rpc_error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[st
     return {"jsonrpc": "2.0", "id": msg_id, "error": error}
 
 
+def parse_payload(raw: bytes | str) -> Any:
+    """A JSON-RPC message or batch from a request body or a stdio line, decoded by the one
+    set of JSON rules (jsonio.loads) for every transport; RpcError -32700 naming the reason."""
+    try:
+        return jsonio.loads(raw)
+    except jsonio.JsonRejected as exc:
+        raise RpcError(PARSE_ERROR, f"parse error: {exc}", {"reason": exc.reason}) from None
+
+
 def is_request(message: Any) -> bool:
     return isinstance(message, dict) and "method" in message and "id" in message
 
@@ -380,7 +389,7 @@ class McpServer:
                 raise RpcError(-32002, f"resource not found: {uri}", {"uri": uri}) from None
         else:
             raise RpcError(-32002, f"resource not found: {uri}", {"uri": uri})
-        return {"contents": [{"uri": uri, "mimeType": "application/json", "text": json.dumps(data)}]}
+        return {"contents": [{"uri": uri, "mimeType": "application/json", "text": jsonio.dumps(data)}]}
 
     # -- prompts --------------------------------------------------------------------------
 
@@ -460,6 +469,8 @@ class McpServer:
 
     def task_list(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         cursor = params.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise RpcError(INVALID_PARAMS, "invalid cursor")
         tasks, next_cursor = self.tasks.list(ctx.owner, None, None, PAGE_SIZE, cursor)
         out: dict[str, Any] = {"tasks": [mcp_task(t) for t in tasks]}
         if next_cursor:

@@ -8,19 +8,18 @@ Only JSON-RPC goes to stdout; logs go to stderr."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
-import time
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
-from .protocol import PARSE_ERROR, CallContext, CallLedger, rpc_error
+from . import jsonio
+from .protocol import CallContext, CallLedger, RpcError, parse_payload, rpc_error
 
 
 class LineWriter:
-    """Writes one JSON message a line; safe from several threads."""
+    """Writes one JSON message a line (jsonio's encoding, so always UTF-8); safe from several threads."""
 
     def __init__(self, out: TextIO):
         self.out = out
@@ -28,21 +27,23 @@ class LineWriter:
 
     def __call__(self, message: dict[str, Any]) -> None:
         with self.lock:
-            self.out.write(json.dumps(message, ensure_ascii=False) + "\n")
+            self.out.write(jsonio.dumps(message) + "\n")
             self.out.flush()
 
 
-def parse_lines(lines: Iterable[str], write: LineWriter) -> Iterable[Any]:
+def parse_lines(lines: Iterable[bytes], write: LineWriter) -> Iterable[Any]:
+    """The JSON-RPC payloads of the input lines (raw bytes: a line that is not UTF-8 is
+    answered -32700 like any bad line, it does not stop the server)."""
     for line in lines:
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
-        except ValueError:
-            write(rpc_error(None, PARSE_ERROR, "parse error: not JSON"))
+            yield parse_payload(line)
+        except RpcError as exc:
+            write(rpc_error(None, exc.code, exc.message, exc.data))
 
 
-def serve_in_process(lines: Iterable[str], write: LineWriter) -> None:
+def serve_in_process(lines: Iterable[bytes], write: LineWriter) -> None:
     from app import create_app
     from mcp.http import urls_under
     from mcp.services import EXTENSION
@@ -71,7 +72,7 @@ def serve_in_process(lines: Iterable[str], write: LineWriter) -> None:
         svc.runtime.stop()
 
 
-def bridge(lines: Iterable[str], write: LineWriter, url: str, api_key: str | None) -> None:
+def bridge(lines: Iterable[bytes], write: LineWriter, url: str, api_key: str | None) -> None:
     import httpx
 
     from .stdio_bridge import HttpBridge
@@ -87,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="sent as X-API-Key (default: $MCP_API_KEY)")
     args = parser.parse_args(argv)
     write = LineWriter(sys.stdout)
+    lines: BinaryIO = sys.stdin.buffer
     if args.url:
-        bridge(sys.stdin, write, args.url, args.api_key)
+        bridge(lines, write, args.url, args.api_key)
     else:
-        serve_in_process(sys.stdin, write)
+        serve_in_process(lines, write)
     return 0
 
 

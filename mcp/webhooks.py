@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import random
 import secrets
@@ -24,7 +23,7 @@ from orchestration import netguard
 from orchestration.models import TERMINAL_EVENTS
 from orchestration.netguard import Resolver, resolve
 
-from . import SERVICE_NAME, __version__, metrics
+from . import SERVICE_NAME, __version__, jsonio, metrics
 from .errors import NotFound, ValidationError
 from .settings import Settings
 from .store import Event, Store, TaskRecord
@@ -97,7 +96,7 @@ class Webhooks:
                 await asyncio.to_thread(self.store.enqueue_delivery, {
                     "id": f"whd_{secrets.token_hex(12)}", "webhook_id": hook["id"], "task_id": task.task_id,
                     "event_id": event.id, "event_type": event.event_type,
-                    "payload": json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False),
+                    "payload": jsonio.dumps(event.to_dict()),
                     "next_attempt_at": time.time(), "created_at": time.time()})
 
     async def _subscriptions(self, task: TaskRecord) -> list[dict[str, Any]]:
@@ -119,6 +118,20 @@ class Webhooks:
         await asyncio.gather(*(self._attempt(d, client) for d in due))
         return len(due)
 
+    @staticmethod
+    async def _post(client: httpx.AsyncClient, hook: dict[str, Any], delivery: dict[str, Any], body: bytes,
+                    timestamp: str) -> int:
+        """POST one delivery; the receiver's status. Its body is never read.
+
+        design: a receiver that answers a huge body, or drips one byte at a time (each
+        within the client's per-read timeout), must cost one bounded attempt, not the
+        deliverer's memory or every other subscription's deliveries."""
+        headers = {"Content-Type": "application/json", "User-Agent": f"{SERVICE_NAME}/{__version__}",
+                   "X-Webhook-Id": delivery["id"], "X-Webhook-Event": delivery["event_type"],
+                   "X-Webhook-Timestamp": timestamp, "X-Webhook-Signature": sign(hook["secret"], timestamp, body)}
+        async with client.stream("POST", hook["url"], content=body, headers=headers) as response:
+            return response.status_code
+
     async def _attempt(self, delivery: dict[str, Any], client: httpx.AsyncClient) -> None:
         hook = await asyncio.to_thread(self.store.get_webhook, delivery["webhook_id"])
         attempts = delivery["attempts"] + 1
@@ -134,13 +147,12 @@ class Webhooks:
             error = why  # design: checked again at delivery, since DNS may have changed since registration
         else:
             try:
-                response = await client.post(hook["url"], content=body, headers={
-                    "Content-Type": "application/json", "User-Agent": f"{SERVICE_NAME}/{__version__}",
-                    "X-Webhook-Id": delivery["id"], "X-Webhook-Event": delivery["event_type"],
-                    "X-Webhook-Timestamp": timestamp, "X-Webhook-Signature": sign(hook["secret"], timestamp, body)})
-                status = response.status_code
+                status = await asyncio.wait_for(self._post(client, hook, delivery, body, timestamp),
+                                                DELIVERY_TIMEOUT)
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
+            except TimeoutError:
+                error = f"no answer within {DELIVERY_TIMEOUT:g} s"
         if status is not None and 200 <= status < 300:
             metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
             await asyncio.to_thread(self.store.update_delivery, delivery["id"], status="delivered",

@@ -13,6 +13,11 @@ class ProviderError(OrchestrationError):
     """A provider failed in a way retrying will not fix (bad key, bad model, ...)."""
 
 
+class UnusableAnswer(ProviderError):
+    """The provider answered, but with something that cannot be read (not JSON, a wrong
+    shape, a stream cut short): the step it served degrades instead of failing the task."""
+
+
 class SourceError(OrchestrationError):
     """A search source failed for one query: its API was out of reach, refused, or answered
     something other than what it documents (wrong shape, an HTML error page, a cut-off body).

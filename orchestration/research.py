@@ -26,7 +26,7 @@ from .citations import (
     verify_citations,
 )
 from .concurrency import run_together
-from .errors import BudgetExhausted, Interrupted, OrchestrationError
+from .errors import BudgetExhausted, Interrupted, OrchestrationError, UnusableAnswer
 from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
 from .models import AgentResult, Citation, Hit, Outcome, ResearchRequest, Subtask, SynthesisResult, to_dict
 from .ranking import fuse_hits, normalize_url
@@ -348,7 +348,13 @@ class ResearchOrchestrator:
             return self.syntheses[synthesis_id]
         await self.events.emit("synthesis_start", {"synthesis_id": synthesis_id, "level": level,
                                                    "source_agent_ids": agent_ids})
-        content = await self.provider.synthesize(self.request.query, level, parts, self.meter)
+        try:
+            content = await self.provider.synthesize(self.request.query, level, parts, self.meter)
+        except UnusableAnswer as exc:
+            # design: the findings stand without their merge; a model answering garbage once
+            # costs the report its polish, not its content.
+            log.warning("synthesis %s degraded to the findings as written: %s", synthesis_id, exc)
+            content = "\n\n".join(f"### {label}\n\n{text}" for label, text in parts)
         synthesis = SynthesisResult(synthesis_id, level, content, agent_ids)
         self.syntheses[synthesis_id] = synthesis
         await self.checkpoints.save(f"synthesis:{synthesis_id}", to_dict(synthesis))

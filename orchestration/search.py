@@ -6,12 +6,13 @@ feedback); its lists join the same fusion and `found_by` records which pass foun
 
 from __future__ import annotations
 
+import logging
 import time
 
 from .budget import UsageMeter
 from .citations import evidence_for, passage_text, sources_section, verify_citations
 from .concurrency import run_together
-from .errors import BudgetExhausted
+from .errors import BudgetExhausted, UnusableAnswer
 from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
 from .models import AgentResult, Citation, Hit, Outcome, SearchRequest, Source, SynthesisResult, to_dict
 from .ranking import RankedList, fuse, normalize_url
@@ -20,6 +21,8 @@ from .text import key_terms, tokenize
 
 # Query expansion (depth 2): salient words of the best fused results added to the query.
 EXPANSION_RESULTS, EXPANSION_TERMS = 5, 3
+
+log = logging.getLogger(__name__)
 
 # Which sources each agent type asks, best first (DESIGN §6).
 AGENT_TYPE_SOURCES: dict[str, tuple[str, ...]] = {
@@ -170,7 +173,11 @@ class SearchOrchestrator:
         if self.summary is None:
             await self.events.emit("synthesis_start", {"synthesis_id": "summary", "level": "camina",
                                                        "source_agent_ids": sorted(self.lists, key=_agent_number)})
-            content = await self.provider.summarize(self.request.query, sources, self.meter)
+            try:
+                content = await self.provider.summarize(self.request.query, sources, self.meter)
+            except UnusableAnswer as exc:
+                log.warning("search summary degraded to the result list: %s", exc)
+                content = "## Results\n\n" + "\n".join(f"- [{s.id}] {s.title} — {s.snippet}" for s in sources)
             self.summary = SynthesisResult("summary", "camina", content, sorted(self.lists, key=_agent_number))
             await self.checkpoints.save("summary", to_dict(self.summary))
             await self.events.emit("synthesis_complete", {"synthesis_id": "summary", "level": "camina",

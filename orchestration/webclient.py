@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
+from . import safejson
 from .errors import SourceError
 from .interfaces import SearchSource
 
@@ -205,7 +206,7 @@ class HttpSource(SearchSource):
 
     def json_object(self, text: str) -> dict[str, Any]:
         try:
-            data = json.loads(text)
+            data = safejson.loads(text)
         except ValueError as exc:
             if text.lstrip()[:1] == "<":
                 raise self.unexpected(f"an HTML or XML page, not JSON: {text.strip()[:120]!r}") from None

@@ -7,7 +7,8 @@ from typing import Any
 import marshmallow
 from flask import g, request
 
-from ..errors import ApiError, ValidationError
+from .. import jsonio
+from ..errors import ApiError, InvalidJson, ValidationError
 from ..settings import Settings
 
 
@@ -16,7 +17,8 @@ class UnsupportedMediaType(ApiError):
 
 
 def json_body(allow_empty: bool = True) -> dict[str, Any]:
-    """The request body as a JSON object; 415 for another media type, 400 for bad JSON."""
+    """The request body as a JSON object; 415 for another media type, 400 `invalid_json` for
+    a body the JSON rules refuse (jsonio.loads), 400 `validation_error` for a non-object."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         if allow_empty:
@@ -25,9 +27,10 @@ def json_body(allow_empty: bool = True) -> dict[str, Any]:
     if not request.is_json:
         raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json",
                                    {"content_type": request.content_type})
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ValidationError("the body is not valid JSON", {"fields": {"_body": ["malformed JSON"]}})
+    try:
+        body = jsonio.loads(raw)
+    except jsonio.JsonRejected as exc:
+        raise InvalidJson.from_rejection(exc) from None
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object", {"fields": {"_body": ["expected an object"]}})
     return body

@@ -6,15 +6,15 @@ outbox; the worker holding the stream reads the outbox and writes it to the clie
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, request
 
+from .. import jsonio
 from ..errors import NotFound, ValidationError
-from ..protocol import PARSE_ERROR, CallContext, StoreCallLedger, new_session_id, rpc_error
+from ..protocol import CallContext, RpcError, StoreCallLedger, new_session_id, parse_payload, rpc_error
 from ..security import require_scopes
 from ..services import Services, services
 from . import owner, public_prefix, urls_under
@@ -49,7 +49,7 @@ def relay(svc: Services, session_id: str, endpoint: str) -> Iterator[str]:
         while not svc.hub.stopping:
             messages = svc.store.session_messages(session_id, last)
             for message_id, message in messages:
-                yield f"event: message\ndata: {json.dumps(message, ensure_ascii=False)}\n\n"
+                yield f"event: message\ndata: {jsonio.dumps(message)}\n\n"
                 last = message_id
             if messages:
                 quiet_since = time.monotonic()
@@ -71,9 +71,9 @@ def post_message() -> Response:
     if session is None or session.get("owner") != owner():
         raise NotFound(f"session {session_id!r} not found")
     try:
-        payload = json.loads(request.get_data() or b"")
-    except (ValueError, UnicodeDecodeError):
-        svc.store.push_session_message(session_id, rpc_error(None, PARSE_ERROR, "parse error: the body is not JSON"))
+        payload = parse_payload(request.get_data())
+    except RpcError as exc:
+        svc.store.push_session_message(session_id, rpc_error(None, exc.code, exc.message, exc.data))
         return Response(status=202)
     messages = payload if isinstance(payload, list) else [payload]
     require_scopes(svc.settings, *{required_scope(svc, m) for m in messages})

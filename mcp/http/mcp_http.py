@@ -7,7 +7,6 @@ answers with JSON, or with an SSE stream when a call asks for progress or log me
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -22,12 +21,13 @@ from ..errors import NotFound, error_response
 from ..protocol import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
-    PARSE_ERROR,
     PROTOCOL_VERSIONS,
     CallContext,
+    RpcError,
     StoreCallLedger,
     is_request,
     new_session_id,
+    parse_payload,
     rpc_error,
     unsupported_version,
 )
@@ -87,9 +87,9 @@ def post() -> Response:
         # the versions we speak) makes it fall back to initialize.
         return rpc_response(unsupported_version(header_version), 400)
     try:
-        payload = json.loads(request.get_data(cache=False) or b"")
-    except (ValueError, UnicodeDecodeError):
-        return rpc_response(rpc_error(None, PARSE_ERROR, "parse error: the body is not JSON"), 400)
+        payload = parse_payload(request.get_data(cache=False))
+    except RpcError as exc:
+        return rpc_response(rpc_error(None, exc.code, exc.message, exc.data), 400)
 
     caller = owner()
     messages = payload if isinstance(payload, list) else [payload]

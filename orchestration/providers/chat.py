@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ProviderError
+from .. import safejson
+from ..errors import ProviderError, UnusableAnswer
 from ..interfaces import ACTIONS, Action, AgentView, Meter, ProgressCallback, Provider
 from ..models import Hit, Source, Step, Subtask
 from .resilience import RETRYABLE_STATUS, Governor, RetryPolicy, call_with_retry, status_of
@@ -125,6 +126,15 @@ class ToolTurn:
     result: str
 
 
+# What reading an answer that is garbage, of a wrong shape or cut short raises inside an SDK.
+UNREADABLE = (ValueError, LookupError, AttributeError, TypeError, RecursionError)
+
+
+def _count(value: object) -> int:
+    """A token count as the server reported it; missing, negative or not a number is 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 @dataclass
 class ChatReply:
     text: str
@@ -218,7 +228,15 @@ class ChatProvider(Provider):
 
         async def attempt() -> ChatReply:
             async with self.governor:
-                return await send(max_tokens)
+                try:
+                    return await send(max_tokens)
+                except UNREADABLE as exc:
+                    # design: the SDKs parse the answer with the standard library and read it by
+                    # attribute; garbage, a wrong shape or a cut stream surfaces as one of these.
+                    log.warning("%s gave the %s an answer it cannot read: %s: %s", self.name, role,
+                                type(exc).__name__, str(exc)[:200])
+                    raise UnusableAnswer(f"{self.name} answered something unusable "
+                                         f"({type(exc).__name__})") from None
 
         try:
             reply = await call_with_retry(attempt, self.retry, self.transient)
@@ -228,8 +246,11 @@ class ChatProvider(Provider):
             if isinstance(exc, self.sdk_errors):
                 raise provider_error(self.name, exc) from None
             raise
-        meter.record(reservation, self.account_prefix + (reply.model or model), reply.input_tokens,
-                     reply.output_tokens)
+        served_by = reply.model if isinstance(reply.model, str) and reply.model else model
+        meter.record(reservation, self.account_prefix + served_by, _count(reply.input_tokens),
+                     _count(reply.output_tokens))
+        # a model's lone surrogate would fail the next prompt's encoding: cleaned on arrival
+        reply.text = safejson.clean_text(reply.text) if isinstance(reply.text, str) else ""
         return reply
 
     async def next_action(self, view: AgentView, meter: Meter, on_progress: ProgressCallback | None = None) -> Action:
@@ -262,7 +283,10 @@ class ChatProvider(Provider):
         hints = "\n".join(f"- {h.title}" for h in context[:8])
         user = f"Question: {query}\n\nRelated material found so far:\n{hints or '- (none)'}"
         for attempt in (1, 2):
-            text = await self._call("planner", system, user, meter, PLAN_SCHEMA)
+            try:
+                text = await self._call("planner", system, user, meter, PLAN_SCHEMA)
+            except UnusableAnswer:
+                text = ""
             subtasks = parse_plan(text, num_subtasks)
             if subtasks:
                 return subtasks
@@ -364,7 +388,7 @@ def parse_plan(text: str, n: int) -> list[Subtask] | None:
     if start < 0 or end <= start:
         return None
     try:
-        items = json.loads(text[start:end + 1]).get("subtasks")
+        items = safejson.loads(text[start:end + 1]).get("subtasks")
     except (ValueError, AttributeError):
         return None
     if not isinstance(items, list):

@@ -54,7 +54,7 @@ class Handler(LLMHandler):
         elif forced:
             try:
                 content = [{"type": "tool_use", "id": f"toolu_{n}", "name": forced, "input": json.loads(text)}]
-            except ValueError:  # an unusable plan arrives as text, as a real model's refusal would
+            except (ValueError, RecursionError):  # an unusable plan arrives as text, as a real model's refusal would
                 content = [{"type": "text", "text": text}]
         else:
             content = [{"type": "text", "text": text}]

@@ -22,11 +22,22 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 DROPPED = 499  # status recorded for a request whose client went away before its answer ended
+
+
+@dataclass
+class Trick:
+    """A misbehaving answer (the fuzz of model answers): the model says `text` instead of
+    its usual answer, or the server writes `raw` as the whole 200 body (garbage, a wrong
+    shape, a stream cut short) and closes the connection."""
+
+    text: str | None = None
+    raw: bytes | None = None
 
 
 @dataclass
@@ -61,6 +72,7 @@ class FakeState:
     stall_step: int = -1  # a worker's tool-choosing call after this many tool calls waits stall_seconds
     stall_seconds: float = 0.0
     stall_match: str = ""  # ... and only when its first message contains this
+    trick: Callable[[Ask], Trick | None] | None = None  # per request: misbehave this way, or None
     calls: list[Call] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     disconnects: list[float] = field(default_factory=list)
@@ -187,6 +199,18 @@ class LLMHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
+    def send_raw(self, ask: Ask, raw: bytes) -> None:
+        """`raw` as the body of a 200, of the media type the client expects; then close."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream" if ask.stream else "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            self.wfile.write(raw)
+        except OSError:
+            raise ClientGone from None
+
     def begin_stream(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -282,6 +306,13 @@ class LLMHandler(BaseHTTPRequestHandler):
                     if state.bad_plans > 0:
                         state.bad_plans -= 1
                         text = "I would rather not plan today."
+            trick = state.trick(ask) if state.trick else None
+            if trick is not None and trick.raw is not None:
+                self.send_raw(ask, trick.raw)
+                self._record(ask, 200)
+                return
+            if trick is not None and trick.text is not None:
+                text = trick.text
             usage = (count_tokens(ask.system + ask.transcript), count_tokens(text or json.dumps(call)))
             if ask.stream:
                 self.stream(ask, text, usage, call)

@@ -216,6 +216,8 @@ def test_notifications_get_202_and_get_is_405(client):
     ('{"jsonrpc": "2.0", "id": 1, "method": 7}', -32600),
     ('{"jsonrpc": "2.0", "id": 123456789012345678901234567890, "method": "ping"}', -32600),
     ('{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": [1]}', -32600),
+    ('{"jsonrpc": "2.0", "id": 1, "method": "completion/complete", "params": {"argument": 1}}', -32602),
+    ('{"jsonrpc": "2.0", "id": 1, "method": "tasks/list", "params": {"cursor": 1}}', -32602),
 ])
 def test_bad_json_rpc_gets_the_right_error_never_500(client, body, code):
     response = client.post("/mcp", data=body, headers=JSON)

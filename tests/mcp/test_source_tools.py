@@ -107,3 +107,14 @@ def test_entry_point_plugins_are_loaded(monkeypatch, settings):
     reports = plugins.load_plugins(registry, settings)
     assert [(r["kind"], r["status"]) for r in reports] == [("entry_point", "ok"), ("entry_point", "error")]
     assert registry.get("plugin_echo").name == "plugin_echo"
+
+
+@pytest.mark.parametrize("body", [b"[]", b'{"query": {"pages": "none"}}', b'{"query": {"pages": [null, 5]}}',
+                                  b"[" * 10_000, b'{"query": {"pages": [{"title": "lone \\ud800"}]}}'])
+def test_a_search_api_answer_of_the_wrong_shape_is_502_not_500(wired, fakes, body):
+    """Found by issue 23's fuzz: the source's parsing failed on JSON of another shape and
+    the tool answered 500."""
+    fakes.servers["wikipedia"].respond = lambda request: (200, "application/json", body)
+    rest = wired.post("/tools/wikipedia_search", json={"query": f"shape {len(body)} {body[:12]!r}"})
+    assert rest.status_code == 502, rest.get_data(as_text=True)
+    assert rest.get_json()["error"] == "upstream_error" and rest.get_json()["details"]["source"] == "wikipedia"

@@ -112,3 +112,62 @@ def test_signed_event_reaches_a_receiver_that_was_down_across_a_service_restart(
         assert len(server.received) == 1  # delivered once, not again
     finally:
         server.shutdown()
+
+
+class DripHandler(BaseHTTPRequestHandler):
+    """A receiver that answers 200, then a 100-byte body one byte every 0.3 s (30 s in all):
+    every read arrives within a client's per-read timeout, so only a bound on the whole
+    attempt stops it."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        try:
+            for _ in range(100):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.3)
+        except OSError:
+            pass
+
+
+def test_a_receiver_dripping_its_answer_costs_one_bounded_attempt(settings, tmp_path):
+    """Found by issue 23's fuzz: the deliverer read a receiver's whole body, so a receiver
+    dripping it (or sending 50 MB) held every other delivery for as long as it liked."""
+    import asyncio
+
+    import httpx
+
+    from mcp.store import open_store
+    from mcp.webhooks import DELIVERY_TIMEOUT, Webhooks
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DripHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = open_store(f"sqlite:///{tmp_path}/hooks.db")
+    hooks = Webhooks(dataclasses.replace(settings, webhook_allow_private=True), store)
+    hook = hooks.subscribe("alice", f"http://127.0.0.1:{server.server_address[1]}/h", ["*"], None, "s")
+    store.enqueue_delivery({"id": "whd_1", "webhook_id": hook["id"], "task_id": "t", "event_id": 1,
+                            "event_type": "workflow_start", "payload": "{}", "next_attempt_at": time.time(),
+                            "created_at": time.time()})
+
+    async def deliver() -> float:
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=DELIVERY_TIMEOUT) as client:
+            await hooks.deliver_due("w1", client)
+        return time.monotonic() - started
+
+    try:
+        elapsed = asyncio.run(deliver())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert store.deliveries(hook["id"])[0]["status"] == "delivered"
+    assert elapsed < DELIVERY_TIMEOUT + 5  # the drip lasts 30 s; the attempt is bounded well before

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from orchestration.budget import UsageMeter
-from orchestration.errors import ProviderError
+from orchestration.errors import OrchestrationError, ProviderError
 from orchestration.models import Budget, ResearchRequest, SearchRequest
 from orchestration.pricing import PriceTable
 from orchestration.providers import create_provider
@@ -22,7 +22,7 @@ from orchestration.research import ResearchOrchestrator
 from orchestration.search import SearchOrchestrator
 from orchestration.sources import create_source
 from tests.fakes.anthropic_server import FakeAnthropicServer
-from tests.fakes.llm_server import DROPPED, LLMServer
+from tests.fakes.llm_server import DROPPED, LLMServer, Trick
 from tests.fakes.openai_server import FakeServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -282,3 +282,57 @@ def test_a_wrong_key_is_not_retried_and_the_error_names_the_provider_not_the_key
 
     assert asyncio.run(plan()) == f"{kind} request failed: HTTP 401"
     assert server.state.requests == 1
+
+
+GARBAGE = {"openai": b'{"choices": []}', "anthropic": b'{"type": "message", "content": "text"}'}
+
+
+def test_answers_that_cannot_be_read_degrade_the_step_they_served(llm, local_source):
+    """Issue 23's fuzz: a 200 whose body is not JSON, or JSON of another shape, used to fail
+    the task with 'internal error (JSONDecodeError/IndexError/AttributeError)'."""
+    kind, server = llm
+    server.state.trick = lambda ask: Trick(raw=GARBAGE[kind] if ask.role != "worker" else b"{") \
+        if ask.role in ("planner", "synthesis") else None
+    outcome, _ = asyncio.run(research(provider_for(llm), local_source, num_agents=2, enable_drummer=False))
+    assert [s.title for s in outcome.subtasks] == [s.title for s in fallback_plan(QUERY, 2)]
+    assert all(a.status == "completed" for a in outcome.agent_results)
+    assert not outcome.partial and "### " in outcome.final_synthesis  # the findings, unmerged
+
+
+def test_a_worker_whose_answers_cannot_be_read_is_an_agent_error_naming_the_provider(llm, local_source):
+    kind, server = llm
+    garbage = b"data: garbage\n\n" if kind == "openai" else b"event: message_start\ndata: garbage\n\n"
+    server.state.trick = lambda ask: Trick(raw=garbage) if ask.role == "worker" else None
+    with pytest.raises(OrchestrationError, match="every worker agent failed: .* answered something unusable"):
+        asyncio.run(research(provider_for(llm), local_source, num_agents=2, enable_drummer=False))
+
+
+def test_model_text_with_lone_surrogates_is_cleaned_on_arrival(llm, local_source):
+    """A lone surrogate in a model's text broke the next request that quoted it (the SDK
+    could not encode the prompt) and the store; it arrives as U+FFFD."""
+    kind, server = llm
+    server.state.trick = lambda ask: Trick(text="finding \ud800 [1]") if ask.role == "worker" else None
+    outcome, _ = asyncio.run(research(provider_for(llm), local_source, num_agents=2, enable_drummer=False))
+    assert all(a.status == "completed" and "\ufffd" in a.content for a in outcome.agent_results)
+    assert "\ud800" not in outcome.final_synthesis
+
+
+def test_token_counts_a_server_leaves_out_or_makes_negative_count_as_zero(llm):
+    kind, server = llm
+    body = (b'{"id": "x", "object": "chat.completion", "model": "m", "choices": [{"index": 0, "message": '
+            b'{"role": "assistant", "content": "ok"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": -5, '
+            b'"completion_tokens": null}}') if kind == "openai" else \
+        (b'{"type": "message", "role": "assistant", "model": "m", "content": [{"type": "text", "text": "ok"}], '
+         b'"usage": {"input_tokens": -5, "output_tokens": 0}}')
+    server.state.trick = lambda ask: Trick(raw=body)
+
+    async def summary():
+        provider = provider_for(llm)
+        meter = UsageMeter(Budget(), PriceTable())
+        try:
+            return await provider.summarize("q", [], meter), meter.usage
+        finally:
+            await provider.aclose()
+
+    text, usage = asyncio.run(summary())
+    assert text == "ok" and usage.input_tokens == 0 and usage.cost_usd >= 0
