@@ -1,5 +1,5 @@
-"""Rate limits with flask-limiter (DESIGN §10), counted in the store so every worker (and,
-with Redis, every host) shares one count.
+"""Rate limits with flask-limiter (DESIGN §10), counted in shared memory by every worker of
+a host and, with Redis, reserved from the store so every host shares one count.
 
 `RATE_LIMIT_DEFAULT` applies to every route but the health probes; `RATE_LIMIT_ORCHESTRATE`
 to starting a task, on REST and MCP alike. Both are per API key, else per client address
@@ -7,15 +7,16 @@ to starting a task, on REST and MCP alike. Both are per API key, else per client
 
 from __future__ import annotations
 
-import logging
 import hashlib
+import logging
 import math
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, Response, g, has_request_context, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse_many
 from limits.storage import Storage
@@ -194,14 +195,23 @@ def host_file(settings: Settings) -> str:
 
 
 class RateLimits:
+    """RATE_LIMIT_DEFAULT on every request but the health probes, RATE_LIMIT_ORCHESTRATE on
+    task starts, through flask-limiter's strategy and storage.
+
+    design: flask-limiter's own per-request check resolved blueprint, decorator and
+    exemption scopes and re-parsed the limit string on every request: a quarter of a cheap
+    request's CPU. No route here has its own limit, so the default limit is hit directly,
+    with the limit parsed once, and the same X-RateLimit-* headers are set; `self.limiter`
+    stays a flask-limiter `Limiter` for its strategy and storage."""
+
     def __init__(self, app: Flask, settings: Settings, breaches: Breaches | None = None):
         self.settings = settings
         self.breaches = breaches
+        self.default = parse_many(settings.rate_limit_default)
         self.orchestrate = parse_many(settings.rate_limit_orchestrate)
         self.limiter = Limiter(
             self.rate_key,
             app=app,
-            default_limits=[settings.rate_limit_default],
             storage_uri=f"{SCHEME}+{settings.resolved_store_url}",
             storage_options={"host_file": host_file(settings)},
             strategy="fixed-window",
@@ -209,10 +219,50 @@ class RateLimits:
             enabled=settings.rate_limit_enabled,
         )
         self.limiter.request_filter(lambda: request.path in EXEMPT_PATHS)
+        # flask-limiter 4 has no switch for its per-request hooks: unhooked here, replaced by
+        # the two below (its teardown only cleared the per-request state of the check)
+        for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
+            hooks[None] = [f for f in hooks.get(None, []) if not self._limiter_hook(f)]
+        if settings.rate_limit_enabled:
+            app.before_request(self.hit_default)
+            app.after_request(self.add_headers)
+
+    def _limiter_hook(self, hook: Any) -> bool:
+        return getattr(hook, "__self__", None) is self.limiter or (isinstance(hook, partial) and self.limiter in hook.args)
 
     def rate_key(self) -> str:
         name = getattr(g, "api_key_name", None)
         return f"key:{name}" if name else f"ip:{client_address(self.settings)}"
+
+    def hit_default(self) -> None:
+        """Count this request against RATE_LIMIT_DEFAULT; 429 when over."""
+        if request.path in EXEMPT_PATHS:
+            return
+        # per key and route, as flask-limiter counts default limits
+        key, route = self.rate_key(), request.endpoint or ""
+        strategy = self.limiter.limiter
+        for item in self.default:
+            allowed = strategy.hit(item, key, route)
+            stats = strategy.get_window_stats(item, key, route)
+            shown = getattr(g, "rate_limit", None)
+            if shown is None or stats.remaining < shown[1].remaining:
+                g.rate_limit = (item, stats)
+            if not allowed:
+                if self.breaches is not None:
+                    self.breaches.record(key, item)
+                raise TooManyRequests(f"rate limit exceeded: {item}", {"limit": str(item)},
+                                      headers={"Retry-After": str(max(1, math.ceil(stats.reset_time - time.time())))})
+
+    @staticmethod
+    def add_headers(response: Response) -> Response:
+        """flask-limiter's headers, for the tightest default limit."""
+        shown = getattr(g, "rate_limit", None)
+        if shown is not None:
+            item, stats = shown
+            response.headers["X-RateLimit-Limit"] = str(item.amount)
+            response.headers["X-RateLimit-Remaining"] = str(stats.remaining)
+            response.headers["X-RateLimit-Reset"] = str(int(stats.reset_time))
+        return response
 
     def hit_orchestrate(self, count: int = 1) -> None:
         """Count `count` task starts against RATE_LIMIT_ORCHESTRATE; 429 when over."""
@@ -234,6 +284,7 @@ def init_app(app: Flask, settings: Settings, store: Store | None = None, alerts:
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded):
+        # a limit flask-limiter checks itself (a decorated route)
         current = limits.limiter.current_limit
         retry = max(1, math.ceil(current.reset_at - time.time())) if current else 60
         if current is not None and limits.breaches is not None:
