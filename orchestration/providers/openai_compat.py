@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import openai
+import orjson
 
 from .chat import ChatProvider, ChatReply, DeltaCallback
 from .resilience import Governor, RetryPolicy
@@ -51,19 +52,35 @@ class OpenAIProvider(ChatProvider):
                          response.model or model)
 
     async def _stream(self, model: str, messages: list[dict], max_tokens: int, on_delta: DeltaCallback) -> ChatReply:
-        stream = await self.client.chat.completions.create(
+        # design: the SDK builds pydantic objects for every streamed chunk (one per word or
+        # so); twenty agents streaming at once on one worker loop spent more time there than
+        # anywhere else (py-spy, bench/RESULTS.md). The SDK still sends the request and maps
+        # HTTP errors; the server-sent lines are read here, with orjson.
+        request = self.client.chat.completions.with_streaming_response.create(
             model=model, messages=messages, max_tokens=max_tokens, stream=True,
             stream_options={"include_usage": True})
         text, input_tokens, output_tokens, served_by = "", 0, 0, model
         # design: leaving this block, cancelled or not, closes the response and so its connection.
-        async with stream:
-            async for chunk in stream:
-                served_by = chunk.model or served_by
-                if chunk.usage:
-                    input_tokens, output_tokens = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
-                for choice in chunk.choices:
-                    if choice.delta and choice.delta.content:
-                        text += choice.delta.content
+        async with request as response:
+            async for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = orjson.loads(data)
+                if chunk.get("error"):
+                    error = chunk["error"]
+                    message = error.get("message") if isinstance(error, dict) else str(error)
+                    raise openai.APIError(message or "the stream reported an error", response.http_request, body=error)
+                served_by = chunk.get("model") or served_by
+                usage = chunk.get("usage")
+                if usage:
+                    input_tokens, output_tokens = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+                for choice in chunk.get("choices") or ():
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        text += piece
                         await on_delta(text)
         return ChatReply(text, input_tokens, output_tokens, served_by)
 
