@@ -3,6 +3,9 @@ through the official `openai` SDK."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import weakref
 from typing import Any
 
 import openai
@@ -12,6 +15,21 @@ from .chat import ChatProvider, ChatReply, DeltaCallback
 from .resilience import Governor, RetryPolicy
 
 DEFAULT_MODEL = "gpt-4o-mini"
+# design: a provider is made per task, and an SDK client of its own built an HTTP client,
+# its TLS context (certificates loaded: tens of ms on the worker loop before the planner's
+# call) and new connections for every task. The tasks of one event loop share one pool.
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_pools_lock = threading.Lock()
+
+
+def shared_http_client() -> Any:
+    """The running loop's HTTP client for the SDK (made with the SDK's defaults)."""
+    loop = asyncio.get_running_loop()
+    with _pools_lock:
+        client = _pools.get(loop)
+        if client is None or client.is_closed:
+            client = _pools[loop] = openai.DefaultAsyncHttpxClient()
+        return client
 # How a service is asked for the planner's JSON: "json_schema" (structured outputs),
 # "json_object" (JSON mode; the prompt carries the shape) or "" (the prompt alone).
 JSON_MODES = ("json_schema", "json_object", "")
@@ -29,9 +47,16 @@ class OpenAIProvider(ChatProvider):
         self.name = name
         self.json_mode = json_mode if json_mode in JSON_MODES else ""
         self.account_prefix = account_prefix
-        # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
-        self.client = openai.AsyncOpenAI(api_key=api_key or "unused", base_url=base_url or None,
-                                         max_retries=0, timeout=request_timeout)
+        self._options = {"api_key": api_key or "unused", "base_url": base_url or None, "timeout": request_timeout}
+        self._client: openai.AsyncOpenAI | None = None
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The SDK client, over the connection pool this event loop's providers share."""
+        if self._client is None:
+            # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
+            self._client = openai.AsyncOpenAI(**self._options, max_retries=0, http_client=shared_http_client())
+        return self._client
 
     async def complete(self, model: str, system: str, user: str, max_tokens: int,
                        json_schema: dict | None = None, on_delta: DeltaCallback | None = None) -> ChatReply:
@@ -85,4 +110,5 @@ class OpenAIProvider(ChatProvider):
         return ChatReply(text, input_tokens, output_tokens, served_by)
 
     async def aclose(self) -> None:
-        await self.client.close()
+        # the shared pool stays open for the loop's other tasks
+        self._client = None
