@@ -238,12 +238,13 @@ class RateLimits:
         """Count this request against RATE_LIMIT_DEFAULT; 429 when over."""
         if request.path in EXEMPT_PATHS:
             return
-        # per key and route, as flask-limiter counts default limits
-        key, route = self.rate_key(), request.endpoint or ""
+        # design: one count per key over every route, as DESIGN §10 and the configuration
+        # reference say (flask-limiter's own check kept one count per key and route)
+        key = self.rate_key()
         strategy = self.limiter.limiter
         for item in self.default:
-            allowed = strategy.hit(item, key, route)
-            stats = strategy.get_window_stats(item, key, route)
+            allowed = strategy.hit(item, key, "default")
+            stats = strategy.get_window_stats(item, key, "default")
             shown = getattr(g, "rate_limit", None)
             if shown is None or stats.remaining < shown[1].remaining:
                 g.rate_limit = (item, stats)

@@ -42,6 +42,17 @@ def test_default_limit_applies_everywhere_but_health(limited):
     assert all(a.get("/health").status_code == 200 for _ in range(10))
 
 
+def test_default_limit_is_one_count_per_key_over_every_route(limited):
+    a, b = limited
+    paths = ["/tasks", "/tools", "/stats", "/webhooks"] * 3
+    replies = [c.get(path) for c, path in zip((a, b) * 6, paths)]
+    assert [r.status_code for r in replies].count(200) == 8
+    assert {r.status_code for r in replies[8:]} == {429}
+    # flask-limiter's headers: this request's place in the window
+    assert [int(r.headers["X-RateLimit-Remaining"]) for r in replies[:8]] == list(range(7, -1, -1))
+    assert all(r.headers["X-RateLimit-Limit"] == "8" and int(r.headers["X-RateLimit-Reset"]) > 0 for r in replies)
+
+
 def test_the_same_orchestrate_limit_applies_over_mcp(limited):
     a, b = limited
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
