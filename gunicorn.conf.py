@@ -50,6 +50,27 @@ def on_starting(server):
         raise SystemExit(
             f"refusing to bind {_settings.bind_address}: no API_KEYS or API_KEYS_FILE configured "
             "(bind 127.0.0.1, or configure keys)")
+    _preload()
+
+
+# Third-party packages every worker imports; none starts a thread or opens a file or a
+# socket when imported. The app's own modules are not among them: mcp.metrics creates its
+# multiprocess metric files per process, so it must be imported after the fork.
+PRELOAD = ("flask", "flask_limiter", "flask_cors", "marshmallow", "apispec", "orjson", "redis", "openai")
+
+
+def _preload():
+    """design: imported once in the master, not once per worker after the fork. On two
+    cores, four workers importing the same packages at once (plus the provider SDK in their
+    warm-up) kept the first task after start waiting for CPU; forked workers share the
+    imported pages too."""
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional package (a deployment without it): the worker imports what it needs
+            pass
 
 
 def post_fork(server, worker):
