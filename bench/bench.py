@@ -174,8 +174,10 @@ def bench_http(tmp: Path, args: argparse.Namespace, which: set[str]) -> dict[str
     out["start_to_healthy_s"] = {"value": round(startup, 2), "target": "<= 5 s"}
     # the same service with the limiter off, and on the Redis store (the limiter reserving
     # from Redis): second lines, loaded in turn with the first
-    variants = {"limiter_off": start_service(tmp, "http-off", LIMITER_OFF)[0]}
-    if args.redis_url:
+    variants: dict[str, Service] = {}
+    if which & {"mcp", "rest"}:
+        variants["limiter_off"] = start_service(tmp, "http-off", LIMITER_OFF)[0]
+    if args.redis_url and "mcp" in which:
         variants["redis"] = start_service(tmp, "http-redis", {"STORE_URL": args.redis_url})[0]
     bare = bare_flask(tmp)
     peer = None

@@ -72,6 +72,8 @@ class StoreStorage(Storage):
         self.store: Store = open_store(store_url)
         self.shared = not store_url.startswith("sqlite")
         path = getattr(self.store, "path", None)
+        if not host_file and path is None:
+            raise ValueError(f"{store_url.split(':', 1)[0]} store: the rate limiter needs host_file for its counters")
         self.table = HostCounters(host_file or f"{path}.ratelimit")
         self._last = threading.local()
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
