@@ -3,33 +3,16 @@ through the official `openai` SDK."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import weakref
 from typing import Any
 
 import openai
 import orjson
 
 from .chat import ChatProvider, ChatReply, DeltaCallback
+from .pools import loop_client
 from .resilience import Governor, RetryPolicy
 
 DEFAULT_MODEL = "gpt-4o-mini"
-# design: a provider is made per task, and an SDK client of its own built an HTTP client,
-# its TLS context (certificates loaded: tens of ms on the worker loop before the planner's
-# call) and new connections for every task. The tasks of one event loop share one pool.
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-_pools_lock = threading.Lock()
-
-
-def shared_http_client() -> Any:
-    """The running loop's HTTP client for the SDK (made with the SDK's defaults)."""
-    loop = asyncio.get_running_loop()
-    with _pools_lock:
-        client = _pools.get(loop)
-        if client is None or client.is_closed:
-            client = _pools[loop] = openai.DefaultAsyncHttpxClient()
-        return client
 # How a service is asked for the planner's JSON: "json_schema" (structured outputs),
 # "json_object" (JSON mode; the prompt carries the shape) or "" (the prompt alone).
 JSON_MODES = ("json_schema", "json_object", "")
@@ -55,7 +38,7 @@ class OpenAIProvider(ChatProvider):
         """The SDK client, over the connection pool this event loop's providers share."""
         if self._client is None:
             # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
-            self._client = openai.AsyncOpenAI(**self._options, max_retries=0, http_client=shared_http_client())
+            self._client = openai.AsyncOpenAI(**self._options, max_retries=0, http_client=loop_client(openai.DefaultAsyncHttpxClient))
         return self._client
 
     async def complete(self, model: str, system: str, user: str, max_tokens: int,
