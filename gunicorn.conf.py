@@ -56,20 +56,30 @@ def on_starting(server):
 # Third-party packages every worker imports; none starts a thread or opens a file or a
 # socket when imported. The app's own modules are not among them: mcp.metrics creates its
 # multiprocess metric files per process, so it must be imported after the fork.
-PRELOAD = ("flask", "flask_limiter", "flask_cors", "marshmallow", "apispec", "orjson", "redis", "openai")
+PRELOAD = ("flask", "flask_limiter", "flask_cors", "marshmallow", "apispec", "orjson", "redis")
 
 
 def _preload():
     """design: imported once in the master, not once per worker after the fork. On two
-    cores, four workers importing the same packages at once (plus the provider SDK in their
-    warm-up) kept the first task after start waiting for CPU; forked workers share the
-    imported pages too."""
+    cores, four workers importing the same packages at once (and the provider SDK, the
+    largest, in their warm-up) kept the first task after start waiting for CPU. The SDK is
+    imported only for the default provider, so an extractive service does not carry it."""
     import importlib
 
-    for name in PRELOAD:
+    from mcp.catalog import CHAT_SERVICES, Catalog
+    from mcp.errors import ValidationError
+    from orchestration.providers import PROVIDERS
+
+    packages = list(PRELOAD)
+    try:
+        name = Catalog(_settings).resolve_provider(None)
+        packages.append(PROVIDERS[CHAT_SERVICES[name].module if name in CHAT_SERVICES else name].split(":")[0])
+    except (ValidationError, KeyError):
+        pass  # an unknown LLM_PROVIDER is reported where it is used, not here
+    for package in packages:
         try:
-            importlib.import_module(name)
-        except ImportError:  # an optional package (a deployment without it): the worker imports what it needs
+            importlib.import_module(package)
+        except ImportError:  # a deployment without an optional package: its workers do without
             pass
 
 
