@@ -230,7 +230,8 @@ class RateLimits:
             app.after_request(self.add_headers)
 
     def _limiter_hook(self, hook: Any) -> bool:
-        return getattr(hook, "__self__", None) is self.limiter or (isinstance(hook, partial) and self.limiter in hook.args)
+        return (getattr(hook, "__self__", None) is self.limiter
+                or (isinstance(hook, partial) and self.limiter in hook.args))
 
     def rate_key(self) -> str:
         name = getattr(g, "api_key_name", None)

@@ -38,7 +38,8 @@ class OpenAIProvider(ChatProvider):
         """The SDK client, over the connection pool this event loop's providers share."""
         if self._client is None:
             # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
-            self._client = openai.AsyncOpenAI(**self._options, max_retries=0, http_client=loop_client(openai.DefaultAsyncHttpxClient))
+            self._client = openai.AsyncOpenAI(**self._options, max_retries=0,
+                                              http_client=loop_client(openai.DefaultAsyncHttpxClient))
         return self._client
 
     async def complete(self, model: str, system: str, user: str, max_tokens: int,
