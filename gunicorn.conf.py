@@ -112,13 +112,18 @@ def _preload_default_provider() -> None:
     from mcp.catalog import CHAT_SERVICES, Catalog
     from orchestration.providers import PROVIDERS
 
-    name = Catalog(_settings).resolve_provider(None)
-    if name in CHAT_SERVICES:
-        importlib.import_module(PROVIDERS[CHAT_SERVICES[name].module].split(":")[0])
+    from mcp.errors import ValidationError
+
+    try:
+        name = Catalog(_settings).resolve_provider(None)
+        if name in CHAT_SERVICES:
+            importlib.import_module(PROVIDERS[CHAT_SERVICES[name].module].split(":")[0])
+    except (ValidationError, KeyError):
+        pass  # an unknown LLM_PROVIDER is reported where it is used, not here
     # the web stack, for the same reason (the app itself is built in each worker, after fork:
     # its runtime starts threads and its metrics are per process)
     for module in ("flask", "flask_limiter", "flask_cors", "marshmallow", "apispec", "asgiref.sync",
-                   "pythonjsonlogger.json", "redis"):
+                   "pythonjsonlogger.json", "orjson", "redis"):
         importlib.import_module(module)
 
 

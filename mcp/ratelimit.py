@@ -1,5 +1,5 @@
-"""Rate limits with flask-limiter (DESIGN §10), counted in the store so every worker (and,
-with Redis, every host) shares one count.
+"""Rate limits with flask-limiter (DESIGN §10), counted in shared memory by every worker of
+a host and, with Redis, reserved from the store so every host shares one count.
 
 `RATE_LIMIT_DEFAULT` applies to every route but the health probes; `RATE_LIMIT_ORCHESTRATE`
 to starting a task, on REST and MCP alike. Both are per API key, else per client address
@@ -7,13 +7,16 @@ to starting a task, on REST and MCP alike. Both are per API key, else per client
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
 import time
+from functools import partial
+from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, Response, g, has_request_context, request
 from flask_limiter import HeaderNames, Limiter, RateLimitExceeded
 from limits import parse_many
 from limits.storage import Storage
@@ -21,6 +24,7 @@ from limits.storage import Storage
 from . import metrics
 from .alerts import Alerts
 from .errors import TooManyRequests, error_response
+from .hostcounters import Entry, HostCounters
 from .locality import client_address
 from .settings import Settings
 from .store import Store, open_store
@@ -29,6 +33,10 @@ log = logging.getLogger(__name__)
 
 EXEMPT_PATHS = frozenset({"/health", "/health/live"})
 SCHEME = "orchestrator-store"
+# Redis: a host reserves at most this many units of a limit at a time, and at most this
+# share of what is left (so a limit of 5 is counted one unit at a time, in Redis).
+RESERVE_BATCH = 16
+RESERVE_SHARE = 16
 # How long a thread trusts the figures its own last increment returned.
 JUST_HIT_SECONDS = 0.05
 # design: flask-limiter writes Retry-After on every response it counts, so a plain 200 told
@@ -37,14 +45,40 @@ JUST_HIT_SECONDS = 0.05
 LIMITER_RETRY_AFTER = "X-Limiter-Retry-After"
 
 
+def limit_of(key: str) -> int | None:
+    """The limit's amount from a `limits` key (`LIMITER/<identifiers>/<amount>/<multiples>/<granularity>`)."""
+    parts = key.rsplit("/", 3)
+    return int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
+
+
 class StoreStorage(Storage):
-    """A `limits` storage over the service's store (fixed-window counters)."""
+    """A `limits` storage (fixed windows) counted in shared memory on each host.
+
+    design: a store write per request cost a third of the service's throughput (a SQLite
+    write transaction, serialised across workers). The count now lives in mcp.hostcounters,
+    shared by every worker of the host under one lock, so it is exact across workers:
+    - SQLite store (one host by nature): the host's table is the count. Never exceeded.
+    - Redis store (several hosts): the table holds units this host reserved from the shared
+      Redis counter, up to RESERVE_BATCH at a time and never more than the limit leaves, so
+      every admitted request owns a unit under the limit: never exceeded either. A host's
+      window ends when Redis's does, measured from before the reservation was asked. The cost
+      is on the other side: units one host reserved and did not spend are not offered to the
+      others, so with H hosts a window may admit up to (H - 1) x RESERVE_BATCH requests fewer
+      than the limit (none on one host; none for limits under RESERVE_SHARE x 2, which are
+      reserved one unit at a time).
+    A key that finds no slot in a full table is counted in the store, as before."""
 
     STORAGE_SCHEME = [f"{SCHEME}+sqlite", f"{SCHEME}+redis"]
 
-    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: Any):
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, host_file: str = "", **options: Any):
         # design: `limits` builds storages from a URI; ours wraps the store URL after the scheme.
-        self.store: Store = open_store(uri.split("+", 1)[1])
+        store_url = uri.split("+", 1)[1]
+        self.store: Store = open_store(store_url)
+        self.shared = not store_url.startswith("sqlite")
+        path = getattr(self.store, "path", None)
+        if not host_file and path is None:
+            raise ValueError(f"{store_url.split(':', 1)[0]} store: the rate limiter needs host_file for its counters")
+        self.table = HostCounters(host_file or f"{path}.ratelimit")
         self._last = threading.local()
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
@@ -53,24 +87,63 @@ class StoreStorage(Storage):
         return (Exception,)
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        value, expires = self.store.incr_counter(key, expiry, amount)
-        self._last.hit = (key, value, expires, time.monotonic())
-        return value
+        now = time.time()
+        limit = limit_of(key) if self.shared else None
+        with self.table.locked() as table:
+            place, entry = table.lookup(key, now)
+            if place is not None:
+                entry = self._reserve(key, expiry, amount, limit, entry, now) if limit is not None else \
+                    self._count(key, expiry, amount, entry, now)
+                table.write(place, entry)
+        if place is None:
+            value, expires = self.store.incr_counter(key, expiry, amount)
+            entry = Entry(expires, value)
+        self._last.hit = (key, entry, time.monotonic())
+        return entry.value
 
-    def _just_hit(self, key: str) -> tuple[int, float] | None:
-        """The counter this thread incremented a moment ago: flask-limiter reads it back
-        for the X-RateLimit headers right after the hit, and the increment already told us
-        both figures, so those two reads need not cost two more store round trips."""
+    def _count(self, key: str, expiry: int, amount: int, entry: Entry | None, now: float) -> Entry:
+        if entry is None:
+            # a new window; a key that once found the table full has its count in the store
+            value, expires = self.store.get_counter(key)
+            entry = Entry(expires if value else now + expiry, value)
+        return entry._replace(value=entry.value + amount)
+
+    def _reserve(self, key: str, expiry: int, amount: int, limit: int, entry: Entry | None, now: float) -> Entry:
+        entry = entry or Entry(0.0)
+        if entry.tokens >= amount:
+            tokens = entry.tokens - amount
+            return entry._replace(tokens=tokens, value=entry.seen - tokens)
+        if entry.expires > now and entry.seen >= limit:
+            return entry._replace(tokens=0, value=max(entry.seen, limit) + amount)
+        need = amount - entry.tokens
+        batch = max(need, min(RESERVE_BATCH, (limit - entry.seen) // RESERVE_SHARE))
+        asked = time.time()
+        total, expires = self.store.incr_counter(key, expiry, batch)
+        expires -= time.time() - asked  # the window as Redis counts it, ending no later
+        if entry.expires > now:
+            expires = min(expires, entry.expires)
+        tokens = entry.tokens + max(0, min(batch, limit - (total - batch)))
+        if tokens < amount:  # the window is spent: units short of the cost are spent with it
+            return Entry(expires, total, 0, total)
+        return Entry(expires, total - (tokens - amount), tokens - amount, total)
+
+    def _entry(self, key: str) -> Entry | None:
+        """The key's figures. flask-limiter reads them back for the X-RateLimit headers right
+        after the hit: those are the figures the hit itself returned (this request's place in
+        the count), not whatever other threads have made of the count since."""
         last = getattr(self._last, "hit", None)
-        if last and last[0] == key and time.monotonic() - last[3] < JUST_HIT_SECONDS:
-            return last[1], last[2]
-        return None
+        if last and last[0] == key and time.monotonic() - last[2] < JUST_HIT_SECONDS:
+            return last[1]
+        with self.table.locked() as table:
+            return table.lookup(key, time.time())[1]
 
     def get(self, key: str) -> int:
-        return (self._just_hit(key) or self.store.get_counter(key))[0]
+        entry = self._entry(key)
+        return entry.value if entry else self.store.get_counter(key)[0]
 
     def get_expiry(self, key: str) -> float:
-        return (self._just_hit(key) or self.store.get_counter(key))[1]
+        entry = self._entry(key)
+        return entry.expires if entry else self.store.get_counter(key)[1]
 
     def check(self) -> bool:
         try:
@@ -80,9 +153,11 @@ class StoreStorage(Storage):
             return False
 
     def reset(self) -> int | None:
+        self.table.clear()
         return self.store.reset_counters()
 
     def clear(self, key: str) -> None:
+        self.table.clear(key)
         self.store.reset_counters(key)
 
 
@@ -120,10 +195,30 @@ class Breaches:
         self.alerts.notify("rate_limit_breach", details)
 
 
+def host_file(settings: Settings) -> str:
+    """Where this host keeps its counters: beside a SQLite database, else in DATA_DIR (one
+    file per store URL, so services sharing a host but not a store do not share counts)."""
+    url = settings.resolved_store_url
+    if url.startswith("sqlite"):
+        return ""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return str(Path(settings.data_dir).resolve() / f"ratelimit-{digest}.counters")
+
+
 class RateLimits:
+    """RATE_LIMIT_DEFAULT on every request but the health probes, RATE_LIMIT_ORCHESTRATE on
+    task starts, through flask-limiter's strategy and storage.
+
+    design: flask-limiter's own per-request check resolved blueprint, decorator and
+    exemption scopes and re-parsed the limit string on every request: a quarter of a cheap
+    request's CPU. No route here has its own limit, so the default limit is hit directly,
+    with the limit parsed once, and the same X-RateLimit-* headers are set; `self.limiter`
+    stays a flask-limiter `Limiter` for its strategy and storage."""
+
     def __init__(self, app: Flask, settings: Settings, breaches: Breaches | None = None):
         self.settings = settings
         self.breaches = breaches
+        self.default = parse_many(settings.rate_limit_default)
         self.orchestrate = parse_many(settings.rate_limit_orchestrate)
         # Registered before the limiter, so it runs after the limiter's header hook (Flask runs
         # after_request functions in reverse order).
@@ -131,18 +226,61 @@ class RateLimits:
         self.limiter = Limiter(
             self.rate_key,
             app=app,
-            default_limits=[settings.rate_limit_default],
             storage_uri=f"{SCHEME}+{settings.resolved_store_url}",
+            storage_options={"host_file": host_file(settings)},
             strategy="fixed-window",
             headers_enabled=True,
             header_name_mapping={HeaderNames.RETRY_AFTER: LIMITER_RETRY_AFTER},
             enabled=settings.rate_limit_enabled,
         )
         self.limiter.request_filter(lambda: request.path in EXEMPT_PATHS)
+        # flask-limiter 4 has no switch for its per-request hooks: unhooked here, replaced by
+        # the two below (its teardown only cleared the per-request state of the check)
+        for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
+            hooks[None] = [f for f in hooks.get(None, []) if not self._limiter_hook(f)]
+        if settings.rate_limit_enabled:
+            app.before_request(self.hit_default)
+            app.after_request(self.add_headers)
+
+    def _limiter_hook(self, hook: Any) -> bool:
+        return (getattr(hook, "__self__", None) is self.limiter
+                or (isinstance(hook, partial) and self.limiter in hook.args))
 
     def rate_key(self) -> str:
         name = getattr(g, "api_key_name", None)
         return f"key:{name}" if name else f"ip:{client_address(self.settings)}"
+
+    def hit_default(self) -> None:
+        """Count this request against RATE_LIMIT_DEFAULT; 429 when over."""
+        if request.path in EXEMPT_PATHS:
+            return
+        # design: one count per key over every route, as DESIGN §10 and the configuration
+        # reference say (flask-limiter's own check kept one count per key and route)
+        key = self.rate_key()
+        strategy = self.limiter.limiter
+        for item in self.default:
+            allowed = strategy.hit(item, key, "default")
+            stats = strategy.get_window_stats(item, key, "default")
+            shown = getattr(g, "rate_limit", None)
+            if shown is None or stats.remaining < shown[1].remaining:
+                g.rate_limit = (item, stats)
+            if not allowed:
+                if self.breaches is not None:
+                    self.breaches.record(key, item)
+                raise TooManyRequests(f"rate limit exceeded: {item}", {"limit": str(item)},
+                                      headers={"Retry-After": str(max(1, min(math.ceil(stats.reset_time - time.time()),
+                                                                             item.get_expiry())))})
+
+    @staticmethod
+    def add_headers(response: Response) -> Response:
+        """flask-limiter's headers, for the tightest default limit."""
+        shown = getattr(g, "rate_limit", None)
+        if shown is not None:
+            item, stats = shown
+            response.headers["X-RateLimit-Limit"] = str(item.amount)
+            response.headers["X-RateLimit-Remaining"] = str(stats.remaining)
+            response.headers["X-RateLimit-Reset"] = str(int(stats.reset_time))
+        return response
 
     def hit_orchestrate(self, count: int = 1) -> None:
         """Count `count` task starts against RATE_LIMIT_ORCHESTRATE; 429 when over."""
@@ -164,6 +302,7 @@ def init_app(app: Flask, settings: Settings, store: Store | None = None, alerts:
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded):
+        # a limit flask-limiter checks itself (a decorated route)
         current = limits.limiter.current_limit
         # the window's end, rounded up, is never further away than the window itself
         retry = (max(1, min(math.ceil(current.reset_at - time.time()), current.limit.get_expiry()))

@@ -9,6 +9,7 @@ from typing import Any
 import anthropic
 
 from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn
+from .pools import loop_client
 from .resilience import Governor, RetryPolicy
 
 DEFAULT_MODEL = "claude-haiku-4-5"
@@ -25,9 +26,17 @@ class AnthropicProvider(ChatProvider):
                  governor: Governor | None = None):
         super().__init__(model or DEFAULT_MODEL, planner_model, worker_model, synthesis_model, retry, governor)
         self.name = name
-        # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
-        self.client = anthropic.AsyncAnthropic(api_key=api_key or "unused", base_url=base_url or None,
-                                               max_retries=0, timeout=request_timeout)
+        self._options = {"api_key": api_key or "unused", "base_url": base_url or None, "timeout": request_timeout}
+        self._client: anthropic.AsyncAnthropic | None = None
+
+    @property
+    def client(self) -> anthropic.AsyncAnthropic:
+        """The SDK client, over the connection pool this event loop's providers share."""
+        if self._client is None:
+            # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
+            self._client = anthropic.AsyncAnthropic(**self._options, max_retries=0,
+                                                    http_client=loop_client(anthropic.DefaultAsyncHttpxClient))
+        return self._client
 
     async def complete(self, model: str, system: str, user: str, max_tokens: int,
                        json_schema: dict | None = None, on_delta: DeltaCallback | None = None) -> ChatReply:
@@ -109,7 +118,8 @@ class AnthropicProvider(ChatProvider):
         return ChatReply(text, input_tokens, output_tokens, served_by, calls)
 
     async def aclose(self) -> None:
-        await self.client.close()
+        # the shared pool stays open for the loop's other tasks
+        self._client = None
 
 
 def _input(raw: str) -> dict[str, Any]:

@@ -7,8 +7,10 @@ import json
 from typing import Any
 
 import openai
+import orjson
 
 from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn
+from .pools import loop_client
 from .resilience import Governor, RetryPolicy
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -29,9 +31,17 @@ class OpenAIProvider(ChatProvider):
         self.name = name
         self.json_mode = json_mode if json_mode in JSON_MODES else ""
         self.account_prefix = account_prefix
-        # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
-        self.client = openai.AsyncOpenAI(api_key=api_key or "unused", base_url=base_url or None,
-                                         max_retries=0, timeout=request_timeout)
+        self._options = {"api_key": api_key or "unused", "base_url": base_url or None, "timeout": request_timeout}
+        self._client: openai.AsyncOpenAI | None = None
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The SDK client, over the connection pool this event loop's providers share."""
+        if self._client is None:
+            # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
+            self._client = openai.AsyncOpenAI(**self._options, max_retries=0,
+                                              http_client=loop_client(openai.DefaultAsyncHttpxClient))
+        return self._client
 
     async def complete(self, model: str, system: str, user: str, max_tokens: int,
                        json_schema: dict | None = None, on_delta: DeltaCallback | None = None) -> ChatReply:
@@ -80,33 +90,52 @@ class OpenAIProvider(ChatProvider):
     async def _stream(self, model: str, messages: list[dict], max_tokens: int, on_delta: DeltaCallback,
                       extra: dict[str, Any] | None = None) -> ChatReply:
         """A streamed completion: text deltas go to `on_delta` as they come; tool calls, when
-        `extra` offers tools, are put together from their pieces."""
-        stream = await self.client.chat.completions.create(
+        `extra` offers tools, are put together from their pieces.
+
+        design: the SDK builds pydantic objects for every streamed chunk (one per word or
+        so); twenty agents streaming at once on one worker loop spent more time there than
+        anywhere else (py-spy, bench/RESULTS.md). The SDK still sends the request and maps
+        HTTP errors; the server-sent lines are read here, with orjson."""
+        request = self.client.chat.completions.with_streaming_response.create(
             model=model, messages=messages, max_tokens=max_tokens, stream=True,
             stream_options={"include_usage": True}, **(extra or {}))
         text, input_tokens, output_tokens, served_by = "", 0, 0, model
         pieces: dict[int, dict[str, str]] = {}
         # design: leaving this block, cancelled or not, closes the response and so its connection.
-        async with stream:
-            async for chunk in stream:
-                served_by = chunk.model or served_by
-                if chunk.usage:
-                    input_tokens, output_tokens = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
-                for choice in chunk.choices:
-                    if choice.delta and choice.delta.content:
-                        text += choice.delta.content
+        async with request as response:
+            async for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = orjson.loads(data)
+                if chunk.get("error"):
+                    error = chunk["error"]
+                    message = error.get("message") if isinstance(error, dict) else str(error)
+                    raise openai.APIError(message or "the stream reported an error", response.http_request, body=error)
+                served_by = chunk.get("model") or served_by
+                usage = chunk.get("usage")
+                if usage:
+                    input_tokens, output_tokens = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    piece = delta.get("content")
+                    if piece:
+                        text += piece
                         await on_delta(text)
-                    for part in (choice.delta.tool_calls or []) if choice.delta else []:
-                        call = pieces.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
-                        call["id"] = part.id or call["id"]
-                        if part.function is not None:
-                            call["name"] += part.function.name or ""
-                            call["arguments"] += part.function.arguments or ""
+                    for part in delta.get("tool_calls") or ():
+                        call = pieces.setdefault(part.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                        call["id"] = part.get("id") or call["id"]
+                        function = part.get("function") or {}
+                        call["name"] += function.get("name") or ""
+                        call["arguments"] += function.get("arguments") or ""
         calls = [ToolCall(c["id"], c["name"], _arguments(c["arguments"])) for _, c in sorted(pieces.items())]
         return ChatReply(text, input_tokens, output_tokens, served_by, calls)
 
     async def aclose(self) -> None:
-        await self.client.close()
+        # the shared pool stays open for the loop's other tasks
+        self._client = None
 
 
 def _arguments(raw: str | None) -> dict[str, Any]:

@@ -256,6 +256,7 @@ class LocalDocsSource(SearchSource):
         self.prefix = self.docs_dir.name or "docs"
         self._lock = threading.Lock()
         self._ready = False
+        self._readers = threading.local()
         self._next_refresh = 0.0
         try:
             with closing(sqlite3.connect(":memory:")) as probe:
@@ -281,6 +282,16 @@ class LocalDocsSource(SearchSource):
         conn = sqlite3.connect(self.index_path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's connection for queries. design: opening one (and its pragmas) cost
+        as much as the query; the searches of a process run on a few pool threads, so each
+        keeps its own (sqlite3 connections must not cross threads)."""
+        conn = getattr(self._readers, "conn", None)
+        if conn is None or self._readers.pid != os.getpid():
+            conn = self._readers.conn = self._connect()
+            self._readers.pid = os.getpid()
         return conn
 
     @contextmanager
@@ -322,10 +333,9 @@ class LocalDocsSource(SearchSource):
                     fcntl.flock(lock, fcntl.LOCK_EX)
                     self._refresh(conn)
                 self._next_refresh = time.monotonic() + self.refresh_interval
-        with closing(self._connect()) as conn:
-            rows = conn.execute(
-                f"SELECT title, heading, body, url, path, {BM25} AS rank FROM chunks WHERE chunks MATCH ? "
-                "ORDER BY rank LIMIT ?", (match_expression(query), limit * 4)).fetchall()
+        rows = self._reader().execute(
+            f"SELECT title, heading, body, url, path, {BM25} AS rank FROM chunks WHERE chunks MATCH ? "
+            "ORDER BY rank LIMIT ?", (match_expression(query), limit * 4)).fetchall()
         terms, hits, seen = query_terms(query), [], set()
         for title, heading, body, url, rel, rank in rows:
             if len(hits) == limit:

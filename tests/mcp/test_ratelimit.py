@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from app import create_app
+from mcp.ratelimit import RESERVE_BATCH
 
 
 @pytest.fixture
@@ -39,6 +42,17 @@ def test_default_limit_applies_everywhere_but_health(limited):
     assert all(a.get("/health").status_code == 200 for _ in range(10))
 
 
+def test_default_limit_is_one_count_per_key_over_every_route(limited):
+    a, b = limited
+    paths = ["/tasks", "/tools", "/stats", "/webhooks"] * 3
+    replies = [c.get(path) for c, path in zip((a, b) * 6, paths)]
+    assert [r.status_code for r in replies].count(200) == 8
+    assert {r.status_code for r in replies[8:]} == {429}
+    # flask-limiter's headers: this request's place in the window
+    assert [int(r.headers["X-RateLimit-Remaining"]) for r in replies[:8]] == list(range(7, -1, -1))
+    assert all(r.headers["X-RateLimit-Limit"] == "8" and int(r.headers["X-RateLimit-Reset"]) > 0 for r in replies)
+
+
 def test_the_same_orchestrate_limit_applies_over_mcp(limited):
     a, b = limited
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -65,3 +79,58 @@ def test_only_refusals_carry_retry_after(limited):
     while (refused := a.get("/tasks")).status_code != 429:
         pass
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+# -- exactness under concurrency, real gunicorn ---------------------------------------------
+
+LIMIT = 120
+EXTRA = 40
+
+
+def burst(service, n: int, threads: int = 32) -> list:
+    """`n` requests at once, each on its own connection, so the workers share them."""
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda _: service.get("/tools"), range(n)))
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_env(request) -> dict[str, str]:
+    if request.param == "sqlite":
+        return {}
+    url = f"{request.getfixturevalue('redis_server')}/11"
+    subprocess.run(["redis-cli", "-u", url, "flushdb"], check=True, capture_output=True)
+    return {"STORE_URL": url}
+
+
+@pytest.mark.slow
+def test_the_limit_holds_exactly_across_four_workers(service_factory, store_env):
+    """N + k requests in parallel over 4 workers: exactly N pass, each with its own place in
+    the count (the headers count down N-1 ... 0 without a gap or a repeat), the rest 429."""
+    service = service_factory({**store_env, "RATE_LIMIT_DEFAULT": f"{LIMIT} per hour"})
+    replies = burst(service, LIMIT + EXTRA)
+    passed = [r for r in replies if r.status_code == 200]
+    refused = [r for r in replies if r.status_code == 429]
+    assert len(passed) == LIMIT and len(refused) == EXTRA
+    assert sorted(int(r.headers["X-RateLimit-Remaining"]) for r in passed) == list(range(LIMIT))
+    assert {r.headers["X-RateLimit-Limit"] for r in passed} == {str(LIMIT)}
+    assert all(int(r.headers["Retry-After"]) >= 1 and r.json()["error"] == "rate_limited" for r in refused)
+    assert service.get("/tools").status_code == 429
+
+
+@pytest.mark.slow
+def test_hosts_sharing_redis_never_exceed_the_limit(service_factory, redis_server):
+    """Two hosts (two services, each its own DATA_DIR) on one Redis: never more than N
+    between them, at most RESERVE_BATCH fewer while the other host holds units unspent, and
+    exactly N once each host has spent what it holds."""
+    url = f"{redis_server}/11"
+    subprocess.run(["redis-cli", "-u", url, "flushdb"], check=True, capture_output=True)
+    env = {"STORE_URL": url, "RATE_LIMIT_DEFAULT": f"{LIMIT} per hour", "WORKERS": "2"}
+    hosts = [service_factory(env), service_factory(env)]
+    with ThreadPoolExecutor(2) as pool:
+        replies = [r for rs in pool.map(lambda s: burst(s, LIMIT, threads=16), hosts) for r in rs]
+    passed = sum(r.status_code == 200 for r in replies)
+    assert LIMIT - RESERVE_BATCH <= passed <= LIMIT
+    assert sum(r.status_code == 429 for r in replies) == 2 * LIMIT - passed
+    drained = [s.get("/tools").status_code for s in hosts for _ in range(RESERVE_BATCH + 1)]
+    assert passed + drained.count(200) == LIMIT
+    assert drained[-1] == drained[RESERVE_BATCH] == 429

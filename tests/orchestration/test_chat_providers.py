@@ -5,6 +5,7 @@ structured plans, budgets, Retry-After, failing agents, the governor, cancel and
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,47 @@ def test_token_counts_a_server_leaves_out_or_makes_negative_count_as_zero(llm):
 
     text, usage = asyncio.run(summary())
     assert text == "ok" and usage.input_tokens == 0 and usage.cost_usd >= 0
+
+
+def test_an_error_the_openai_stream_reports_midway_fails_the_call():
+    """The streamed lines are read without the SDK's per-chunk objects; an `error` the
+    server sends inside the stream still ends the call as the SDK would (an APIError)."""
+    import http.server
+    import threading
+
+    import openai
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            piece = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                     "choices": [{"index": 0, "delta": {"content": "partial"}, "finish_reason": None}]}
+            self.wfile.write(f"data: {json.dumps(piece)}\n\n".encode())
+            self.wfile.write(b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    seen: list[str] = []
+
+    async def on_delta(text: str) -> None:
+        seen.append(text)
+
+    async def call() -> None:
+        provider = create_provider("openai", api_key="k", base_url=f"http://127.0.0.1:{server.server_port}/v1")
+        try:
+            await provider.complete("m", "system", "user", 50, on_delta=on_delta)
+        finally:
+            await provider.aclose()
+
+    try:
+        with pytest.raises(openai.APIError, match="overloaded"):
+            asyncio.run(call())
+    finally:
+        server.shutdown()
+    assert seen == ["partial"]
