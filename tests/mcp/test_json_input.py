@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from mcp import jsonio
-from mcp.protocol import SESSION_TTL
 from mcp.services import EXTENSION
 from mcp.store import open_store
 from orchestration.safejson import loads
@@ -60,6 +59,9 @@ def client(shared):
 @pytest.fixture
 def app(shared):
     return shared
+
+
+SESSION_TTL = 3600.0
 
 
 def rpc_body(params_query: bytes) -> bytes:
