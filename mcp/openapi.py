@@ -236,6 +236,16 @@ def build_spec() -> dict[str, Any]:
         "Run it again: a task resumes from its checkpoints, a delivery is sent again",
         {"202": _ok("retrying", OBJECT), "404": _error("unknown entry"), "409": _error("cannot be retried"),
          "400": _error("malformed body"), "415": _error("body is not JSON")}, extra_params=entry_param)})
+    spec.path("/ui", operations={"get": operation(
+        "The research console: redirects to /ui/", {"308": {"description": "to /ui/"}}, security=public)})
+    spec.path("/ui/", operations={"get": operation(
+        "The research console (a single page; its API calls carry the key)",
+        {"200": _ok("the console's HTML page", {"type": "string"}, "text/html")}, security=public)})
+    spec.path("/ui/{name}", operations={"get": operation(
+        "The console's static files (scripts, stylesheet, vendored libraries)",
+        {"200": _ok("the file", {"type": "string"}, "text/javascript"), "404": _error("no such file")},
+        security=public, extra_params=[{"name": "name", "in": "path", "required": True,
+                                        "schema": {"type": "string", "maxLength": 200}}])})
     spec.path("/openapi.json", operations={"get": operation("This document", {"200": _ok("OpenAPI 3", OBJECT)})})
     spec.path("/metrics", operations={"get": operation(
         "Prometheus metrics of all workers (no key needed from loopback)",

@@ -18,7 +18,7 @@ KEY = {"X-API-Key": "contract-secret"}
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance", "ignored_auth", "negative_data_rejection")
 PUBLIC = {("get", "/"), ("get", "/health"), ("get", "/health/live"), ("get", "/metrics")}
-PUBLIC_PREFIXES = ("/.well-known/", "/oauth/")  # OAuth discovery and the authorization server
+PUBLIC_PREFIXES = ("/.well-known/", "/oauth/", "/ui")  # OAuth discovery, the authorization server, the console
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,12 @@ class OpenAIProvider(ChatProvider):
                 data = line[5:].strip()
                 if data == "[DONE]":
                     break
-                chunk = orjson.loads(data)
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    # orjson refuses a lone surrogate escape that a model did write; the standard
+                    # library reads it, and the text is cleaned on arrival (ChatProvider._request)
+                    chunk = json.loads(data)
                 if chunk.get("error"):
                     error = chunk["error"]
                     message = error.get("message") if isinstance(error, dict) else str(error)

@@ -28,7 +28,7 @@ STATELESS_VERSION = "2026-07-28"
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = ["initialize", "ping", "server/discover", "tools/list", "tools/call", "resources/list",
+METHODS = ["initialize", "ping", "tools/list", "tools/call", "resources/list",
            "resources/templates/list", "resources/read", "prompts/list", "prompts/get", "logging/setLevel",
            "completion/complete", "tasks/get", "tasks/result", "tasks/list", "tasks/cancel"]
 NOTIFICATIONS = ["notifications/initialized", "notifications/cancelled"]

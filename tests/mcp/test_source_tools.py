@@ -117,4 +117,4 @@ def test_a_search_api_answer_of_the_wrong_shape_is_502_not_500(wired, fakes, bod
     fakes.servers["wikipedia"].respond = lambda request: (200, "application/json", body)
     rest = wired.post("/tools/wikipedia_search", json={"query": f"shape {len(body)} {body[:12]!r}"})
     assert rest.status_code == 502, rest.get_data(as_text=True)
-    assert rest.get_json()["error"] == "upstream_error" and rest.get_json()["details"]["source"] == "wikipedia"
+    assert rest.get_json()["error"] == "source_error" and rest.get_json()["details"]["source"] == "wikipedia"
