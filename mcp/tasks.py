@@ -72,10 +72,13 @@ class TaskService:
         deadline = time.monotonic() + seconds
         last = 0
         while True:
+            # design: the status first, then the events. The terminal event is written with the
+            # final status, so a terminal status read here means the events read next include
+            # the end (read the other way round, a task ending between the two reads lost it).
+            task = self.store.get_task(task_id)
             for event in self.store.events(task_id, last):
                 on_event(event.to_dict())
                 last = event.id
-            task = self.store.get_task(task_id)
             remaining = deadline - time.monotonic()
             if task.status in TERMINAL_STATUSES or remaining <= 0 or self.runtime.hub.stopping:
                 return task

@@ -36,10 +36,13 @@ def test_sdk_oauth_client_provider_connects_through_the_builtin_server(service_f
     # the operator's key sees the task the token started: the token's subject is the key's name
     tasks = requests.get(f"{service.url}/tasks", headers={"X-API-Key": "op-secret"}, timeout=10).json()["tasks"]
     assert len(tasks) == 1
-    # gunicorn's debug log names the worker of each request: the steps were spread over several
+    # gunicorn's debug log names the worker of each request
     log = service.log_path.read_text()
     steps = re.findall(r"\[(\d+)\] \[DEBUG\] (?:GET|POST) (/oauth/\S+|/\.well-known/\S+)", log)
     assert {path for _, path in steps} >= {"/oauth/register", "/oauth/authorize", "/oauth/token"}
-    assert len({pid for pid, _ in steps}) >= 2, steps
+    # every step was served by a worker; which worker takes each fresh connection is the
+    # kernel's choice (on an idle host often the same one), so the steps landing on different
+    # workers and hosts is shown through Caddy's round robin over two instances (test_caddy.py)
+    assert {pid for pid, _ in steps} <= set(map(str, service.worker_pids()))
     # and no token reached the log, even at debug level
     assert "eyJ" not in log and "refresh_token" not in log
