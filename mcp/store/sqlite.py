@@ -163,6 +163,21 @@ AUTO_VACUUM_MODES = {0: "none", 1: "full", 2: "incremental"}
 TASK_TABLES = ("events", "checkpoints", "deliveries", "reports")
 
 
+
+def newest_first_filter(equal: dict[str, Any], cursor: str | None, id_column: str) -> tuple[str, list[Any]]:
+    """The WHERE clause and its arguments of a page ordered by (created_at, id) newest first:
+    columns equal to the values given (None: any), after `cursor` when one is given."""
+    clauses, args = [], []
+    for column, value in equal.items():
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    if cursor:
+        created, last_id = decode_cursor(cursor)
+        clauses.append(f"(created_at < ? OR (created_at = ? AND {id_column} < ?))")
+        args += [created, created, last_id]
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+
 class SQLiteStore(Store):
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -278,16 +293,8 @@ class SQLiteStore(Store):
         return self._task(row)
 
     def list_tasks(self, owner=None, status=None, orchestrator=None, limit=50, cursor=None):
-        clauses, args = [], []
-        for column, value in (("owner", owner), ("status", status), ("orchestrator", orchestrator)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        if cursor:
-            created, task_id = decode_cursor(cursor)
-            clauses.append("(created_at < ? OR (created_at = ? AND task_id < ?))")
-            args += [created, created, task_id]
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = newest_first_filter({"owner": owner, "status": status, "orchestrator": orchestrator},
+                                          cursor, "task_id")
         rows = self._db.execute(
             f"SELECT {TASK_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, task_id DESC LIMIT ?",
             (*args, limit + 1),
@@ -680,16 +687,7 @@ class SQLiteStore(Store):
         return dict(row) if row else None
 
     def list_dead_letters(self, owner=None, kind=None, limit=50, cursor=None):
-        clauses, args = [], []
-        for column, value in (("owner", owner), ("kind", kind)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        if cursor:
-            created, entry_id = decode_cursor(cursor)
-            clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
-            args += [created, created, entry_id]
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = newest_first_filter({"owner": owner, "kind": kind}, cursor, "id")
         rows = [dict(r) for r in self._db.execute(
             f"SELECT * FROM dead_letters {where} ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit + 1))]
         page = rows[:limit]
