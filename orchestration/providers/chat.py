@@ -227,6 +227,11 @@ class ChatProvider(Provider):
         offline = self.offline_client()
         if offline is None:
             return
+        # the SDKs' connection pools run on anyio, whose asyncio backend is imported at the
+        # first connection (tenths of a second on a busy host); the canned calls open none
+        import anyio
+
+        await anyio.sleep(0)
 
         async def ignore(_text: str) -> None:
             return None
