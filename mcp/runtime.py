@@ -196,8 +196,9 @@ class TaskRuntime:
         self.hub = hub
         self.loop = loop
         self.webhooks = webhooks
-        self.writer = BatchWriter(store.append_events)
-        self.checkpoint_writer = BatchWriter(store.save_checkpoints)
+        # the store's methods looked up at each write, as any other call to the store is
+        self.writer = BatchWriter(lambda batch: self.store.append_events(batch))
+        self.checkpoint_writer = BatchWriter(lambda batch: self.store.save_checkpoints(batch))
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._running: dict[str, asyncio.Task] = {}
         self._cancelling: set[str] = set()
