@@ -286,8 +286,8 @@ class ResearchOrchestrator:
                                  error=str(exc), round=subtask.round)
             self.agent_results[agent_id] = result
             await events.emit("agent_error", {"subtask_id": subtask.subtask_id, "error": str(exc),
-                                                   "source_errors": source_errors}, agent_id=agent_id,
-                                   progress=self._agent_progress())
+                                              "source_errors": source_errors}, agent_id=agent_id,
+                              progress=self._agent_progress())
             return
         finish = await loop.announce_finish(subtask, agent_id, steps.state)
         refs = {int(n) for n in LOCAL_TAG.findall(content)}
@@ -309,11 +309,11 @@ class ResearchOrchestrator:
         await asyncio.gather(self.checkpoints.save(f"evidence:{agent_id}", evidence),
                              self.checkpoints.save(f"agent:{agent_id}", to_dict(result)))
         await events.emit("agent_complete", {"subtask_id": subtask.subtask_id, "title": subtask.title,
-                                                  "round": subtask.round, "steps": len(result.steps),
-                                                  "citations": len(citations), "chars": len(content),
-                                                  "execution_time": result.execution_time,
-                                                  "source_errors": source_errors},
-                               agent_id=agent_id, progress=self._agent_progress())
+                                             "round": subtask.round, "steps": len(result.steps),
+                                             "citations": len(citations), "chars": len(content),
+                                             "execution_time": result.execution_time,
+                                             "source_errors": source_errors},
+                          agent_id=agent_id, progress=self._agent_progress())
 
     def _add_evidence(self, evidence: dict[str, str]) -> None:
         """design: two agents may quote different parts of one page (a long section is
