@@ -118,6 +118,7 @@ def _preload_default_provider() -> None:
         name = Catalog(_settings).resolve_provider(None)
         if name in CHAT_SERVICES:
             importlib.import_module(PROVIDERS[CHAT_SERVICES[name].module].split(":")[0])
+            _preload_optional("anyio._backends._asyncio")
     except (ValidationError, KeyError):
         pass  # an unknown LLM_PROVIDER is reported where it is used, not here
     # the web stack, for the same reason (the app itself is built in each worker, after fork:
@@ -125,6 +126,19 @@ def _preload_default_provider() -> None:
     for module in ("flask", "flask_limiter", "flask_cors", "marshmallow", "apispec", "asgiref.sync",
                    "pythonjsonlogger.json", "orjson", "redis"):
         importlib.import_module(module)
+
+
+def _preload_optional(module: str) -> None:
+    """design: the asyncio backend of anyio, on which both SDKs' connection pools run, is
+    imported at a process's first connection (each worker's warm-up, Provider.warm_up, pays
+    it otherwise: 30 ms of CPU per worker). A private module of anyio: if a release of anyio
+    moves it, the warm-up still imports whatever it became."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        pass
 
 
 def when_ready(server):

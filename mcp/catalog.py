@@ -131,10 +131,12 @@ class Catalog:
 
     async def warm_up(self) -> None:
         """Pay a worker's first-task costs when it starts, not inside a user's task: importing
-        the default provider's SDK (about half a second for openai) and building or refreshing
-        the local documents index, and the loop's HTTP pool with its TLS context."""
+        the default provider's SDK (about half a second for openai) and its first call's lazy
+        work (answered in memory, Provider.warm_up), building or refreshing the local
+        documents index, and the loop's HTTP pool with its TLS context."""
         # design: in a thread, so the import does not stall the worker loop that runs tasks
         provider = await asyncio.to_thread(self.provider, self.resolve_provider(None))
+        await provider.warm_up()
         getattr(provider, "client", None)  # builds this loop's shared HTTP pool, where it has one
         await provider.aclose()
         local = self.sources.get("local")

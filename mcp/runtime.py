@@ -17,7 +17,7 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -44,7 +44,7 @@ from .deadletter import DeadLetters
 from .errors import Conflict, NotFound
 from .results import result_document
 from .settings import Settings
-from .store import Event, EventWrite, Store, TaskRecord
+from .store import Store, TaskRecord
 from .streaming import StreamHub
 from .webhooks import DELIVERY_TIMEOUT, Webhooks
 
@@ -96,37 +96,40 @@ def store_reachable(store: Store) -> Iterator[None]:
         raise Interrupted(f"the store is unavailable: {exc}") from exc
 
 
-class EventWriter:
-    """Event appends of every task this worker runs, written in batches on the worker loop.
+class BatchWriter:
+    """Store writes of every task this worker runs (event appends, checkpoints), written in
+    batches on the worker loop: `write` takes a list of items and returns, for each, its
+    result or the exception it raised.
 
-    design: under a burst (ten tasks starting eight agents each) one append per event meant
-    one turn on the store's write lock per event, and with hundreds of busy threads those
-    turns queued for half a second. Appends that arrive while a batch is being written wait
-    for the next one, so a burst costs a few transactions; a lone event is written at once.
-    Order is kept: a batch is written in arrival order, and batches one after another."""
+    design: under a burst (ten tasks starting eight agents each, or twenty agents finishing
+    at once) one write per event or checkpoint meant one turn on the store's write lock
+    each, and with hundreds of busy threads those turns queued for half a second. Writes
+    that arrive while a batch is being written wait for the next one, so a burst costs a
+    few transactions; a lone write is written at once. Order is kept: a batch is written in
+    arrival order, and batches one after another."""
 
-    def __init__(self, store: Store):
-        self.store = store
-        self._queue: list[tuple[EventWrite, asyncio.Future]] = []
+    def __init__(self, write: Callable[[list[Any]], list[Any]]):
+        self.write = write
+        self._queue: list[tuple[Any, asyncio.Future]] = []
         self._writing = False
 
-    async def append(self, task_id: str, event_type: str, data: dict[str, Any], agent_id: str | None,
-                     progress: float | None, worker: str) -> Event | None:
+    def enqueue(self, item: Any) -> asyncio.Future:
+        """Queue `item` now; the future holds its result once its batch is written. A
+        cancelled waiter cancels its future only: the write, already queued, still happens."""
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(((task_id, event_type, data, agent_id, progress, worker, time.time()), future))
+        self._queue.append((item, future))
         if not self._writing:
             self._writing = True
             asyncio.get_running_loop().create_task(self._drain())
-        # a cancelled emitter cancels its future only; the write, already queued, still happens
-        return await future
+        return future
 
     async def _drain(self) -> None:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
-                    results = await asyncio.to_thread(self.store.append_events, [item for item, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - every emitter of the batch hears of it
+                    results = await asyncio.to_thread(self.write, [item for item, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - every writer of the batch hears of it
                     results = [exc] * len(batch)
                 for (_, future), result in zip(batch, results):
                     if future.done():
@@ -151,7 +154,8 @@ class StoreEvents:
                    progress: float | None = None) -> None:
         rt = self.runtime
         with store_reachable(rt.store):
-            event = await rt.writer.append(self.task_id, event_type, data or {}, agent_id, progress, rt.worker_id)
+            event = await rt.writer.enqueue((self.task_id, event_type, data or {}, agent_id, progress, rt.worker_id,
+                                             time.time()))
             if event is None:
                 raise TaskGone(self.task_id)
             rt.hub.notify(self.task_id, event.id)
@@ -163,10 +167,11 @@ class StoreCheckpoints:
     """CheckpointStore of one task; the task's usage so far is saved with every checkpoint
     so a resumed task's accounts include what the interrupted run spent."""
 
-    def __init__(self, store: Store, task_id: str, meter: UsageMeter):
+    def __init__(self, store: Store, task_id: str, meter: UsageMeter, writer: BatchWriter):
         self.store = store
         self.task_id = task_id
         self.meter = meter
+        self.writer = writer
 
     async def load(self) -> dict[str, Any]:
         with store_reachable(self.store):
@@ -175,9 +180,10 @@ class StoreCheckpoints:
         return saved
 
     async def save(self, key: str, value: Any) -> None:
+        # design: the value and the usage in one write, batched with the other checkpoints of
+        # this worker's tasks (twenty agents finishing together: a few transactions, not 80)
         with store_reachable(self.store):
-            await asyncio.to_thread(self.store.save_checkpoint, self.task_id, key, value)
-            await asyncio.to_thread(self.store.save_checkpoint, self.task_id, "usage", to_dict(self.meter.usage))
+            await self.writer.enqueue((self.task_id, {key: value, "usage": to_dict(self.meter.usage)}))
 
 
 class TaskRuntime:
@@ -190,7 +196,9 @@ class TaskRuntime:
         self.hub = hub
         self.loop = loop
         self.webhooks = webhooks
-        self.writer = EventWriter(store)
+        # the store's methods looked up at each write, as any other call to the store is
+        self.writer = BatchWriter(lambda batch: self.store.append_events(batch))
+        self.checkpoint_writer = BatchWriter(lambda batch: self.store.save_checkpoints(batch))
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._running: dict[str, asyncio.Task] = {}
         self._cancelling: set[str] = set()
@@ -483,7 +491,7 @@ class TaskRuntime:
             await events.emit("workflow_resumed", {"worker": self.worker_id, "attempt": task.attempts,
                                                    "checkpoints": sorted(k for k in saved if k != "usage"),
                                                    **({"retry": True} if retried else {})})
-        checkpoints = StoreCheckpoints(self.store, task.task_id, meter)
+        checkpoints = StoreCheckpoints(self.store, task.task_id, meter, self.checkpoint_writer)
         orchestrator: Any = None
         provider = None
         outcome = Outcome()

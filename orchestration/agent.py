@@ -8,6 +8,7 @@ resumed agent continues at its next step and never repeats a step that cost a mo
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,41 @@ def quoted(hit: Hit, page: str, subtask: Subtask) -> Hit | None:
     if len(excerpt) <= len(hit.text or hit.snippet):
         return None
     return dataclasses.replace(hit, text=excerpt, metadata={**hit.metadata, "page_read": True})
+
+
+class AgentEvents:
+    """One agent's events. design: what only reports (its start, its progress, its steps)
+    is sent with `emit_soon` and the agent goes on (searching, streaming, calling the model)
+    while the sink writes it; every later event of the agent first waits for that write, so
+    the agent's events stay in order and a failed write (a lost lease, the store gone) still
+    stops the agent at its next event."""
+
+    def __init__(self, events: EventSink):
+        self.events = events
+        self._pending: asyncio.Future | None = None
+
+    async def emit(self, event_type: str, data: dict[str, Any] | None = None, agent_id: str | None = None,
+                   progress: float | None = None) -> None:
+        await self.settle()
+        await self.events.emit(event_type, data, agent_id, progress)
+
+    async def emit_soon(self, event_type: str, data: dict[str, Any] | None = None, agent_id: str | None = None,
+                        progress: float | None = None) -> None:
+        await self.settle()
+        self._pending = asyncio.ensure_future(self.events.emit(event_type, data, agent_id, progress))
+
+    async def settle(self) -> None:
+        """Wait until the event sent with `emit_soon` is written."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await pending
+
+    def abandon(self) -> None:
+        """An agent that stops (cancelled, interrupted, out of budget) no longer waits; the
+        write it sent still happens, and its failure, if any, is not reported twice."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 @dataclass
@@ -75,7 +111,7 @@ class StepsOutcome:
 class StepLoop:
     """Runs one agent's steps; the orchestrator writes the finding from what it returns."""
 
-    def __init__(self, provider: Provider, sources: list[SearchSource], events: EventSink,
+    def __init__(self, provider: Provider, sources: list[SearchSource], events: AgentEvents,
                  checkpoints: CheckpointStore, read_page: PageReader | None, max_steps: int):
         self.provider = provider
         self.sources = sources
@@ -125,7 +161,7 @@ class StepLoop:
             data["url"] = step.url
         if step.source:
             data["source"] = step.source
-        await self.events.emit("agent_step", data, agent_id=agent_id)
+        await self.events.emit_soon("agent_step", data, agent_id=agent_id)
 
     async def _perform(self, subtask: Subtask, agent_id: str, number: int, action: Action,
                        state: AgentState) -> Step:

@@ -138,6 +138,11 @@ class Provider(ABC):
     async def summarize(self, query: str, sources: list[Source], meter: Meter) -> str:
         """A cited summary of fused search results, citing them as [S<n>] by their ids."""
 
+    async def warm_up(self) -> None:
+        """Pay this process's one-time costs of a first call (lazy imports, request and
+        response models) before a task does, without any request leaving the process;
+        providers without such costs keep this default."""
+
     async def aclose(self) -> None:
         """Release connections; providers without any keep this default."""
 

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from .agent import HITS_PER_SOURCE, STATE_KEY, PageReader, StepLoop, quoted
+from .agent import HITS_PER_SOURCE, STATE_KEY, AgentEvents, PageReader, StepLoop, quoted
 from .budget import ScopedMeter, UsageMeter
 from .citations import (
     LOCAL_TAG,
@@ -235,12 +235,20 @@ class ResearchOrchestrator:
         agent_id = self._agent_id(subtask)
         started = time.monotonic()
         saved_state = self.saved.get(STATE_KEY.format(agent_id))
+        events = AgentEvents(self.events)
+        try:
+            await self._agent(subtask, agent_id, started, saved_state, events)
+        finally:
+            events.abandon()
+
+    async def _agent(self, subtask: Subtask, agent_id: str, started: float, saved_state: dict[str, Any] | None,
+                     events: AgentEvents) -> None:
         if saved_state is None:
-            await self.events.emit("agent_start", {"subtask_id": subtask.subtask_id, "title": subtask.title,
+            await events.emit_soon("agent_start", {"subtask_id": subtask.subtask_id, "title": subtask.title,
                                                    "query": subtask.query, "round": subtask.round,
                                                    "parent": subtask.parent}, agent_id=agent_id)
         meter = ScopedMeter(self.meter)
-        loop = StepLoop(self.provider, self.sources, self.events, self.checkpoints, self.read_page,
+        loop = StepLoop(self.provider, self.sources, events, self.checkpoints, self.read_page,
                         self.request.max_steps)
 
         last_progress, deltas = [0.0], [0]
@@ -252,7 +260,7 @@ class ResearchOrchestrator:
             now = time.monotonic()
             if now - last_progress[0] >= PROGRESS_INTERVAL:
                 last_progress[0] = now
-                await self.events.emit("agent_progress", {"subtask_id": subtask.subtask_id, "text": text,
+                await events.emit_soon("agent_progress", {"subtask_id": subtask.subtask_id, "text": text,
                                                           "tokens": deltas[0], "chars": len(text)},
                                        agent_id=agent_id)
 
@@ -277,9 +285,9 @@ class ResearchOrchestrator:
                                  execution_time=round(time.monotonic() - started, 3), usage=meter.usage,
                                  error=str(exc), round=subtask.round)
             self.agent_results[agent_id] = result
-            await self.events.emit("agent_error", {"subtask_id": subtask.subtask_id, "error": str(exc),
-                                                   "source_errors": source_errors}, agent_id=agent_id,
-                                   progress=self._agent_progress())
+            await events.emit("agent_error", {"subtask_id": subtask.subtask_id, "error": str(exc),
+                                              "source_errors": source_errors}, agent_id=agent_id,
+                              progress=self._agent_progress())
             return
         finish = await loop.announce_finish(subtask, agent_id, steps.state)
         refs = {int(n) for n in LOCAL_TAG.findall(content)}
@@ -293,16 +301,19 @@ class ResearchOrchestrator:
                              steps=[*steps.state.steps, finish])
         evidence = {normalize_url(h.url): passage_text(h) for i, h in enumerate(passages, start=1) if i in refs}
         self._add_evidence(evidence)
-        # design: saved before the agent's result, so a resumed task that keeps the agent has its passages too
-        await self.checkpoints.save(f"evidence:{agent_id}", evidence)
+        # design: saved before (or with) the agent's result, so a resumed task that keeps the
+        # agent has its passages too: both are queued in this order on one writer, which writes
+        # them in one transaction (mcp.runtime.BatchWriter), instead of one store turn after
+        # the other for each of twenty agents finishing together.
         self.agent_results[agent_id] = result
-        await self.checkpoints.save(f"agent:{agent_id}", to_dict(result))
-        await self.events.emit("agent_complete", {"subtask_id": subtask.subtask_id, "title": subtask.title,
-                                                  "round": subtask.round, "steps": len(result.steps),
-                                                  "citations": len(citations), "chars": len(content),
-                                                  "execution_time": result.execution_time,
-                                                  "source_errors": source_errors},
-                               agent_id=agent_id, progress=self._agent_progress())
+        await asyncio.gather(self.checkpoints.save(f"evidence:{agent_id}", evidence),
+                             self.checkpoints.save(f"agent:{agent_id}", to_dict(result)))
+        await events.emit("agent_complete", {"subtask_id": subtask.subtask_id, "title": subtask.title,
+                                             "round": subtask.round, "steps": len(result.steps),
+                                             "citations": len(citations), "chars": len(content),
+                                             "execution_time": result.execution_time,
+                                             "source_errors": source_errors},
+                          agent_id=agent_id, progress=self._agent_progress())
 
     def _add_evidence(self, evidence: dict[str, str]) -> None:
         """design: two agents may quote different parts of one page (a long section is

@@ -219,6 +219,20 @@ class Store(ABC):
     @abstractmethod
     def save_checkpoint(self, task_id: str, key: str, value: Any) -> None: ...
 
+    def save_checkpoints(self, batch: list[tuple[str, dict[str, Any]]]) -> list[BaseException | None]:
+        """Several (task id, {key: value}) saves at once, in order; for each, None or the
+        exception it raised. Backends that can write them in one transaction or round trip
+        override this."""
+        out: list[BaseException | None] = []
+        for task_id, values in batch:
+            try:
+                for key, value in values.items():
+                    self.save_checkpoint(task_id, key, value)
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - handed back to that item's caller
+                out.append(exc)
+        return out
+
     @abstractmethod
     def load_checkpoints(self, task_id: str) -> dict[str, Any]: ...
 

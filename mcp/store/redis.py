@@ -347,6 +347,19 @@ class RedisStore(Store):
     def save_checkpoint(self, task_id: str, key: str, value: Any) -> None:
         self.r.hset(self.CHECKPOINTS_KEY.format(task_id), key, dumps(value))
 
+    def save_checkpoints(self, batch: list[tuple[str, dict[str, Any]]]) -> list[BaseException | None]:
+        """The batch in one round trip (a pipeline of one HSET per item)."""
+        out: list[BaseException | None] = []
+        pipe = self.r.pipeline(transaction=False)
+        for task_id, values in batch:
+            try:
+                pipe.hset(self.CHECKPOINTS_KEY.format(task_id), mapping={k: dumps(v) for k, v in values.items()})
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - this item fails alone
+                out.append(exc)
+        replies = iter(pipe.execute(raise_on_error=False) if len(pipe) else [])
+        return [item if item is not None else _error_or_none(next(replies)) for item in out]
+
     def load_checkpoints(self, task_id: str) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self.r.hgetall(self.CHECKPOINTS_KEY.format(task_id)).items()}
 
@@ -671,3 +684,7 @@ class RedisStore(Store):
 
     def table_rows(self) -> dict[str, int]:
         return {"tasks": self.r.zcard(self.TASKS_KEY), "keys": self.r.dbsize()}
+
+
+def _error_or_none(reply: Any) -> BaseException | None:
+    return reply if isinstance(reply, BaseException) else None

@@ -456,6 +456,16 @@ class SQLiteStore(Store):
                 (task_id, key, dumps(value)),
             )
 
+    def save_checkpoints(self, batch: list[tuple[str, dict[str, Any]]]) -> list[BaseException | None]:
+        """The whole batch in one write transaction; if it fails, each item on its own."""
+        try:
+            rows = [(task_id, key, dumps(value)) for task_id, values in batch for key, value in values.items()]
+            with self._tx() as db:
+                db.executemany("INSERT OR REPLACE INTO checkpoints (task_id, key, value) VALUES (?, ?, ?)", rows)
+            return [None] * len(batch)
+        except Exception:  # noqa: BLE001 - isolate the failing item below
+            return super().save_checkpoints(batch)
+
     def load_checkpoints(self, task_id: str) -> dict[str, Any]:
         rows = self._db.execute("SELECT key, value FROM checkpoints WHERE task_id = ?", (task_id,)).fetchall()
         return {r[0]: json.loads(r[1]) for r in rows}

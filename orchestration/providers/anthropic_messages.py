@@ -8,12 +8,35 @@ from typing import Any
 
 import anthropic
 
-from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn
+from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn, canned_transport
 from .pools import loop_client
 from .resilience import Governor, RetryPolicy
 
 DEFAULT_MODEL = "claude-haiku-4-5"
 PLAN_TOOL = "submit_plan"
+
+# What the warm-up's calls are answered with (ChatProvider.warm_up): a message, and a stream
+# carrying a text block, a tool_use block in pieces and the usage.
+_USAGE = {"input_tokens": 1, "output_tokens": 1}
+WARM_REPLY = json.dumps({
+    "id": "msg_warm", "type": "message", "role": "assistant", "model": "warm-up", "stop_reason": "end_turn",
+    "stop_sequence": None, "usage": _USAGE, "content": [
+        {"type": "text", "text": "{}"}, {"type": "tool_use", "id": "toolu_warm", "name": PLAN_TOOL, "input": {}}]
+}).encode()
+WARM_STREAM = "".join(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n" for event in (
+    {"type": "message_start", "message": {"id": "msg_warm", "type": "message", "role": "assistant", "content": [],
+                                          "model": "warm-up", "stop_reason": None, "stop_sequence": None,
+                                          "usage": _USAGE}},
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}},
+    {"type": "content_block_stop", "index": 0},
+    {"type": "content_block_start", "index": 1,
+     "content_block": {"type": "tool_use", "id": "toolu_warm", "name": "note", "input": {}}},
+    {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+    {"type": "content_block_stop", "index": 1},
+    {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": _USAGE},
+    {"type": "message_stop"},
+)).encode()
 
 
 class AnthropicProvider(ChatProvider):
@@ -37,6 +60,11 @@ class AnthropicProvider(ChatProvider):
             self._client = anthropic.AsyncAnthropic(**self._options, max_retries=0,
                                                     http_client=loop_client(anthropic.DefaultAsyncHttpxClient))
         return self._client
+
+    def offline_client(self) -> anthropic.AsyncAnthropic:
+        transport = canned_transport(WARM_REPLY, WARM_STREAM)
+        return anthropic.AsyncAnthropic(**self._options, max_retries=0,
+                                        http_client=anthropic.DefaultAsyncHttpxClient(transport=transport))
 
     async def complete(self, model: str, system: str, user: str, max_tokens: int,
                        json_schema: dict | None = None, on_delta: DeltaCallback | None = None) -> ChatReply:

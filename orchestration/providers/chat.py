@@ -213,6 +213,39 @@ class ChatProvider(Provider):
         default is for providers without tool calling."""
         raise ToolsUnsupported(self.name)
 
+    def offline_client(self) -> Any:
+        """An SDK client like `client` whose requests are answered in memory with canned
+        replies (see `canned_transport`); None when the SDK module has no warm-up."""
+        return None
+
+    async def warm_up(self) -> None:
+        """design: an SDK builds its resources, request transforms and response models on
+        first use (imports and pydantic schemas: a few tenths of a second on a busy worker,
+        once per process), which the first task's planner call used to pay. Each kind of
+        call the roles make (structured, streamed, streamed with tools and earlier turns)
+        runs once here through the module's own code, answered from memory."""
+        offline = self.offline_client()
+        if offline is None:
+            return
+        # the SDKs' connection pools run on anyio, whose asyncio backend is imported at the
+        # first connection (tenths of a second on a busy host); the canned calls open none
+        import anyio
+
+        await anyio.sleep(0)
+
+        async def ignore(_text: str) -> None:
+            return None
+
+        held, self._client = getattr(self, "_client", None), offline
+        model, turn = self.models["worker"], ToolTurn("warm_up", "note", {"text": "warm-up"}, "Noted.")
+        try:
+            await self.complete(model, "warm-up", "warm-up", 16, PLAN_SCHEMA)
+            await self.complete(model, "warm-up", "warm-up", 16, on_delta=ignore)
+            await self.complete_tools(model, "warm-up", "warm-up", [turn], AGENT_TOOLS, 16, ignore)
+        finally:
+            self._client = held
+            await offline.close()
+
     async def _call(self, role: str, system: str, user: str, meter: Meter, json_schema: dict | None = None,
                     on_delta: DeltaCallback | None = None) -> str:
         model = self.models[role]
@@ -419,6 +452,19 @@ def fallback_plan(query: str, n: int) -> list[Subtask]:
         subtasks.append(Subtask(f"subtask_{len(subtasks) + 1}", f"{query[:150]} — {aspect}",
                                 f"{query} {aspect}", f"The {aspect} of the question."))
     return subtasks[:n]
+
+
+def canned_transport(reply: bytes, stream: bytes, stream_type: str = "text/event-stream") -> Any:
+    """An HTTP transport for an SDK client that answers every request in memory: `stream`
+    (server-sent events) when the request's JSON asks to stream, else `reply` (JSON)."""
+    import httpx2  # the HTTP library both SDKs are built on (imported only for a warm-up)
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        if json.loads(request.content or b"{}").get("stream"):
+            return httpx2.Response(200, content=stream, headers={"content-type": stream_type})
+        return httpx2.Response(200, content=reply, headers={"content-type": "application/json"})
+
+    return httpx2.MockTransport(answer)
 
 
 def provider_error(provider: str, exc: Exception) -> ProviderError:

@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import orjson
 
-from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn
+from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn, canned_transport
 from .pools import loop_client
 from .resilience import Governor, RetryPolicy
 
@@ -17,6 +17,20 @@ DEFAULT_MODEL = "gpt-4o-mini"
 # How a service is asked for the planner's JSON: "json_schema" (structured outputs),
 # "json_object" (JSON mode; the prompt carries the shape) or "" (the prompt alone).
 JSON_MODES = ("json_schema", "json_object", "")
+
+# What the warm-up's calls are answered with (ChatProvider.warm_up): a completion, and a
+# stream carrying text, a tool call in pieces and the usage.
+_CHUNK = '"id":"warm","object":"chat.completion.chunk","created":0,"model":"warm-up"'
+WARM_REPLY = orjson.dumps({
+    "id": "warm", "object": "chat.completion", "created": 0, "model": "warm-up",
+    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "{}"}}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+WARM_STREAM = "".join(f"data: {{{_CHUNK},{line}}}\n\n" for line in (
+    '"choices":[{"index":0,"delta":{"role":"assistant","content":"ok"},"finish_reason":null}]',
+    '"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_warm","type":"function",'
+    '"function":{"name":"note","arguments":"{}"}}]},"finish_reason":"tool_calls"}]',
+    '"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}',
+)).encode() + b"data: [DONE]\n\n"
 
 
 class OpenAIProvider(ChatProvider):
@@ -42,6 +56,11 @@ class OpenAIProvider(ChatProvider):
             self._client = openai.AsyncOpenAI(**self._options, max_retries=0,
                                               http_client=loop_client(openai.DefaultAsyncHttpxClient))
         return self._client
+
+    def offline_client(self) -> openai.AsyncOpenAI:
+        transport = canned_transport(WARM_REPLY, WARM_STREAM)
+        return openai.AsyncOpenAI(**self._options, max_retries=0,
+                                  http_client=openai.DefaultAsyncHttpxClient(transport=transport))
 
     async def complete(self, model: str, system: str, user: str, max_tokens: int,
                        json_schema: dict | None = None, on_delta: DeltaCallback | None = None) -> ChatReply:

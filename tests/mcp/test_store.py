@@ -90,6 +90,25 @@ def test_cancel_requests_and_checkpoints(store):
     assert store.load_checkpoints("t1") == {"agent:agent_1": {"content": "y"}}
 
 
+def test_checkpoints_of_several_tasks_are_saved_in_one_batch_in_order(store):
+    """save_checkpoints writes a batch in order (a later value of a key wins) and hands
+    each item its outcome; a value that cannot be encoded fails alone."""
+    make_task(store, "t1")
+    make_task(store, "t2")
+    circular: list = []
+    circular.append(circular)  # a bug in the code that built it: no encoder writes it
+    results = store.save_checkpoints([
+        ("t1", {"evidence:agent_1": {"u": "a"}, "usage": {"calls": 1}}),
+        ("t2", {"agent:agent_1": {"content": "x"}}),
+        ("t1", {"agent:agent_1": {"content": "y"}, "usage": {"calls": 2}}),
+        ("t2", {"bad": circular}),
+    ])
+    assert results[:3] == [None, None, None] and isinstance(results[3], Exception)
+    assert store.load_checkpoints("t1") == {"evidence:agent_1": {"u": "a"}, "agent:agent_1": {"content": "y"},
+                                            "usage": {"calls": 2}}
+    assert store.load_checkpoints("t2") == {"agent:agent_1": {"content": "x"}}
+
+
 def test_list_tasks_pages_newest_first_and_filters(store):
     for i in range(5):
         make_task(store, f"t{i}", created_at=1000.0 + i, owner="alice" if i % 2 else "bob")

@@ -339,6 +339,25 @@ def test_token_counts_a_server_leaves_out_or_makes_negative_count_as_zero(llm):
     assert text == "ok" and usage.input_tokens == 0 and usage.cost_usd >= 0
 
 
+def test_warm_up_runs_every_kind_of_call_in_memory_and_the_next_call_goes_to_the_server(llm):
+    """Provider.warm_up pays the SDK's first-call work against canned answers: nothing
+    reaches the server (a canned answer the SDK could no longer read would raise here),
+    and the provider's own client is the one the next call uses."""
+    kind, server = llm
+
+    async def warm_then_call():
+        provider = provider_for(llm)
+        try:
+            await provider.warm_up()
+            assert server.state.requests == 0
+            return await provider.summarize("q", [], UsageMeter(Budget(), PriceTable()))
+        finally:
+            await provider.aclose()
+
+    assert asyncio.run(warm_then_call())
+    assert [call.role for call in server.state.calls] == ["synthesis"]
+
+
 def test_an_error_the_openai_stream_reports_midway_fails_the_call():
     """The streamed lines are read without the SDK's per-chunk objects; an `error` the
     server sends inside the stream still ends the call as the SDK would (an APIError)."""
