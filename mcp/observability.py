@@ -28,6 +28,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+# (lower-case name, name, value): a response's header names are read once, where
+# Headers.setdefault scanned them (and raised a KeyError) for each missing one.
+SECURITY_HEADER_ITEMS = tuple((name.lower(), name, value) for name, value in SECURITY_HEADERS.items())
 
 
 class ContextFilter(logging.Filter):
@@ -76,10 +79,12 @@ def init_app(app: Flask, settings: Settings) -> None:
 
     @app.after_request
     def finish_headers(response):
-        response.headers[REQUEST_ID_HEADER] = getattr(g, "request_id", "")
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        _log_access_on_close(response)
+        headers = response.headers
+        headers[REQUEST_ID_HEADER] = getattr(g, "request_id", "")
+        present = {name.lower() for name, _ in headers}
+        headers.extend([(name, value) for lower, name, value in SECURITY_HEADER_ITEMS if lower not in present])
+        if ACCESS_LOG.isEnabledFor(logging.INFO):  # no line to write, no fields to gather
+            _log_access_on_close(response)
         return response
 
     if settings.cors_origins:
