@@ -12,6 +12,7 @@ from mcp.builtin_tools import register_builtin_tools
 from mcp.catalog import Catalog
 from mcp.alerts import Alerts
 from mcp.deadletter import DeadLetters
+from mcp.flaskapp import ServiceFlask
 from mcp.http import deadletter, health, legacy_sse, mcp_http, reports, streams, tasks, tools, ui, webhooks
 from mcp.oauth import resource as oauth_resource
 from mcp.protocol import McpServer
@@ -27,7 +28,7 @@ from mcp.webhooks import Webhooks
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     observability.configure_logging(settings)
-    app = Flask("mcp-orchestrator")
+    app = ServiceFlask("mcp-orchestrator")
     app.json = jsonio.JsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     store = open_store(settings.resolved_store_url)

@@ -7,6 +7,7 @@ the service, carries no forwarding header and names a loopback host."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from flask import request
@@ -14,7 +15,13 @@ from flask import request
 from .settings import Settings
 
 FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host", "X-Forwarded-Prefix")
+# The WSGI environ keys of those headers: looked up in the environ directly, which is what
+# request.headers does for each name, without building a Headers view per lookup.
+FORWARDING_ENVIRON = tuple("HTTP_" + name.upper().replace("-", "_") for name in FORWARDING_HEADERS)
 LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+# design: the addresses and Host values one service sees are few (its peers, its names), and
+# parsing them cost more than the rest of a keyless request's checks: the answers are kept.
+CACHED_NAMES = 1024
 
 
 def ip(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -24,6 +31,7 @@ def ip(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
         return None
 
 
+@functools.lru_cache(maxsize=CACHED_NAMES)
 def is_loopback(address: str | None) -> bool:
     parsed = ip(address)
     return parsed is not None and parsed.is_loopback
@@ -37,6 +45,7 @@ def host_name(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
+@functools.lru_cache(maxsize=CACHED_NAMES)
 def is_loopback_host(host: str) -> bool:
     name = host_name(host)
     return name in LOOPBACK_NAMES or is_loopback(name)
@@ -44,7 +53,8 @@ def is_loopback_host(host: str) -> bool:
 
 def is_forwarded() -> bool:
     """The request carries a header a proxy adds."""
-    return any(name in request.headers for name in FORWARDING_HEADERS)
+    environ = request.environ
+    return any(key in environ for key in FORWARDING_ENVIRON)
 
 
 def forwarded_hops() -> list[str]:

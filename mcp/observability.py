@@ -7,7 +7,7 @@ import contextvars
 import logging
 import sys
 import time
-import uuid
+import secrets
 from typing import Any
 
 from flask import Flask, g, has_request_context, request
@@ -28,6 +28,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+# (lower-case name, name, value): a response's header names are read once, where
+# Headers.setdefault scanned them (and raised a KeyError) for each missing one.
+SECURITY_HEADER_ITEMS = tuple((name.lower(), name, value) for name, value in SECURITY_HEADERS.items())
 
 
 class ContextFilter(logging.Filter):
@@ -70,16 +73,18 @@ def init_app(app: Flask, settings: Settings) -> None:
     def assign_request_id() -> None:
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         valid = 0 < len(incoming) <= 128 and all(c.isalnum() or c in "-_.:" for c in incoming)
-        g.request_id = incoming if valid else uuid.uuid4().hex
+        g.request_id = incoming if valid else secrets.token_hex(16)  # 32 hex digits, as uuid4().hex was
         g.client_address = client_address(settings)
         g.request_started = time.perf_counter()
 
     @app.after_request
     def finish_headers(response):
-        response.headers[REQUEST_ID_HEADER] = getattr(g, "request_id", "")
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        _log_access_on_close(response)
+        headers = response.headers
+        headers[REQUEST_ID_HEADER] = getattr(g, "request_id", "")
+        present = {name.lower() for name, _ in headers}
+        headers.extend([(name, value) for lower, name, value in SECURITY_HEADER_ITEMS if lower not in present])
+        if ACCESS_LOG.isEnabledFor(logging.INFO):  # no line to write, no fields to gather
+            _log_access_on_close(response)
         return response
 
     if settings.cors_origins:

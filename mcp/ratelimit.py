@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 from flask_limiter import HeaderNames, Limiter, RateLimitExceeded
-from limits import parse_many
+from limits import RateLimitItem, WindowStats, parse_many
 from limits.storage import Storage
 
 from . import metrics
@@ -43,6 +43,9 @@ JUST_HIT_SECONDS = 0.05
 # clients to wait a minute. Its value goes to this internal header, dropped before the
 # response leaves; Retry-After is set only by the refusals themselves (429 here, 503s).
 LIMITER_RETRY_AFTER = "X-Limiter-Retry-After"
+LIMITER_RETRY_AFTER_LOWER = LIMITER_RETRY_AFTER.lower()
+# Storage keys of (limit, rate key, scope) kept at most; past it they are dropped all at once.
+STORAGE_KEYS_KEPT = 4096
 
 
 def limit_of(key: str) -> int | None:
@@ -87,6 +90,11 @@ class StoreStorage(Storage):
         return (Exception,)
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return self.count(key, expiry, amount).value
+
+    def count(self, key: str, expiry: int, amount: int = 1) -> Entry:
+        """Count `amount` against `key`: the key's figures after this count (its value, and
+        the window's end), which are this request's place in the count."""
         now = time.time()
         limit = limit_of(key) if self.shared else None
         with self.table.locked() as table:
@@ -99,7 +107,7 @@ class StoreStorage(Storage):
             value, expires = self.store.incr_counter(key, expiry, amount)
             entry = Entry(expires, value)
         self._last.hit = (key, entry, time.monotonic())
-        return entry.value
+        return entry
 
     def _count(self, key: str, expiry: int, amount: int, entry: Entry | None, now: float) -> Entry:
         if entry is None:
@@ -162,7 +170,9 @@ class StoreStorage(Storage):
 
 
 def drop_limiter_retry_after(response):
-    response.headers.pop(LIMITER_RETRY_AFTER, None)
+    # the names are compared here: Headers.pop raised (and caught) a KeyError on every response
+    if any(name.lower() == LIMITER_RETRY_AFTER_LOWER for name, _ in response.headers):
+        response.headers.pop(LIMITER_RETRY_AFTER, None)
     return response
 
 
@@ -220,6 +230,7 @@ class RateLimits:
         self.breaches = breaches
         self.default = parse_many(settings.rate_limit_default)
         self.orchestrate = parse_many(settings.rate_limit_orchestrate)
+        self._storage_keys: dict[tuple[RateLimitItem, str, str], str] = {}
         # Registered before the limiter, so it runs after the limiter's header hook (Flask runs
         # after_request functions in reverse order).
         app.after_request(drop_limiter_retry_after)
@@ -248,19 +259,33 @@ class RateLimits:
 
     def rate_key(self) -> str:
         name = getattr(g, "api_key_name", None)
-        return f"key:{name}" if name else f"ip:{client_address(self.settings)}"
+        # the client's address as mcp.observability found it for this request, else found here
+        return f"key:{name}" if name else f"ip:{getattr(g, 'client_address', None) or client_address(self.settings)}"
+
+    def storage_key(self, item: RateLimitItem, key: str, scope: str) -> str:
+        """`item.key_for(key, scope)`, built once per limit, key and scope."""
+        kept = self._storage_keys.get((item, key, scope))
+        if kept is None:
+            if len(self._storage_keys) >= STORAGE_KEYS_KEPT:
+                self._storage_keys.clear()
+            kept = self._storage_keys[(item, key, scope)] = item.key_for(key, scope)
+        return kept
 
     def hit_default(self) -> None:
         """Count this request against RATE_LIMIT_DEFAULT; 429 when over."""
         if request.path in EXEMPT_PATHS:
             return
         # design: one count per key over every route, as DESIGN §10 and the configuration
-        # reference say (flask-limiter's own check kept one count per key and route)
+        # reference say (flask-limiter's own check kept one count per key and route).
+        # The fixed-window strategy's hit and window stats, in one count: the storage returns
+        # the figures of this request's place in the count, which is what the strategy's
+        # get_window_stats read back from it.
         key = self.rate_key()
-        strategy = self.limiter.limiter
+        storage = self.limiter.limiter.storage
         for item in self.default:
-            allowed = strategy.hit(item, key, "default")
-            stats = strategy.get_window_stats(item, key, "default")
+            counted = storage.count(self.storage_key(item, key, "default"), item.get_expiry())
+            allowed = counted.value <= item.amount
+            stats = WindowStats(counted.expires, max(0, item.amount - counted.value))
             shown = getattr(g, "rate_limit", None)
             if shown is None or stats.remaining < shown[1].remaining:
                 g.rate_limit = (item, stats)

@@ -5,6 +5,7 @@ README table are checked against this list by tests/mcp/test_settings.py."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -207,8 +208,10 @@ class Settings:
         seconds = parse_duration(self.task_retention, "TASK_RETENTION")
         return seconds or None
 
-    @property
+    @functools.cached_property
     def session_ttl_seconds(self) -> float:
+        # parsed once: an MCP call reads it twice (design: cached_property writes the
+        # instance's __dict__ directly, which a frozen dataclass allows)
         return parse_duration(self.session_ttl, "SESSION_TTL") or DEFAULT_SESSION_TTL
 
     @property

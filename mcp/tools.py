@@ -4,6 +4,7 @@ schema (marshmallow, exported as JSON Schema), annotations and handler."""
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,24 @@ class Tool:
         if self.output_schema:
             out["outputSchema"] = self.output_schema
         return out
+
+
+_loaders = threading.local()
+
+
+def loader(schema: type[marshmallow.Schema]) -> marshmallow.Schema:
+    """An instance of `schema` for this thread to load with.
+
+    design: building a schema instance deep-copies its declared fields, a tenth of a cheap
+    tool call; an instance is reused, but only by its own thread, because loading may keep
+    per-load state on it (OrchestrateCommon notes the aliases it resolved)."""
+    cache = getattr(_loaders, "schemas", None)
+    if cache is None:
+        cache = _loaders.schemas = {}
+    instance = cache.get(schema)
+    if instance is None:
+        instance = cache[schema] = schema()
+    return instance
 
 
 @functools.cache
@@ -137,7 +156,7 @@ class ToolRegistry:
         if not isinstance(arguments, dict):
             raise ValidationError("arguments must be a JSON object", {"fields": {"_schema": ["expected an object"]}})
         try:
-            loaded = tool.schema().load(arguments)
+            loaded = loader(tool.schema).load(arguments)
         except marshmallow.ValidationError as exc:
             raise ValidationError.from_marshmallow(exc) from None
         return tool.handler(ctx, loaded)

@@ -7,6 +7,7 @@ answers with JSON, or with an SSE stream when a call asks for progress or log me
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -48,17 +49,24 @@ SESSION_REFRESH_SHARE = 1 / 24
 BATCH_VERSIONS = ("2024-11-05", "2025-03-26")
 
 
+@functools.lru_cache(maxsize=1024)
+def hostname(url: str) -> str:
+    """The host name of a URL (`//host:port` for a Host header), lower case; kept, as the
+    Origin and Host values a service sees are few."""
+    return (urlsplit(url).hostname or "").lower()
+
+
 def origin_and_host_errors(svc: Services) -> Response | None:
     """DNS-rebinding protection: a foreign Origin is 403; on a loopback bind a foreign Host is 421."""
     origin = request.headers.get("Origin")
     if origin and origin != "null":
-        host = urlsplit(origin).hostname or ""
+        host = hostname(origin)
         if origin not in svc.settings.allowed_origins and host not in LOOPBACK_HOSTS:
             return error_response(403, "forbidden", f"origin {origin} is not allowed")
     elif origin == "null":
         return error_response(403, "forbidden", "origin null is not allowed")
     if svc.settings.is_loopback_bind:
-        host = (urlsplit(f"//{request.host}").hostname or "").lower()
+        host = hostname(f"//{request.host}")
         if host not in LOOPBACK_HOSTS and host not in svc.settings.allowed_hosts:
             return error_response(421, "misdirected_request", f"host {request.host} is not served here")
     return None
