@@ -97,21 +97,33 @@ def judge(report: str, sources: list, evidence: dict[str, str], facts: list[list
     return present, verified
 
 
+class Writer(ExtractiveProvider):
+    """The embedded default, keeping the passages each agent wrote its finding from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[str] = []
+
+    async def write_finding(self, subtask, passages, meter, on_progress=None):
+        self.held += [h.text or h.snippet for h in passages]
+        return await super().write_finding(subtask, passages, meter, on_progress)
+
+
 async def research(source: LocalDocsSource, question: str, depth: int, max_steps: int, agents: int):
-    events, recorded = Events(), Recorded(source)
-    orchestrator = ResearchOrchestrator(ExtractiveProvider(), [recorded], events, Checkpoints(),
+    events, recorded, writer = Events(), Recorded(source), Writer()
+    orchestrator = ResearchOrchestrator(writer, [recorded], events, Checkpoints(),
                                         UsageMeter(Budget(), PriceTable()))
     started = time.perf_counter()
     outcome = await orchestrator.run(ResearchRequest(question, num_agents=agents, depth=depth, max_steps=max_steps))
     seconds = time.perf_counter() - started
-    stages = {"retrieved": recorded.retrieved(),
+    stages = {"retrieved": recorded.retrieved(), "agent passages": fold(" ".join(writer.held)),
               "finding": fold(" ".join(r.content for r in outcome.agent_results if r.status == "completed")),
               "mid-tier": fold(" ".join(s.content for s in outcome.synthesis_results if s.level == "drummer")),
               "report": fold(GLOBAL_TAG.sub(" ", outcome.final_synthesis.split("\n## Sources", 1)[0]))}
     return outcome, orchestrator.evidence, seconds, events.searches, stages
 
 
-STAGES = ("retrieved", "finding", "mid-tier", "report")
+STAGES = ("retrieved", "agent passages", "finding", "mid-tier", "report")
 
 
 def lost_at(stages: dict[str, str], phrasings: list[str]) -> str | None:
@@ -208,7 +220,7 @@ def main() -> int:
                         help="only this configuration (repeatable), e.g. 2,4")
     parser.add_argument("--diagnose", action="store_true",
                         help="print, for every fact a report lacks, the stage where it was lost "
-                             "(retrieved passages, agent findings, mid-tier syntheses, report body)")
+                             "(passages any search returned, passages an agent wrote from, agent findings, mid-tier syntheses, report body)")
     args = parser.parse_args()
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)

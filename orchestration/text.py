@@ -136,16 +136,20 @@ class BM25:
         self.idf = {t: math.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in document_frequency.items()}
 
     def scores(self, query: list[str]) -> list[float]:
+        return [sum(parts.values()) for parts in self.term_scores(query)]
+
+    def term_scores(self, query: list[str]) -> list[dict[str, float]]:
+        """Per document, each query term it contains with that term's share of the score."""
         out = []
         terms = set(query)
         for frequencies, length in zip(self.frequencies, self.lengths):
-            score = 0.0
+            parts: dict[str, float] = {}
             norm = self.k1 * (1 - self.b + self.b * length / self.average) if self.average else self.k1
             for term in terms:
                 f = frequencies.get(term)
                 if f:
-                    score += self.idf[term] * f * (self.k1 + 1) / (f + norm)
-            out.append(score)
+                    parts[term] = self.idf[term] * f * (self.k1 + 1) / (f + norm)
+            out.append(parts)
         return out
 
 

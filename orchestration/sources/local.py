@@ -23,6 +23,7 @@ from ..models import Hit
 EXTENSIONS = frozenset({".md", ".markdown", ".txt", ".rst", ".html", ".htm"})
 MAX_FILE_BYTES = 5_000_000
 CHUNK_CHARS = 3000
+SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z(\"'`])")
 TEXT_GROUP_CHARS = 1500
 SNIPPET_CHARS = 240
 # design: heading and title columns outweigh body; url/path are stored but not indexed.
@@ -174,11 +175,13 @@ def _plain(text: str, out: _Sections) -> None:
 
 
 def _pieces(text: str, size: int) -> Iterator[str]:
-    """`text` cut at word boundaries into pieces of at most about `size` characters."""
+    """`text` cut into pieces of at most about `size` characters: at a paragraph break, else
+    after a sentence, else at a word boundary (a sentence cut in two is a fact no piece states)."""
     while len(text) > size:
         cut = text.rfind("\n\n", 0, size)
         if cut <= size // 2:
-            cut = text.rfind(" ", 0, size)
+            ends = [m.end() for m in SENTENCE_END.finditer(text, size // 2, size)]
+            cut = ends[-1] if ends else text.rfind(" ", 0, size)
         cut = cut if cut > size // 2 else size
         yield text[:cut]
         text = text[cut:].lstrip()
