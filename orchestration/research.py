@@ -185,11 +185,13 @@ class ResearchOrchestrator:
             await self.events.emit("review_complete", {"round": number - 1, "gaps": gaps})
         follow_ups: list[Subtask] = []
         # design: a subtask is what it searched for; a gap naming the same words is a repeat.
+        # A gap narrower than a subtask's query (its words a strict subset) is not: the broader
+        # search ranked other words first, and the focused one asks what it left unanswered.
         asked = [set(tokenize(s.query)) for s in self.subtasks]
         for gap in gaps:
             gap = " ".join(str(gap).split())[:300]
             words = set(tokenize(gap))
-            if not words or any(jaccard(words, other) >= REPEAT_SIMILARITY for other in asked):
+            if not words or any(jaccard(words, other) >= REPEAT_SIMILARITY and not words < other for other in asked):
                 continue
             asked.append(words)
             follow_ups.append(Subtask(f"subtask_{len(self.subtasks) + len(follow_ups) + 1}", gap[:200], gap,

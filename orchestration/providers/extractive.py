@@ -46,7 +46,7 @@ MAX_FINDING_SENTENCES = 5
 COVERED_WEIGHT = 0.25
 CONTEXT_WEIGHT = 0.5
 # design: the reviewer's bar: one sentence of the findings holds this share of a facet's words.
-ANSWERED_SHARE = 0.75
+ANSWERED_SHARE = 1.0
 # A "sentence" this long is usually several run together (an HTML definition list loses the
 # full stops between a term and its description); it is cut at its inner full stops.
 RUN_ON_SPLIT = re.compile(r"(?<=[.;])\s+(?=\S)")
@@ -279,7 +279,7 @@ class ExtractiveProvider(Provider):
             else:
                 missing = [word for stem, word in words.items() if stem not in best]
                 context = [word for stem, word in words.items() if stem in best][:2]
-                gaps.append(" ".join(missing + context))
+                gaps.append(" ".join(dict.fromkeys(missing + context)))
         return gaps[:max_gaps]
 
     async def synthesize(self, query: str, level: str, parts: list[tuple[str, str]], meter: Meter) -> str:

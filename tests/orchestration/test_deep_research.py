@@ -280,8 +280,12 @@ def offline(source, depth: int, query: str, max_steps: int = 4, num_agents: int 
 
 
 # The first facet's words lead every first-round query to the deployment and service-manager
-# documents; how webhook deliveries are signed sits in the HTTP API reference.
-OFFLINE_QUERY = "How do deploy.sh releases roll back, and how are webhooks signed?"
+# documents; how webhook deliveries are signed sits in the HTTP API reference. (Asked as "how
+# are webhooks signed", round 1 now quotes the monitoring page's sentence that dead-letter
+# alerts are "signed like webhooks (X-Webhook-Signature: sha256=<HMAC ...>)", which answers
+# it, so the reviewer rightly names no gap; "webhook deliveries" asks what only the API
+# reference states.)
+OFFLINE_QUERY = "How do deploy.sh releases roll back, and how are webhook deliveries signed?"
 
 
 def test_offline_depth_two_finds_evidence_depth_one_missed(local_docs):
