@@ -41,9 +41,6 @@ ASPECTS = (
     ("Events and progress of {t}", "{t} events progress streaming"),
 )
 MAX_FINDING_SENTENCES = 5
-IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*(?:\.\w+)+(?:\(\))?|\b\w+_\w+\b|\b\w+\(\)")
-# A facet that points back at the question's subject instead of naming it.
-REFERENCE = re.compile(r"^(?:the|its|their|this|that|these|those)\b|\b(?:its|their|them|it)\b", re.IGNORECASE)
 # design: a query term an earlier pick already covers counts this much toward the next pick,
 # so a finding spends its sentences on the parts of its subtask still unanswered.
 COVERED_WEIGHT = 0.25
@@ -52,11 +49,7 @@ CONTEXT_WEIGHT = 0.5
 ANSWERED_SHARE = 1.0
 # A "sentence" this long is usually several run together (an HTML definition list loses the
 # full stops between a term and its description); it is cut at its inner full stops.
-PILCROW = re.compile(r"\s*¶\s*")
-HEADING_START = re.compile(r"[.!?:]\s+")
-PROMPT = re.compile(r"\s+(?=>>>)")
-PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
-RUN_ON_SPLIT = re.compile(r"(?<=[.;])\s+(?=[A-Z(\"'`]|[a-z_]\w*\s+[A-Z])")
+RUN_ON_SPLIT = re.compile(r"(?<=[.;])\s+(?=\S)")
 # Pseudo-relevance feedback: the best passages that lend their salient terms to the next query.
 FEEDBACK_PASSAGES, FEEDBACK_TERMS = 3, 3
 MIN_SENTENCE_CHARS, MAX_SENTENCE_CHARS = 25, 420
@@ -70,13 +63,6 @@ def _surface_words(text: str) -> dict[str, str]:
         for stem in tokenize(word):
             out.setdefault(stem, word.lower())
     return out
-
-
-def _subject(query: str) -> str:
-    """The question's subject as a search term: its first code-like name (`json.dumps`,
-    `sort_keys`, `cache_info()`), else nothing."""
-    match = IDENTIFIER.search(query)
-    return match.group(0).rstrip("()") if match else ""
 
 
 def _strip_question_words(text: str) -> str:
@@ -123,35 +109,16 @@ def _answering_share(words: int) -> int:
     return words if words <= 2 else max(2, math.ceil(ANSWERED_SHARE * words))
 
 
-def _finding_units(text: str) -> list[tuple[str, bool, int | None]]:
-    """The sentences of a passage, each with whether it may be quoted and the index of the
-    unit that heads it. A pilcrow ends a signature or heading that the page's HTML lost the
-    structure of ("... is enabled. gc. collect ( generation = 2 ) ¶ With no arguments ..."):
-    what precedes it back to the last full stop becomes a unit of its own, not quotable,
-    heading the sentences after it. A sentence is also cut before an interactive prompt
-    (`>>>`), and an overlong one at its inner full stops and semicolons. A piece after such
-    a cut, and the first sentence of a paragraph, may start with a lower-case word (the term
-    a list defines, a parameter name); the start of the passage may not: that may be a
-    sentence a chunk cut in two."""
-    out: list[tuple[str, bool, int | None]] = []
-    heading: int | None = None
-    segments = PILCROW.split(text)
-    for k, segment in enumerate(segments):
-        tail = ""
-        if k < len(segments) - 1:
-            ends = list(PARAGRAPH_BREAK.finditer(segment)) or list(HEADING_START.finditer(segment))
-            cut = ends[-1].end() if ends else 0
-            segment, tail = segment[:cut], segment[cut:].strip()
-        for number, paragraph in enumerate(PARAGRAPH_BREAK.split(segment)):
-            for first, whole in enumerate(split_sentences(paragraph)):
-                for cut_before, sentence in enumerate(p for p in PROMPT.split(whole) if p.strip()):
-                    pieces = [sentence] if len(sentence) <= MAX_SENTENCE_CHARS else RUN_ON_SPLIT.split(sentence)
-                    for n, piece in enumerate(p for p in pieces if p):
-                        after_cut = n > 0 or cut_before > 0 or (first == 0 and (number > 0 or k > 0))
-                        out.append((piece, _quotable(piece, after_cut), heading))
-        if tail:
-            heading = len(out)
-            out.append((tail, False, None))
+def _finding_units(text: str) -> list[tuple[str, bool]]:
+    """The sentences of a passage, each with whether it may be quoted. An overlong one is cut
+    at its inner full stops and semicolons; a piece after such a cut may start with the
+    lower-case term a list defined (a piece at the start of a passage may not: that is a
+    sentence the chunking cut in two)."""
+    out: list[tuple[str, bool]] = []
+    for sentence in split_sentences(text):
+        pieces = [sentence] if len(sentence) <= MAX_SENTENCE_CHARS else RUN_ON_SPLIT.split(sentence)
+        for n, piece in enumerate(p for p in pieces if p):
+            out.append((piece, _quotable(piece, after_cut=n > 0)))
     return out
 
 
@@ -160,11 +127,7 @@ def _quotable(sentence: str, after_cut: bool) -> bool:
         return False
     if after_cut and sentence[0].islower():
         sentence = sentence[0].upper() + sentence[1:]
-    # design: a statement that introduces the example after it ("... the average of the two
-    # middle values:") states its fact all the same.
-    if ">>>" in sentence:
-        return False  # an interactive session's prompt: code, whatever the words around it
-    return is_prose(sentence[:-1] if sentence.endswith(":") else sentence)
+    return is_prose(sentence)
 
 
 def _pick_covering(units: list[tuple[int, str]], tokens: list[list[str]], parts: list[dict[str, float]],
@@ -238,29 +201,24 @@ class ExtractiveProvider(Provider):
     async def write_finding(self, subtask: Subtask, passages: list[Hit], meter: Meter,
                             on_progress: ProgressCallback | None = None) -> str:
         _account(meter)
-        found: list[tuple[int, str, bool, int | None]] = []
-        for ref, hit in enumerate(passages, start=1):
-            offset = len(found)  # a heading's index is within its passage
-            found += [(ref, sentence, ok, None if head is None else offset + head)
-                      for sentence, ok, head in _finding_units(hit.text or hit.snippet)]
-        sentences = [(ref, sentence) for ref, sentence, _, _ in found]
-        units = [i for i, (_, _, ok, _) in enumerate(found) if ok]
+        found = [(ref, sentence, ok) for ref, hit in enumerate(passages, start=1)
+                 for sentence, ok in _finding_units(hit.text or hit.snippet)]
+        sentences = [(ref, sentence) for ref, sentence, _ in found]
+        units = [i for i, (_, _, ok) in enumerate(found) if ok]
         if not units:
             return f"No passage in the available sources addresses: {subtask.title}."
         tokens = [tokenize(sentence) for _, sentence in sentences]
         parts = BM25(tokens).term_scores(tokenize(f"{subtask.query} {subtask.title}"))
-        # design: reference prose names its subject once, in a signature or heading or the
-        # sentence before, and states facts after it ("gc. collect ( generation = 2 ) ¶ ...
-        # The number of unreachable objects found is returned."): a sentence also earns part
-        # of the terms its heading and its predecessor in the same passage matched.
+        # design: reference prose often names its subject in one sentence and states the fact
+        # in the next ("gc.collect() ... run a full collection. The number of unreachable
+        # objects found is returned."): a sentence also earns part of the terms its predecessor
+        # in the same passage matched.
         scored = []
         for i in units:
             own = dict(parts[i])
-            context = [found[i][3]] + ([i - 1] if i > 0 and sentences[i - 1][0] == sentences[i][0] else [])
-            for j in context:
-                if j is not None:
-                    for term, value in parts[j].items():
-                        own[term] = max(own.get(term, 0.0), CONTEXT_WEIGHT * value)
+            if i > 0 and sentences[i - 1][0] == sentences[i][0]:
+                for term, value in parts[i - 1].items():
+                    own.setdefault(term, CONTEXT_WEIGHT * value)
             scored.append(own)
         # design: a gentle prior for higher-ranked passages breaks ties toward the best source.
         priors = [1 - 0.03 * (sentences[i][0] - 1) for i in units]
@@ -300,44 +258,27 @@ class ExtractiveProvider(Provider):
         return Action("search", query=query)
 
     async def review(self, query: str, findings: list[tuple[str, str]], max_gaps: int, meter: Meter) -> list[str]:
-        """Deterministic: a facet of the question is answered by a sentence of the findings
-        that holds most of its own words (all when it has two or fewer; the question's
-        subject, which an answer often calls "this function", is not required), and each
-        facet needs a sentence of its own: words scattered over several sentences answer
-        nothing, and one sentence does not answer two parts of a question. Each facet left
-        unanswered is a gap, asked so it stands alone: a facet that refers back to the
-        subject ("its force argument", "the indent parameter") names it. A question of one
-        facet asks for its missing words with the first words the best sentence did cover."""
+        """Deterministic: a facet of the question is answered when one sentence of the
+        findings holds most of its content words (all of them when it has two or fewer);
+        words scattered over several sentences answer nothing. Each facet left unanswered is
+        a gap, asked as the facet itself; a question of one facet asks for its missing words
+        with the first words the best sentence did cover, for context."""
         _account(meter)
         sentences = [set(tokenize(sentence)) for _, text in findings if not text.startswith("No passage")
                      for sentence in split_sentences(text)]
         facets = [_strip_question_words(f.strip(" .")) for f in FACET_SPLIT.split(query)]
         facets = [f for f in facets if tokenize(f)]
-        subject = _subject(query)
-        words = [_surface_words(facet) for facet in facets]
-        focus = [{stem: word for stem, word in w.items() if stem not in tokenize(subject)} or w for w in words]
-        answering = [[n for n, held in enumerate(sentences) if len(held & f.keys()) >= _answering_share(len(f))]
-                     for f in focus]
-        used: set[int] = set()
-        answered: set[int] = set()
-        # design: the facet with the fewest answering sentences chooses first, so a sentence
-        # goes to the part of the question that has no other answer.
-        for f in sorted(range(len(facets)), key=lambda f: (len(answering[f]), f)):
-            free = [n for n in answering[f] if n not in used]
-            if free:
-                used.add(free[0])
-                answered.add(f)
         gaps: list[str] = []
-        for f, facet in enumerate(facets):
-            if f in answered:
+        for facet in facets:
+            words = _surface_words(facet)
+            best = max(sentences, key=lambda held: (len(held & words.keys()), -len(held)), default=set())
+            if len(best & words.keys()) >= _answering_share(len(words)):
                 continue
             if len(facets) > 1:
-                refers = REFERENCE.search(facet) and not set(tokenize(subject)) <= set(tokenize(facet))
-                gaps.append(f"{subject} {facet}" if subject and refers else facet)
+                gaps.append(facet)
             else:
-                best = max(sentences, key=lambda held: (len(held & words[f].keys()), -len(held)), default=set())
-                missing = [word for stem, word in words[f].items() if stem not in best]
-                context = [word for stem, word in words[f].items() if stem in best][:2]
+                missing = [word for stem, word in words.items() if stem not in best]
+                context = [word for stem, word in words.items() if stem in best][:2]
                 gaps.append(" ".join(dict.fromkeys(missing + context)))
         return gaps[:max_gaps]
 

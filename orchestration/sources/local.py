@@ -23,7 +23,6 @@ from ..models import Hit
 EXTENSIONS = frozenset({".md", ".markdown", ".txt", ".rst", ".html", ".htm"})
 MAX_FILE_BYTES = 5_000_000
 CHUNK_CHARS = 3000
-BLOCK_BREAK = "\x1e"  # the HTML parser's mark where a block element starts or ends
 SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z(\"'`])")
 TEXT_GROUP_CHARS = 1500
 SNIPPET_CHARS = 240
@@ -47,15 +46,6 @@ def slugify(heading: str) -> str:
 
 def _squash(text: str) -> str:
     return " ".join(text.split())
-
-
-def _blocks(fragments: list[str]) -> str:
-    """HTML text: each block element (paragraph, list item, definition term, code block...)
-    one paragraph of running text, paragraphs apart. A block's end is a sentence's end: a
-    definition term ("force") and its description ("If this keyword argument ..."), or a
-    code example and the prose after it, are not one sentence."""
-    blocks = (_squash(block) for block in " ".join(fragments).split(BLOCK_BREAK))
-    return "\n\n".join(block for block in blocks if block)
 
 
 def _lines(lines: list[str]) -> str:
@@ -148,10 +138,8 @@ class _HTML(HTMLParser):
             self.head_level, self.buf = int(tag[1]), []
         elif tag == "title":
             self.in_title = True
-        elif tag == "pre":  # design: fenced like Markdown code, so readers tell code from prose
-            self.out.add(f"{BLOCK_BREAK}```{BLOCK_BREAK}")
         elif tag in self.BLOCK:
-            self.out.add(BLOCK_BREAK)
+            self.out.add("\n")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in ("script", "style"):
@@ -161,10 +149,8 @@ class _HTML(HTMLParser):
             self.head_level = 0
         elif tag == "title":
             self.in_title = False
-        elif tag == "pre":
-            self.out.add(f"{BLOCK_BREAK}```{BLOCK_BREAK}")
         elif tag in self.BLOCK:
-            self.out.add(BLOCK_BREAK)
+            self.out.add("\n")
 
     def handle_data(self, data: str) -> None:
         if self.skip:
@@ -221,12 +207,7 @@ def chunk_file(path: Path, rel: str, prefix: str, text: str) -> list[tuple[str, 
     for heading, lines in out.items:
         # design: Markdown and plain text keep their lines (lists, code fences) for sentence
         # splitting; HTML and reST pieces are inline fragments, joined into running text.
-        if suffix in (".md", ".markdown", ".txt"):
-            body = _lines(lines)
-        elif suffix in (".html", ".htm"):
-            body = _blocks(lines)
-        else:
-            body = _squash(" ".join(lines))
+        body = _lines(lines) if suffix in (".md", ".markdown", ".txt") else _squash(" ".join(lines))
         if not body and not heading:
             continue
         url = base
