@@ -103,6 +103,7 @@ class Writer(ExtractiveProvider):
     def __init__(self) -> None:
         super().__init__()
         self.held: list[str] = []
+        self.cpu = 0.0  # CPU seconds of the whole research (every thread of this process)
 
     async def write_finding(self, subtask, passages, meter, on_progress=None):
         self.held += [h.text or h.snippet for h in passages]
@@ -113,14 +114,15 @@ async def research(source: LocalDocsSource, question: str, depth: int, max_steps
     events, recorded, writer = Events(), Recorded(source), Writer()
     orchestrator = ResearchOrchestrator(writer, [recorded], events, Checkpoints(),
                                         UsageMeter(Budget(), PriceTable()))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     outcome = await orchestrator.run(ResearchRequest(question, num_agents=agents, depth=depth, max_steps=max_steps))
     seconds = time.perf_counter() - started
+    writer.cpu = time.process_time() - cpu
     stages = {"retrieved": recorded.retrieved(), "agent passages": fold(" ".join(writer.held)),
               "finding": fold(" ".join(r.content for r in outcome.agent_results if r.status == "completed")),
               "mid-tier": fold(" ".join(s.content for s in outcome.synthesis_results if s.level == "drummer")),
               "report": fold(GLOBAL_TAG.sub(" ", outcome.final_synthesis.split("\n## Sources", 1)[0]))}
-    return outcome, orchestrator.evidence, seconds, events.searches, stages
+    return outcome, orchestrator.evidence, (seconds, writer.cpu), events.searches, stages
 
 
 STAGES = ("retrieved", "agent passages", "finding", "mid-tier", "report")
@@ -160,11 +162,11 @@ def run(index_dir: Path, limit: int | None = None, agents: int = 4, only: str | 
     for depth, steps in configs or CONFIGS:
         name = f"depth {depth}, max_steps {steps}"
         answered = facts_total = facts_present = facts_verified = fully_verified = facts_held = 0
-        wall = calls = searches = cited = 0.0
+        wall = cpu = calls = searches = cited = 0.0
         by_half = {"dev": [0, 0], "held-out": [0, 0]}
         lost = losses.setdefault(name, dict.fromkeys(STAGES, 0))
         for q in questions:
-            outcome, evidence, seconds, made, stages = asyncio.run(research(source, q["question"], depth, steps, agents))
+            outcome, evidence, (seconds, used), made, stages = asyncio.run(research(source, q["question"], depth, steps, agents))
             facts_held += sum(any(fold(p) in stages["retrieved"] for p in phrasings) for phrasings in q["facts"])
             present, verified = judge(outcome.final_synthesis, outcome.sources, evidence, q["facts"])
             n = len(q["facts"])
@@ -173,7 +175,7 @@ def run(index_dir: Path, limit: int | None = None, agents: int = 4, only: str | 
             by_half[half(q)][0] += present == n
             by_half[half(q)][1] += 1
             facts_total, facts_present, facts_verified = facts_total + n, facts_present + present, facts_verified + verified
-            wall, calls, searches = wall + seconds, calls + outcome.usage.llm_calls, searches + made
+            wall, cpu, calls, searches = wall + seconds, cpu + used, calls + outcome.usage.llm_calls, searches + made
             cited += len(GLOBAL_TAG.findall(outcome.final_synthesis.split("\n## Sources", 1)[0]))
             per_question.setdefault(q["id"], {})[name] = f"{present}/{n} facts, {verified} verified"
             for phrasings in q["facts"]:
@@ -190,7 +192,8 @@ def run(index_dir: Path, limit: int | None = None, agents: int = 4, only: str | 
             "facts_retrieved": facts_held, "facts_present": facts_present, "facts_verified": facts_verified,
             "facts": facts_total,
             "verified_share": round(facts_verified / facts_present, 3) if facts_present else None,
-            "mean_wall_s": round(wall / count, 3), "mean_model_calls": round(calls / count, 1),
+            "mean_wall_s": round(wall / count, 3), "mean_cpu_s": round(cpu / count, 3),
+            "mean_model_calls": round(calls / count, 1),
             "mean_searches": round(searches / count, 1), "mean_citations": round(cited / count, 1),
             "facts_lost_at": lost,
         }
@@ -201,13 +204,13 @@ def run(index_dir: Path, limit: int | None = None, agents: int = 4, only: str | 
 def table(result: dict[str, Any]) -> str:
     rows = result["quality"]["configs"]
     lines = ["| configuration | answered | dev (odd ids) | held-out (even ids) | answered, every fact verified "
-             "| facts in passages retrieved | facts in report | facts verified | mean wall | model calls | searches |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| facts in passages retrieved | facts in report | facts verified | mean wall | mean CPU | model calls | searches |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['answered']}/{r['questions']} | {r['answered_dev']}/{r['questions_dev']} "
                      f"| {r['answered_held_out']}/{r['questions_held_out']} | {r['answered_and_verified']}/{r['questions']} "
                      f"| {r['facts_retrieved']}/{r['facts']} | {r['facts_present']}/{r['facts']} | {r['facts_verified']}/{r['facts_present']} "
-                     f"| {r['mean_wall_s']:.2f} s | {r['mean_model_calls']} | {r['mean_searches']} |")
+                     f"| {r['mean_wall_s']:.2f} s | {r['mean_cpu_s']:.2f} s | {r['mean_model_calls']} | {r['mean_searches']} |")
     return "\n".join(lines)
 
 
