@@ -7,7 +7,6 @@ sentences of their inputs against the question and compose Markdown from them.""
 
 from __future__ import annotations
 
-import math
 import re
 
 from ..interfaces import Action, AgentView, Meter, ProgressCallback, Provider
@@ -45,8 +44,6 @@ MAX_FINDING_SENTENCES = 5
 # so a finding spends its sentences on the parts of its subtask still unanswered.
 COVERED_WEIGHT = 0.25
 CONTEXT_WEIGHT = 0.5
-# design: the reviewer's bar: one sentence of the findings holds this share of a facet's words.
-ANSWERED_SHARE = 1.0
 # A "sentence" this long is usually several run together (an HTML definition list loses the
 # full stops between a term and its description); it is cut at its inner full stops.
 RUN_ON_SPLIT = re.compile(r"(?<=[.;])\s+(?=\S)")
@@ -102,11 +99,6 @@ def _pick(candidates: list[tuple[float, str, list[str], int]], limit: int, per_g
         seen.append(tokens)
         groups[group] = groups.get(group, 0) + 1
     return chosen
-
-
-def _answering_share(words: int) -> int:
-    """How many of a facet's `words` content words one sentence must hold to answer it."""
-    return words if words <= 2 else max(2, math.ceil(ANSWERED_SHARE * words))
 
 
 def _finding_units(text: str) -> list[tuple[str, bool]]:
@@ -259,10 +251,11 @@ class ExtractiveProvider(Provider):
 
     async def review(self, query: str, findings: list[tuple[str, str]], max_gaps: int, meter: Meter) -> list[str]:
         """Deterministic: a facet of the question is answered when one sentence of the
-        findings holds most of its content words (all of them when it has two or fewer);
-        words scattered over several sentences answer nothing. Each facet left unanswered is
-        a gap, asked as the facet itself; a question of one facet asks for its missing words
-        with the first words the best sentence did cover, for context."""
+        findings holds all its content words; words scattered over several sentences answer
+        nothing (a stricter bar than any word in any finding, which long findings meet for
+        almost every facet). Each facet left unanswered is a gap, asked as the facet itself;
+        a question of one facet asks for its missing words with the first words the best
+        sentence did cover, for context."""
         _account(meter)
         sentences = [set(tokenize(sentence)) for _, text in findings if not text.startswith("No passage")
                      for sentence in split_sentences(text)]
@@ -272,7 +265,7 @@ class ExtractiveProvider(Provider):
         for facet in facets:
             words = _surface_words(facet)
             best = max(sentences, key=lambda held: (len(held & words.keys()), -len(held)), default=set())
-            if len(best & words.keys()) >= _answering_share(len(words)):
+            if words.keys() <= best:
                 continue
             if len(facets) > 1:
                 gaps.append(facet)
