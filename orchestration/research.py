@@ -293,7 +293,11 @@ class ResearchOrchestrator:
         result = AgentResult(agent_id, subtask.subtask_id, "research", "completed", content, citations,
                              round(time.monotonic() - started, 3), meter.usage, round=subtask.round,
                              steps=[*steps.state.steps, finish])
-        evidence = {normalize_url(h.url): passage_text(h) for i, h in enumerate(passages, start=1) if i in refs}
+        evidence: dict[str, str] = {}
+        for i, hit in enumerate(passages, start=1):
+            if i in refs:  # two chunks of one page are two passages; their URL's evidence holds both
+                url = normalize_url(hit.url)
+                evidence[url] = f"{evidence[url]}\n{passage_text(hit)}" if url in evidence else passage_text(hit)
         self._add_evidence(evidence)
         # design: saved before the agent's result, so a resumed task that keeps the agent has its passages too
         await self.checkpoints.save(f"evidence:{agent_id}", evidence)
