@@ -173,6 +173,17 @@ def key_terms(texts: list[str], n: int) -> list[str]:
     return ranked[:n]
 
 
+# A quote closed by its citation ("... currsize [1]. move_to_end ...") ends there, whatever
+# case the next one starts with.
+_CLAIM_END = re.compile(r"(?<=\])[.!?:]?\s+")
+
+
+def claims(text: str) -> list[str]:
+    """The sentences of a cited text (a finding, a synthesis): cut at sentence ends and after
+    every citation that closes a quote, so quotes run together stay apart."""
+    return [sentence for claim in _CLAIM_END.split(text) for sentence in split_sentences(claim)]
+
+
 def strip_citations(text: str) -> str:
     return re.sub(r"\s+([.,;:!?])", r"\1", CITATION_RE.sub("", text)).strip()
 

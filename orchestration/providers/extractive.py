@@ -11,7 +11,7 @@ import re
 
 from ..interfaces import Action, AgentView, Meter, ProgressCallback, Provider
 from ..models import Hit, Source, Subtask
-from ..text import BM25, CITATION_RE, is_prose, jaccard, key_terms, split_sentences, tokenize
+from ..text import BM25, CITATION_RE, claims, is_prose, jaccard, key_terms, split_sentences, tokenize
 
 MODEL = "extractive"
 FACET_SPLIT = re.compile(r"\s*(?:[,;]|\band\b|\bor\b|\bvs\.?|\bversus\b|\?)\s*", re.IGNORECASE)
@@ -278,7 +278,7 @@ class ExtractiveProvider(Provider):
     async def synthesize(self, query: str, level: str, parts: list[tuple[str, str]], meter: Meter) -> str:
         _account(meter)
         sections = [section for label, text in parts for section in self._sections(label, text)]
-        units = [(i, s) for i, (_, body) in enumerate(sections) for s in split_sentences(body)
+        units = [(i, s) for i, (_, body) in enumerate(sections) for s in claims(body)
                  if CITATION_RE.search(s)]
         if not units:
             return "No cited findings were available to synthesize."
