@@ -175,13 +175,19 @@ def key_terms(texts: list[str], n: int) -> list[str]:
 
 # A quote closed by its citation ("... currsize [1]. move_to_end ...") ends there, whatever
 # case the next one starts with.
-_CLAIM_END = re.compile(r"(?<=\])[.!?:]?\s+")
+_CLAIM_END = re.compile(r"\[S?\d{1,4}\][.!?:]?\s+")
 
 
 def claims(text: str) -> list[str]:
     """The sentences of a cited text (a finding, a synthesis): cut at sentence ends and after
-    every citation that closes a quote, so quotes run together stay apart."""
-    return [sentence for claim in _CLAIM_END.split(text) for sentence in split_sentences(claim)]
+    every citation that closes a quote, so quotes run together stay apart (other brackets,
+    `Union[X, None]`, cut nothing)."""
+    pieces, start = [], 0
+    for match in _CLAIM_END.finditer(text):
+        pieces.append(text[start:match.end()])
+        start = match.end()
+    pieces.append(text[start:])
+    return [sentence for piece in pieces for sentence in split_sentences(piece)]
 
 
 def strip_citations(text: str) -> str:
