@@ -9,7 +9,8 @@ we record: answered (every fact in the report body), verified (every fact also i
 passage of a source the body cites), facts in any passage the searches returned
 (retrieval, as opposed to what the report kept), wall time, model calls and searches.
 
-    venv/bin/python bench/quality.py [--questions N] [--agents N]   (or bench/run.sh --only quality)
+    venv/bin/python bench/quality.py [--questions N] [--agents N] [--half dev|held-out]
+        [--config DEPTH,STEPS ...] [--diagnose]          (or bench/run.sh --only quality)
 """
 
 from __future__ import annotations
@@ -96,48 +97,105 @@ def judge(report: str, sources: list, evidence: dict[str, str], facts: list[list
     return present, verified
 
 
+class Writer(ExtractiveProvider):
+    """The embedded default, keeping the passages each agent wrote its finding from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[str] = []
+        self.cpu = 0.0  # CPU seconds of the whole research (every thread of this process)
+
+    async def write_finding(self, subtask, passages, meter, on_progress=None):
+        self.held += [h.text or h.snippet for h in passages]
+        return await super().write_finding(subtask, passages, meter, on_progress)
+
+
 async def research(source: LocalDocsSource, question: str, depth: int, max_steps: int, agents: int):
-    events, recorded = Events(), Recorded(source)
-    orchestrator = ResearchOrchestrator(ExtractiveProvider(), [recorded], events, Checkpoints(),
+    events, recorded, writer = Events(), Recorded(source), Writer()
+    orchestrator = ResearchOrchestrator(writer, [recorded], events, Checkpoints(),
                                         UsageMeter(Budget(), PriceTable()))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     outcome = await orchestrator.run(ResearchRequest(question, num_agents=agents, depth=depth, max_steps=max_steps))
-    return outcome, orchestrator.evidence, time.perf_counter() - started, events.searches, recorded.retrieved()
+    seconds = time.perf_counter() - started
+    writer.cpu = time.process_time() - cpu
+    stages = {"retrieved": recorded.retrieved(), "agent passages": fold(" ".join(writer.held)),
+              "finding": fold(" ".join(r.content for r in outcome.agent_results if r.status == "completed")),
+              "mid-tier": fold(" ".join(s.content for s in outcome.synthesis_results if s.level == "drummer")),
+              "report": fold(GLOBAL_TAG.sub(" ", outcome.final_synthesis.split("\n## Sources", 1)[0]))}
+    return outcome, orchestrator.evidence, (seconds, writer.cpu), events.searches, stages
 
 
-def run(index_dir: Path, limit: int | None = None, agents: int = 4) -> dict[str, Any]:
+STAGES = ("retrieved", "agent passages", "finding", "mid-tier", "report")
+
+
+def lost_at(stages: dict[str, str], phrasings: list[str]) -> str | None:
+    """The first stage a fact is missing from (None: it reached the report body). A fact
+    the mid-tier never saw because mid-tier synthesis is off counts at the next stage."""
+    options = [fold(p) for p in phrasings]
+    for stage in STAGES:
+        if stage == "mid-tier" and not stages[stage]:
+            continue
+        if not any(p in stages[stage] for p in options):
+            return stage
+    return None
+
+
+def half(question: dict[str, Any]) -> str:
+    """dev (odd ids) or held-out (even ids): tune on dev, report both."""
+    return "dev" if int(re.sub(r"\D", "", question["id"]) or 0) % 2 else "held-out"
+
+
+def run(index_dir: Path, limit: int | None = None, agents: int = 4, only: str | None = None,
+        configs: list[tuple[int, int]] | None = None, diagnose: bool = False) -> dict[str, Any]:
     if not CORPUS.is_dir():
         raise SystemExit(f"{CORPUS} is missing: install Debian's python3.11-doc (bench/run.sh does)")
     questions = json.loads(QUESTIONS.read_text())["questions"][:limit]
+    if only:
+        questions = [q for q in questions if half(q) == only]
     source = LocalDocsSource(CORPUS, index_dir / "quality-index.db", refresh_interval=3600)
     indexed = time.perf_counter()
     asyncio.run(source.search("warm up the index", 1))
     index_seconds = time.perf_counter() - indexed
     rows: dict[str, Any] = {}
     per_question: dict[str, dict[str, Any]] = {}
-    for depth, steps in CONFIGS:
+    losses: dict[str, dict[str, int]] = {}
+    for depth, steps in configs or CONFIGS:
         name = f"depth {depth}, max_steps {steps}"
         answered = facts_total = facts_present = facts_verified = fully_verified = facts_held = 0
-        wall = calls = searches = cited = 0.0
+        wall = cpu = calls = searches = cited = 0.0
+        by_half = {"dev": [0, 0], "held-out": [0, 0]}
+        lost = losses.setdefault(name, dict.fromkeys(STAGES, 0))
         for q in questions:
-            outcome, evidence, seconds, made, held = asyncio.run(research(source, q["question"], depth, steps, agents))
-            facts_held += sum(any(fold(p) in held for p in phrasings) for phrasings in q["facts"])
+            outcome, evidence, (seconds, used), made, stages = asyncio.run(research(source, q["question"], depth, steps, agents))
+            facts_held += sum(any(fold(p) in stages["retrieved"] for p in phrasings) for phrasings in q["facts"])
             present, verified = judge(outcome.final_synthesis, outcome.sources, evidence, q["facts"])
             n = len(q["facts"])
             answered += present == n
             fully_verified += verified == n
+            by_half[half(q)][0] += present == n
+            by_half[half(q)][1] += 1
             facts_total, facts_present, facts_verified = facts_total + n, facts_present + present, facts_verified + verified
-            wall, calls, searches = wall + seconds, calls + outcome.usage.llm_calls, searches + made
+            wall, cpu, calls, searches = wall + seconds, cpu + used, calls + outcome.usage.llm_calls, searches + made
             cited += len(GLOBAL_TAG.findall(outcome.final_synthesis.split("\n## Sources", 1)[0]))
             per_question.setdefault(q["id"], {})[name] = f"{present}/{n} facts, {verified} verified"
+            for phrasings in q["facts"]:
+                stage = lost_at(stages, phrasings)
+                if stage is not None:
+                    lost[stage] += 1
+                    if diagnose:
+                        print(f"{name} | {q['id']} ({half(q)}) | {phrasings[0]!r} lost at: {stage}", file=sys.stderr)
         count = len(questions)
         rows[name] = {
             "answered": answered, "answered_and_verified": fully_verified, "questions": count,
+            "answered_dev": by_half["dev"][0], "questions_dev": by_half["dev"][1],
+            "answered_held_out": by_half["held-out"][0], "questions_held_out": by_half["held-out"][1],
             "facts_retrieved": facts_held, "facts_present": facts_present, "facts_verified": facts_verified,
             "facts": facts_total,
             "verified_share": round(facts_verified / facts_present, 3) if facts_present else None,
-            "mean_wall_s": round(wall / count, 3), "mean_model_calls": round(calls / count, 1),
+            "mean_wall_s": round(wall / count, 3), "mean_cpu_s": round(cpu / count, 3),
+            "mean_model_calls": round(calls / count, 1),
             "mean_searches": round(searches / count, 1), "mean_citations": round(cited / count, 1),
+            "facts_lost_at": lost,
         }
     return {"quality": {"corpus": str(CORPUS), "agents": agents, "index_seconds": round(index_seconds, 1),
                         "configs": rows, "per_question": per_question}}
@@ -145,12 +203,14 @@ def run(index_dir: Path, limit: int | None = None, agents: int = 4) -> dict[str,
 
 def table(result: dict[str, Any]) -> str:
     rows = result["quality"]["configs"]
-    lines = ["| configuration | answered | answered, every fact verified | facts in passages retrieved | facts in report "
-             "| facts verified | mean wall | model calls | searches |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| configuration | answered | dev (odd ids) | held-out (even ids) | answered, every fact verified "
+             "| facts in passages retrieved | facts in report | facts verified | mean wall | mean CPU | model calls | searches |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['answered']}/{r['questions']} | {r['answered_and_verified']}/{r['questions']} "
+        lines.append(f"| {name} | {r['answered']}/{r['questions']} | {r['answered_dev']}/{r['questions_dev']} "
+                     f"| {r['answered_held_out']}/{r['questions_held_out']} | {r['answered_and_verified']}/{r['questions']} "
                      f"| {r['facts_retrieved']}/{r['facts']} | {r['facts_present']}/{r['facts']} | {r['facts_verified']}/{r['facts_present']} "
-                     f"| {r['mean_wall_s']:.2f} s | {r['mean_model_calls']} | {r['mean_searches']} |")
+                     f"| {r['mean_wall_s']:.2f} s | {r['mean_cpu_s']:.2f} s | {r['mean_model_calls']} | {r['mean_searches']} |")
     return "\n".join(lines)
 
 
@@ -158,10 +218,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=None, help="only the first N questions")
     parser.add_argument("--agents", type=int, default=4, help="num_agents of each research (default 4)")
+    parser.add_argument("--half", choices=("dev", "held-out"), help="only the dev (odd ids) or held-out (even ids) questions")
+    parser.add_argument("--config", action="append", metavar="DEPTH,STEPS",
+                        help="only this configuration (repeatable), e.g. 2,4")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="print, for every fact a report lacks, the stage where it was lost "
+                             "(passages any search returned, passages an agent wrote from, agent findings, mid-tier syntheses, report body)")
     args = parser.parse_args()
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    result = run(out, args.questions, args.agents)
+    configs = [tuple(int(n) for n in c.split(",")) for c in args.config] if args.config else None
+    result = run(out, args.questions, args.agents, args.half, configs, args.diagnose)
     (out / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 from .budget import ScopedMeter
 from .interfaces import Action, AgentView, CheckpointStore, EventSink, ProgressCallback, Provider, SearchSource
 from .models import Hit, Step, Subtask, Usage, to_dict
-from .ranking import fuse_hits, normalize_url
+from .ranking import fuse_hits, normalize_url, passage_key
 from .retrieval import query_sources
 from .text import relevant_excerpt
 
@@ -183,8 +183,8 @@ class StepLoop:
         lists, errors = await query_sources(chosen, query, HITS_PER_SOURCE, agent_id)
         state.source_errors.update(errors)
         found = fuse_hits(lists, PASSAGES_PER_SEARCH)
-        held = {normalize_url(h.url) for h in state.passages}
-        new = [h for h in found if normalize_url(h.url) not in held][:max(0, MAX_PASSAGES - len(state.passages))]
+        held = {passage_key(h) for h in state.passages}
+        new = [h for h in found if passage_key(h) not in held][:max(0, MAX_PASSAGES - len(state.passages))]
         first = len(state.passages) + 1
         state.passages.extend(new)
         if new:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .models import FoundBy, Hit, Source
@@ -44,14 +45,25 @@ class RankedList:
     pass_number: int = 1  # search depth 2: the query-expansion pass is 2
 
 
+def passage_key(hit: Hit) -> tuple[str, Any]:
+    """What tells two passages apart: their page, and the chunk of it when the source cuts a
+    long section into several (metadata `chunk`; a second chunk of a page is new evidence)."""
+    return normalize_url(hit.url), hit.metadata.get("chunk")
+
+
 def fuse(lists: list[RankedList], limit: int, k: int = RRF_K) -> list[Source]:
     """Reciprocal rank fusion: score(d) = sum over lists of 1 / (k + rank). The first
     hit seen for a URL gives the entry its title and snippet; every list that found it is
-    kept in `found_by`. Ties keep first-seen order, so fusion is deterministic."""
+    kept in `found_by` (a list holding several chunks of one page counts its best rank).
+    Ties keep first-seen order, so fusion is deterministic."""
     entries: dict[str, Source] = {}
     for ranked in lists:
+        counted: set[str] = set()
         for rank, hit in enumerate(ranked.hits, start=1):
             key = normalize_url(hit.url)
+            if key in counted:
+                continue
+            counted.add(key)
             entry = entries.get(key)
             if entry is None:
                 entry = Source(id="", title=hit.title, url=hit.url, source=hit.source, snippet=hit.snippet)
@@ -68,9 +80,14 @@ def fuse(lists: list[RankedList], limit: int, k: int = RRF_K) -> list[Source]:
 
 
 def fuse_hits(lists: list[RankedList], limit: int, k: int = RRF_K) -> list[Hit]:
-    """RRF over hit lists, returning the first-seen Hit of each fused entry (with its text)."""
-    by_key: dict[str, Hit] = {}
+    """RRF over hit lists by passage (`passage_key`): the first-seen Hit of each, with its
+    text; two chunks of one page are two passages. Ties keep first-seen order."""
+    by_key: dict[tuple[str, Any], Hit] = {}
+    scores: dict[tuple[str, Any], float] = {}
     for ranked in lists:
-        for hit in ranked.hits:
-            by_key.setdefault(normalize_url(hit.url), hit)
-    return [by_key[normalize_url(s.url)] for s in fuse(lists, limit, k)]
+        for rank, hit in enumerate(ranked.hits, start=1):
+            key = passage_key(hit)
+            by_key.setdefault(key, hit)
+            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
+    ordered = sorted(by_key, key=lambda key: -scores[key])  # stable: ties keep first-seen order
+    return [by_key[key] for key in ordered[:limit]]

@@ -185,11 +185,13 @@ class ResearchOrchestrator:
             await self.events.emit("review_complete", {"round": number - 1, "gaps": gaps})
         follow_ups: list[Subtask] = []
         # design: a subtask is what it searched for; a gap naming the same words is a repeat.
+        # A gap narrower than a subtask's query (its words a strict subset) is not: the broader
+        # search ranked other words first, and the focused one asks what it left unanswered.
         asked = [set(tokenize(s.query)) for s in self.subtasks]
         for gap in gaps:
             gap = " ".join(str(gap).split())[:300]
             words = set(tokenize(gap))
-            if not words or any(jaccard(words, other) >= REPEAT_SIMILARITY for other in asked):
+            if not words or any(jaccard(words, other) >= REPEAT_SIMILARITY and not words < other for other in asked):
                 continue
             asked.append(words)
             follow_ups.append(Subtask(f"subtask_{len(self.subtasks) + len(follow_ups) + 1}", gap[:200], gap,
@@ -299,7 +301,11 @@ class ResearchOrchestrator:
         result = AgentResult(agent_id, subtask.subtask_id, "research", "completed", content, citations,
                              round(time.monotonic() - started, 3), meter.usage, round=subtask.round,
                              steps=[*steps.state.steps, finish])
-        evidence = {normalize_url(h.url): passage_text(h) for i, h in enumerate(passages, start=1) if i in refs}
+        evidence: dict[str, str] = {}
+        for i, hit in enumerate(passages, start=1):
+            if i in refs:  # two chunks of one page are two passages; their URL's evidence holds both
+                url = normalize_url(hit.url)
+                evidence[url] = f"{evidence[url]}\n{passage_text(hit)}" if url in evidence else passage_text(hit)
         self._add_evidence(evidence)
         # design: saved before (or with) the agent's result, so a resumed task that keeps the
         # agent has its passages too: both are queued in this order on one writer, which writes

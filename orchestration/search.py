@@ -144,7 +144,10 @@ class SearchOrchestrator:
         await self.events.emit("agent_start", {"agent_type": agent_type, "sources": [s.name for s in sources]},
                                agent_id=agent_id)
         lists, errors = await query_sources(sources, request.query, request.max_results, agent_id)
-        hits = [h for rl in lists for h in rl.hits]
+        pages: dict[str, Hit] = {}
+        for hit in (h for rl in lists for h in rl.hits):  # a page the source returned in two chunks is one result
+            pages.setdefault(normalize_url(hit.url), hit)
+        hits = list(pages.values())
         status = "failed" if errors and not lists else "completed"
         content = "\n".join(f"- {h.title} — {h.url}" for h in hits[:10])
         result = AgentResult(

@@ -136,16 +136,20 @@ class BM25:
         self.idf = {t: math.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in document_frequency.items()}
 
     def scores(self, query: list[str]) -> list[float]:
+        return [sum(parts.values()) for parts in self.term_scores(query)]
+
+    def term_scores(self, query: list[str]) -> list[dict[str, float]]:
+        """Per document, each query term it contains with that term's share of the score."""
         out = []
         terms = set(query)
         for frequencies, length in zip(self.frequencies, self.lengths):
-            score = 0.0
+            parts: dict[str, float] = {}
             norm = self.k1 * (1 - self.b + self.b * length / self.average) if self.average else self.k1
             for term in terms:
                 f = frequencies.get(term)
                 if f:
-                    score += self.idf[term] * f * (self.k1 + 1) / (f + norm)
-            out.append(score)
+                    parts[term] = self.idf[term] * f * (self.k1 + 1) / (f + norm)
+            out.append(parts)
         return out
 
 
@@ -167,6 +171,23 @@ def key_terms(texts: list[str], n: int) -> list[str]:
     total = len(documents) or 1
     ranked = sorted(tf, key=lambda t: (-tf[t] * math.log(1 + total / df[t]), t))
     return ranked[:n]
+
+
+# A quote closed by its citation ("... currsize [1]. move_to_end ...") ends there, whatever
+# case the next one starts with.
+_CLAIM_END = re.compile(r"\[S?\d{1,4}\][.!?:]?\s+")
+
+
+def claims(text: str) -> list[str]:
+    """The sentences of a cited text (a finding, a synthesis): cut at sentence ends and after
+    every citation that closes a quote, so quotes run together stay apart (other brackets,
+    `Union[X, None]`, cut nothing)."""
+    pieces, start = [], 0
+    for match in _CLAIM_END.finditer(text):
+        pieces.append(text[start:match.end()])
+        start = match.end()
+    pieces.append(text[start:])
+    return [sentence for piece in pieces for sentence in split_sentences(piece)]
 
 
 def strip_citations(text: str) -> str:

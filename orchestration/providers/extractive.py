@@ -11,7 +11,7 @@ import re
 
 from ..interfaces import Action, AgentView, Meter, ProgressCallback, Provider
 from ..models import Hit, Source, Subtask
-from ..text import BM25, CITATION_RE, is_prose, jaccard, key_terms, split_sentences, tokenize
+from ..text import BM25, CITATION_RE, claims, is_prose, jaccard, key_terms, split_sentences, tokenize
 
 MODEL = "extractive"
 FACET_SPLIT = re.compile(r"\s*(?:[,;]|\band\b|\bor\b|\bvs\.?|\bversus\b|\?)\s*", re.IGNORECASE)
@@ -40,6 +40,13 @@ ASPECTS = (
     ("Events and progress of {t}", "{t} events progress streaming"),
 )
 MAX_FINDING_SENTENCES = 5
+# design: a query term an earlier pick already covers counts this much toward the next pick,
+# so a finding spends its sentences on the parts of its subtask still unanswered.
+COVERED_WEIGHT = 0.25
+CONTEXT_WEIGHT = 0.5
+# A "sentence" this long is usually several run together (an HTML definition list loses the
+# full stops between a term and its description); it is cut at its inner full stops.
+RUN_ON_SPLIT = re.compile(r"(?<=[.;])\s+(?=\S)")
 # Pseudo-relevance feedback: the best passages that lend their salient terms to the next query.
 FEEDBACK_PASSAGES, FEEDBACK_TERMS = 3, 3
 MIN_SENTENCE_CHARS, MAX_SENTENCE_CHARS = 25, 420
@@ -94,6 +101,55 @@ def _pick(candidates: list[tuple[float, str, list[str], int]], limit: int, per_g
     return chosen
 
 
+def _finding_units(text: str) -> list[tuple[str, bool]]:
+    """The sentences of a passage, each with whether it may be quoted. An overlong one is cut
+    at its inner full stops and semicolons; a piece after such a cut may start with the
+    lower-case term a list defined (a piece at the start of a passage may not: that is a
+    sentence the chunking cut in two)."""
+    out: list[tuple[str, bool]] = []
+    for sentence in split_sentences(text):
+        pieces = [sentence] if len(sentence) <= MAX_SENTENCE_CHARS else RUN_ON_SPLIT.split(sentence)
+        for n, piece in enumerate(p for p in pieces if p):
+            out.append((piece, _quotable(piece, after_cut=n > 0)))
+    return out
+
+
+def _quotable(sentence: str, after_cut: bool) -> bool:
+    if not MIN_SENTENCE_CHARS <= len(sentence) <= MAX_SENTENCE_CHARS:
+        return False
+    if after_cut and sentence[0].islower():
+        sentence = sentence[0].upper() + sentence[1:]
+    return is_prose(sentence)
+
+
+def _pick_covering(units: list[tuple[int, str]], tokens: list[list[str]], parts: list[dict[str, float]],
+                   priors: list[float], limit: int, per_group: int) -> list[tuple[float, str, list[str], int]]:
+    """Greedy selection by coverage: each pick is the sentence scoring best on the query
+    terms the sentences picked before it do not contain yet (a covered term counts
+    COVERED_WEIGHT), so a two-part subtask gets a sentence for each part instead of five
+    sentences on its most frequent words. No near-duplicates, at most `per_group` per passage."""
+    chosen: list[tuple[float, str, list[str], int]] = []
+    covered: set[str] = set()
+    groups: dict[int, int] = {}
+    left = set(range(len(units)))
+    while left and len(chosen) < limit:
+        def gain(i: int) -> float:
+            return priors[i] * sum(v * (COVERED_WEIGHT if t in covered else 1.0) for t, v in parts[i].items())
+
+        best = max(left, key=lambda i: (gain(i), -units[i][0], -i))
+        score = gain(best)
+        if score <= 0:
+            break
+        left.discard(best)
+        ref, sentence = units[best]
+        if groups.get(ref, 0) >= per_group or any(jaccard(tokens[best], c[2]) > 0.6 for c in chosen):
+            continue
+        chosen.append((score, sentence, tokens[best], ref))
+        covered.update(parts[best])
+        groups[ref] = groups.get(ref, 0) + 1
+    return chosen
+
+
 class ExtractiveProvider(Provider):
     name = "extractive"
 
@@ -137,17 +193,29 @@ class ExtractiveProvider(Provider):
     async def write_finding(self, subtask: Subtask, passages: list[Hit], meter: Meter,
                             on_progress: ProgressCallback | None = None) -> str:
         _account(meter)
-        units = [(ref, sentence) for ref, hit in enumerate(passages, start=1)
-                 for sentence in split_sentences(hit.text or hit.snippet)
-                 if MIN_SENTENCE_CHARS <= len(sentence) <= MAX_SENTENCE_CHARS and is_prose(sentence)]
+        found = [(ref, sentence, ok) for ref, hit in enumerate(passages, start=1)
+                 for sentence, ok in _finding_units(hit.text or hit.snippet)]
+        sentences = [(ref, sentence) for ref, sentence, _ in found]
+        units = [i for i, (_, _, ok) in enumerate(found) if ok]
         if not units:
             return f"No passage in the available sources addresses: {subtask.title}."
-        tokens = [tokenize(sentence) for _, sentence in units]
-        scores = BM25(tokens).scores(tokenize(f"{subtask.query} {subtask.title}"))
+        tokens = [tokenize(sentence) for _, sentence in sentences]
+        parts = BM25(tokens).term_scores(tokenize(f"{subtask.query} {subtask.title}"))
+        # design: reference prose often names its subject in one sentence and states the fact
+        # in the next ("gc.collect() ... run a full collection. The number of unreachable
+        # objects found is returned."): a sentence also earns part of the terms its predecessor
+        # in the same passage matched.
+        scored = []
+        for i in units:
+            own = dict(parts[i])
+            if i > 0 and sentences[i - 1][0] == sentences[i][0]:
+                for term, value in parts[i - 1].items():
+                    own.setdefault(term, CONTEXT_WEIGHT * value)
+            scored.append(own)
         # design: a gentle prior for higher-ranked passages breaks ties toward the best source.
-        candidates = [(score * (1 - 0.03 * (ref - 1)), sentence, toks, ref)
-                      for (ref, sentence), toks, score in zip(units, tokens, scores)]
-        chosen = _pick(candidates, MAX_FINDING_SENTENCES, per_group=3)
+        priors = [1 - 0.03 * (sentences[i][0] - 1) for i in units]
+        chosen = _pick_covering([sentences[i] for i in units], [tokens[i] for i in units], scored, priors,
+                                MAX_FINDING_SENTENCES, per_group=3)
         if not chosen:
             return f"No passage in the available sources addresses: {subtask.title}."
         text = ""
@@ -182,30 +250,35 @@ class ExtractiveProvider(Provider):
         return Action("search", query=query)
 
     async def review(self, query: str, findings: list[tuple[str, str]], max_gaps: int, meter: Meter) -> list[str]:
-        """Deterministic: each facet of the question with a content word no finding contains
-        is a gap, asked as the facet itself; a question of one facet asks for its missing words
-        with the first words the findings did cover, for context."""
+        """Deterministic: a facet of the question is answered when one sentence of the
+        findings holds all its content words; words scattered over several sentences answer
+        nothing (a stricter bar than any word in any finding, which long findings meet for
+        almost every facet). Each facet left unanswered is a gap, asked as the facet itself;
+        a question of one facet asks for its missing words with the first words the best
+        sentence did cover, for context."""
         _account(meter)
-        answered = set(tokenize(" ".join(text for _, text in findings if not text.startswith("No passage"))))
+        sentences = [set(tokenize(sentence)) for _, text in findings if not text.startswith("No passage")
+                     for sentence in split_sentences(text)]
         facets = [_strip_question_words(f.strip(" .")) for f in FACET_SPLIT.split(query)]
         facets = [f for f in facets if tokenize(f)]
         gaps: list[str] = []
         for facet in facets:
             words = _surface_words(facet)
-            missing = [word for stem, word in words.items() if stem not in answered]
-            if not missing:
+            best = max(sentences, key=lambda held: (len(held & words.keys()), -len(held)), default=set())
+            if words.keys() <= best:
                 continue
             if len(facets) > 1:
                 gaps.append(facet)
             else:
-                context = [word for stem, word in words.items() if stem in answered][:2]
-                gaps.append(" ".join(missing + context))
+                missing = [word for stem, word in words.items() if stem not in best]
+                context = [word for stem, word in words.items() if stem in best][:2]
+                gaps.append(" ".join(dict.fromkeys(missing + context)))
         return gaps[:max_gaps]
 
     async def synthesize(self, query: str, level: str, parts: list[tuple[str, str]], meter: Meter) -> str:
         _account(meter)
         sections = [section for label, text in parts for section in self._sections(label, text)]
-        units = [(i, s) for i, (_, body) in enumerate(sections) for s in split_sentences(body)
+        units = [(i, s) for i, (_, body) in enumerate(sections) for s in claims(body)
                  if CITATION_RE.search(s)]
         if not units:
             return "No cited findings were available to synthesize."

@@ -23,6 +23,10 @@ from ..models import Hit
 EXTENSIONS = frozenset({".md", ".markdown", ".txt", ".rst", ".html", ".htm"})
 MAX_FILE_BYTES = 5_000_000
 CHUNK_CHARS = 3000
+# design: the chunks of one section a search may return, best first; more would crowd out
+# other sections, one would hide a fact in the section's second-best chunk for good.
+CHUNKS_PER_URL = 2
+SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z(\"'`])")
 TEXT_GROUP_CHARS = 1500
 SNIPPET_CHARS = 240
 # design: heading and title columns outweigh body; url/path are stored but not indexed.
@@ -174,11 +178,13 @@ def _plain(text: str, out: _Sections) -> None:
 
 
 def _pieces(text: str, size: int) -> Iterator[str]:
-    """`text` cut at word boundaries into pieces of at most about `size` characters."""
+    """`text` cut into pieces of at most about `size` characters: at a paragraph break, else
+    after a sentence, else at a word boundary (a sentence cut in two is a fact no piece states)."""
     while len(text) > size:
         cut = text.rfind("\n\n", 0, size)
         if cut <= size // 2:
-            cut = text.rfind(" ", 0, size)
+            ends = [m.end() for m in SENTENCE_END.finditer(text, size // 2, size)]
+            cut = ends[-1] if ends else text.rfind(" ", 0, size)
         cut = cut if cut > size // 2 else size
         yield text[:cut]
         text = text[cut:].lstrip()
@@ -334,18 +340,20 @@ class LocalDocsSource(SearchSource):
                     self._refresh(conn)
                 self._next_refresh = time.monotonic() + self.refresh_interval
         rows = self._reader().execute(
-            f"SELECT title, heading, body, url, path, {BM25} AS rank FROM chunks WHERE chunks MATCH ? "
+            f"SELECT title, heading, body, url, path, rowid, {BM25} AS rank FROM chunks WHERE chunks MATCH ? "
             "ORDER BY rank LIMIT ?", (match_expression(query), limit * 4)).fetchall()
-        terms, hits, seen = query_terms(query), [], set()
-        for title, heading, body, url, rel, rank in rows:
+        terms, hits, seen = query_terms(query), [], {}
+        for title, heading, body, url, rel, rowid, rank in rows:
             if len(hits) == limit:
                 break  # design: snippets cost Python time; only the hits returned get one
-            if url in seen:
+            if seen.get(url, 0) == CHUNKS_PER_URL:
                 continue
-            seen.add(url)
+            seen[url] = seen.get(url, 0) + 1
+            # design: `chunk` tells the chunks of one long section apart (ranking.passage_key),
+            # so an agent holding one of them still takes another as new evidence.
             hits.append(Hit(title=f"{title} — {heading}" if heading else title, url=url,
                             snippet=snippet(body, terms), source=self.name, text=body, score=-rank,
-                            metadata={"path": rel, "heading": heading}))
+                            metadata={"path": rel, "heading": heading, "chunk": rowid}))
         return hits
 
     def _refresh(self, conn: sqlite3.Connection) -> None:

@@ -13,7 +13,7 @@ from orchestration.errors import BudgetExhausted
 from orchestration.models import Budget, Hit, Source, Subtask
 from orchestration.pricing import PriceTable
 from orchestration.providers.extractive import ExtractiveProvider
-from orchestration.text import BM25, split_sentences, tokenize
+from orchestration.text import BM25, claims, split_sentences, tokenize
 
 PASSAGES = [
     Hit("Deployment — Caddy", "docs/deployment.md#caddy", "", "local",
@@ -72,6 +72,20 @@ def test_synthesis_keeps_only_input_tags_and_drops_repeats():
     assert set(re.findall(r"\[S\d+\]", report)) <= {"[S1]", "[S2]", "[S3]"}
     findings = report.split("## Findings", 1)[1]
     assert findings.count("flush_interval -1") == 1
+
+
+def test_synthesis_keeps_a_lower_case_quote_run_on_after_a_repeated_one():
+    """Findings run quotes together; a quote that starts lower-case after another's citation
+    is a sentence of its own, not dropped with the repeated quote before it."""
+    parts = [("Wrappers", "Update a wrapper function to look like the wrapped function [S1]."),
+             ("Partials", "Update a wrapper function to look like the wrapped function [S1]. "
+                          "partial objects are callable and can have attributes, like Union[X, None] [S2].")]
+    report = run(ExtractiveProvider().synthesize("What do wrappers and partials do?", "drummer", parts, meter()))
+    partials = report.split("### Partials", 1)[1]
+    assert "partial objects are callable and can have attributes, like Union[X, None] [S2]." in partials
+    assert "Update a wrapper function" not in partials  # the repeat is still dropped
+    assert claims("A [S1]. b c [2]: then Optional[X] is Union[X, None] here [S3].") == [
+        "A [S1].", "b c [2]:", "then Optional[X] is Union[X, None] here [S3]."]
 
 
 def test_summary_cites_sources_by_id():

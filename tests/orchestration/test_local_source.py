@@ -50,7 +50,8 @@ def test_finds_a_markdown_section_and_its_anchor(tmp_path):
     assert top.url == "docs/ops/guide.md#reverse-proxy-with-caddy"
     assert top.title == "Deployment Guide — Reverse proxy with Caddy"
     assert top.source == "local" and top.score > 0
-    assert top.metadata == {"path": "ops/guide.md", "heading": "Reverse proxy with Caddy"}
+    assert top.metadata == {"path": "ops/guide.md", "heading": "Reverse proxy with Caddy",
+                            "chunk": top.metadata["chunk"]}
     assert "Caddy terminates TLS" in top.snippet and top.text.startswith("Caddy terminates")
     intro = search(source, "explains")[0]
     assert intro.url == "docs/ops/guide.md" and intro.title == "Deployment Guide"
@@ -214,3 +215,19 @@ def test_two_instances_share_an_index_concurrently(tmp_path):
     assert errors == []
     assert search(sources[1], "edited14")[0].url == "docs/d14.md#part"
     assert search(sources[0], "token3") == []
+
+
+def test_a_long_section_returns_its_best_chunks_each_tagged(tmp_path):
+    """A section longer than a chunk is several rows under one URL; a search returns up to
+    CHUNKS_PER_URL of them, told apart by metadata `chunk`, so a fact in the second-best chunk
+    is not hidden behind the best one."""
+    from orchestration.sources.local import CHUNK_CHARS, CHUNKS_PER_URL
+
+    filler = " ".join(["The service has many moving parts and settings."] * 40)
+    parts = [f"Part {n} names the gizmo once. {filler}" for n in range(4)]
+    write(tmp_path / "docs" / "long.md", "# Long\n\n## Gizmos\n\n" + "\n\n".join(parts) + "\n")
+    hits = search(make(tmp_path), "gizmo")
+    assert len(parts[0]) * 4 > CHUNK_CHARS * CHUNKS_PER_URL
+    assert [h.url for h in hits] == ["docs/long.md#gizmos"] * CHUNKS_PER_URL
+    assert len({h.metadata["chunk"] for h in hits}) == CHUNKS_PER_URL
+    assert len({h.text for h in hits}) == CHUNKS_PER_URL

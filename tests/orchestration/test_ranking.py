@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from orchestration.citations import drop_unknown, number_sources
 from orchestration.models import AgentResult, Citation, Hit
-from orchestration.ranking import RankedList, fuse, normalize_url
+from orchestration.ranking import RankedList, fuse, fuse_hits, normalize_url
 
 
 def hit(url, source="web", title=None):
@@ -45,3 +45,14 @@ def test_agent_citations_are_numbered_once_across_agents():
     assert {f.agent_id for f in sources[1].found_by} == {"agent_1", "agent_2"}
     text, dropped = drop_unknown("ok [S1] bad [S9]", {"S1"})
     assert (text, dropped) == ("ok [S1] bad ", 1)
+
+
+def test_two_chunks_of_one_page_are_two_passages_but_one_source():
+    first = Hit("G", "docs/g.md#s", "a", "local", text="first chunk", metadata={"chunk": 1})
+    second = Hit("G", "docs/g.md#s", "b", "local", text="second chunk", metadata={"chunk": 2})
+    lists = [RankedList("agent_1", "local", [first, second, hit("docs/h.md")]),
+             RankedList("agent_2", "local", [hit("docs/h.md"), first])]
+    assert [h.text or h.url for h in fuse_hits(lists, limit=10)] == ["first chunk", "docs/h.md", "second chunk"]
+    fused = fuse(lists, limit=10)  # a page's rank in a list is its best chunk's
+    assert [s.url for s in fused] == ["docs/g.md#s", "docs/h.md"]
+    assert abs(fused[0].score - (1 / 61 + 1 / 62)) < 1e-6 and len(fused[0].found_by) == 2
