@@ -185,6 +185,10 @@ def post_worker_init(worker):
     graceful stop at once (tasks hand back their leases, SSE clients are told to reconnect)
     while gunicorn drains requests."""
     runtime = _runtime(worker)
+    if runtime is not None:
+        # design: gthread gives the app the client socket (`gunicorn.socket`), so a task stream
+        # that has caught up can leave its request thread for the fan-out thread (issue 19).
+        runtime.hub.enable_handoff()
     if runtime is not None and not runtime.wait_warm(_settings.timeout):
         worker.log.warning("warm-up did not finish in %s s; taking requests anyway", _settings.timeout)
     try:
