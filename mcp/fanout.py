@@ -36,7 +36,8 @@ from orchestration.models import TERMINAL_EVENTS
 
 log = logging.getLogger(__name__)
 
-# Bytes that may wait for one slow reader before it is cut off (about a thousand events).
+# Bytes that may wait for one reader when new events come; beyond, it is cut off (a reader
+# that keeps up has sent the previous batch by then; about two thousand events).
 BUFFER_LIMIT = 1 << 20
 # How long a stopping worker keeps writing the goodbye frames to readers that lag.
 STOP_FLUSH_SECONDS = 1.0
@@ -123,6 +124,7 @@ class FanOut:
         """Take over a stream whose client has every event up to `last`. The caller has
         joined the hub's window of `task_id` and holds a stream slot: both are the fan-out's
         now, and it gives them back when the stream ends."""
+        sock.setblocking(False)
         self.start()
         with self._lock:
             self._incoming.append(_Reader(sock, task_id, last, chunked))
@@ -149,8 +151,8 @@ class FanOut:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         try:
             while not self._stopping.is_set():
-                now = time.monotonic()
-                for key, mask in self._selector.select(max(0.0, min(1.0, self._next_keepalive_check - now))):
+                timeout = 0.0 if self._dirty else max(0.0, min(1.0, self._next_keepalive_check - time.monotonic()))
+                for key, mask in self._selector.select(timeout):
                     if key.data is None:
                         self._drain_wake()
                         continue
@@ -211,12 +213,19 @@ class FanOut:
                 reader.last = newest
                 reader.ending = ending
                 self._send(reader, framed[reader.chunked])
-            if len(events) >= BATCH and not ending:
+            if not ending:
+                # the window or a batch may end before the newest event: look again (once
+                # caught up, the window answers "nothing newer" without a store read)
                 with self._lock:
-                    self._dirty.add(task_id)  # a full batch may have more behind it: look again
+                    self._dirty.add(task_id)
 
     def _send(self, reader: _Reader, data: bytes) -> None:
         if reader.sock is None:
+            return
+        if len(reader.out) > BUFFER_LIMIT:
+            # what was queued before is still not sent: this client reads slower than events come
+            log.info("stream of %s cut off: %d bytes wait for the client", reader.task_id, len(reader.out))
+            self._drop(reader)
             return
         reader.out += data
         self._flush(reader)
@@ -238,9 +247,6 @@ class FanOut:
             elif reader.writing:
                 reader.writing = False
                 self._selector.modify(reader.sock, selectors.EVENT_READ, reader)
-        elif len(reader.out) > BUFFER_LIMIT:
-            log.info("stream of %s cut off: the client reads slower than events come", reader.task_id)
-            self._drop(reader)
         elif not reader.writing:
             reader.writing = True
             self._selector.modify(reader.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, reader)
