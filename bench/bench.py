@@ -318,8 +318,9 @@ def fanout_round(service: Service, clients: int, tasks: int) -> dict[str, Any]:
 
 
 def bench_sse(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """500 SSE clients on 10 running research tasks, on each store backend; on 2 cores the
-    tail varies from run to run, so the full run repeats it and reports the median p99."""
+    """500 SSE clients on 10 running research tasks, on each store backend; the full run
+    repeats it three times and reports every round's p99 and peak RSS per worker, and the
+    worst p99 (the target holds in every round)."""
     out: dict[str, Any] = {}
     backends = {"sqlite": {}, **({"redis": {"STORE_URL": args.redis_url}} if args.redis_url else {})}
     for name, store_env in backends.items():
@@ -336,7 +337,9 @@ def bench_sse(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
             "retried_after_503": [r["retried_after_503"] for r in rounds],
             "p50_ms": [r["p50_ms"] for r in rounds], "p99_ms": [r["p99_ms"] for r in rounds],
             "median_p99_ms": statistics.median(r["p99_ms"] for r in rounds),
-            "rss_per_worker_mb": rounds[-1]["rss_per_worker_mb"], "target": "all served, p99 <= 250 ms"}
+            "worst_p99_ms": max(r["p99_ms"] for r in rounds),
+            "rss_per_worker_mb": [r["rss_per_worker_mb"] for r in rounds],
+            "target": "all served, p99 <= 250 ms in every round, RSS <= 120 MB per worker"}
     return out
 
 

@@ -120,9 +120,14 @@ def event_stream(svc: Services, task_id: str, after: int, hand_off: HandOff | No
 
 
 def follow(svc: Services, task_id: str, after: int, hand_off: HandOff | None = None) -> Iterator[str]:
-    """The task's events after `after` as SSE frames, live, until its terminal event; or,
-    once caught up, until `hand_off` takes the stream to the fan-out thread."""
+    """The task's events after `after` as SSE frames, live, until its terminal event; or
+    until `hand_off` takes the stream to the fan-out thread, which replays from `after` as
+    well: readers connecting together at the same place (a burst of dashboards opening on
+    running tasks) then share one read and one write pass instead of each replaying on its
+    own thread."""
     last = after
+    if hand_off is not None and not svc.hub.stopping and hand_off(task_id, last):
+        return
     while True:
         events = svc.hub.events_after(task_id, last)
         for event in events:
