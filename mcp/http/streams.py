@@ -55,6 +55,12 @@ class HandOff:
                          and protocol in ("HTTP/1.0", "HTTP/1.1"))
         self.done = False
 
+    def admitted(self) -> None:
+        """The stream has its slots: its connection will end with it, never go back to
+        gunicorn for another request, so the headers say `Connection: close`."""
+        if self.possible and self.gunicorn_request is not None:
+            self.gunicorn_request.force_close()
+
     def __call__(self, task_id: str, last: int) -> bool:
         """Hand the stream over, its client having every event up to `last`; False when it
         stays on this thread."""
@@ -64,8 +70,6 @@ class HandOff:
         if sock is None:
             self.possible = False
             return False
-        if self.gunicorn_request is not None:
-            self.gunicorn_request.force_close()  # the connection is not gunicorn's to reuse
         self.done = True
         self.svc.hub.hand_off(sock, task_id, last, self.chunked)
         return True
@@ -87,6 +91,8 @@ def sse_response(svc: Services, make_stream: Callable[[], Iterator[str]],
         raise Unavailable(f"this worker holds its {hub.capacity} streams; retry shortly",
                           {"streams": {"open": hub.active_streams, "capacity": hub.capacity}},
                           headers={"Retry-After": str(REFUSED_RETRY_AFTER)})
+    if hand_off is not None:
+        hand_off.admitted()
     released = threading.Event()
 
     def release() -> None:
