@@ -93,10 +93,11 @@ class FanOut:
         self.hub = hub
         self.encode = encode
         self.keepalive = keepalive
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        # design: the selector and the wake-up pair are made with the thread, on the first
+        # hand-off: an app that never hands a stream off (tests, other servers) holds no fds.
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._lock = threading.Lock()
         self._incoming: list[_Reader] = []
         self._dirty: set[str] = set()
@@ -107,7 +108,13 @@ class FanOut:
         self._next_keepalive_check = 0.0
 
     def start(self) -> None:
-        if self._thread is None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._selector = selectors.DefaultSelector()
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
             self._thread = threading.Thread(target=self._run, name="stream-fanout", daemon=True)
             self._thread.start()
 
@@ -140,10 +147,13 @@ class FanOut:
             self._wake()
 
     def _wake(self) -> None:
+        wake = self._wake_w
+        if wake is None:
+            return  # no thread yet: nothing to wake
         try:
-            self._wake_w.send(b"\0")
+            wake.send(b"\0")
         except OSError:
-            pass  # the pipe is full: the thread is woken already
+            pass  # the pair is full: the thread is woken already
 
     # -- the fan-out thread ------------------------------------------------------------------
 
@@ -168,6 +178,8 @@ class FanOut:
             log.exception("stream fan-out failed")
         finally:
             self._goodbye()
+            self._selector.close()
+            self._wake_r.close()
 
     def _drain_wake(self) -> None:
         try:
