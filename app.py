@@ -34,7 +34,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = open_store(settings.resolved_store_url)
     catalog = Catalog(settings, store)
     hub = StreamHub(store, capacity=stream_capacity(settings.threads, settings.stream_reserve_threads,
-                                                   settings.max_streams))
+                                                   settings.max_streams),
+                    max_streams=settings.max_streams, keepalive=settings.stream_keepalive)
     dead_letters = DeadLetters(store, Alerts(settings))
     hooks = Webhooks(settings, store, dead_letters=dead_letters)
     runtime = TaskRuntime(settings, store, catalog, hub, process_loop(), hooks, dead_letters)

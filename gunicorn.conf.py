@@ -27,9 +27,11 @@ if _settings.metrics_enabled:
 # design: gthread, not sync: an SSE stream holds its request thread, not a whole worker.
 worker_class = "gthread"
 workers = _settings.workers
-# design: THREADS defaults to 80, not 16: the app admits at most THREADS - STREAM_RESERVE_THREADS
-# streams per worker (64), so 4 workers hold 256 dashboards while 16 threads each stay free
-# for /health and ordinary requests (issue #14; docs/configuration.md "Sizing threads").
+# design: THREADS defaults to 80, not 16: at most THREADS - STREAM_RESERVE_THREADS streams per
+# worker (64) hold a thread at once (replaying, legacy /sse, MCP progress), while 16 threads
+# each stay free for /health and ordinary requests (issue #14); task streams that caught up
+# move to the worker's fan-out thread, so a worker holds MAX_STREAMS of them (issue 19;
+# docs/configuration.md "Sizing threads").
 threads = _settings.threads
 bind = [f"[{_settings.bind_address}]:{_settings.port}" if ":" in _settings.bind_address
         else f"{_settings.bind_address}:{_settings.port}"]
@@ -199,6 +201,10 @@ def post_worker_init(worker):
     graceful stop at once (tasks hand back their leases, SSE clients are told to reconnect)
     while gunicorn drains requests."""
     runtime = _runtime(worker)
+    if runtime is not None:
+        # design: gthread gives the app the client socket (`gunicorn.socket`), so a task stream
+        # that has caught up can leave its request thread for the fan-out thread (issue 19).
+        runtime.hub.enable_handoff()
     if runtime is not None and not runtime.wait_warm(_settings.timeout):
         worker.log.warning("warm-up did not finish in %s s; taking requests anyway", _settings.timeout)
     try:

@@ -151,13 +151,15 @@ check_config() {
     return
   fi
   # The defaults are mcp/settings.py's (THREADS 80, STREAM_RESERVE_THREADS 16, MAX_STREAMS 200).
-  local threads="${THREADS:-80}" reserve="${STREAM_RESERVE_THREADS:-16}" streams
-  streams=$((threads - reserve < ${MAX_STREAMS:-200} ? threads - reserve : ${MAX_STREAMS:-200}))
-  if ((streams < 1)); then
+  # A worker holds MAX_STREAMS task streams, of which THREADS - STREAM_RESERVE_THREADS may hold a
+  # thread at once (replaying, legacy /sse, MCP progress); every stream needs a thread to start.
+  local threads="${THREADS:-80}" reserve="${STREAM_RESERVE_THREADS:-16}" streams="${MAX_STREAMS:-200}" held
+  held=$((threads - reserve < streams ? threads - reserve : streams))
+  if ((held < 1)); then
     fail config "THREADS=${threads} leaves no thread for SSE streams beside STREAM_RESERVE_THREADS=${reserve}"
     return
   fi
-  ok config "bind ${bind}, provider ${provider}, ${streams} streams per worker"
+  ok config "bind ${bind}, provider ${provider}, ${streams} streams per worker (${held} holding a thread)"
 }
 
 check_settings() {

@@ -250,7 +250,12 @@ async def sse_client(port: int, path: str, latencies: list[float], done: list[in
     """One SSE reader (HTTP/1.0, so the body is the raw stream until the server closes).
     Like a browser's EventSource it reconnects when told to: a worker already holding all
     the streams it admits answers 503 with Retry-After, and the next connection may land on
-    another worker. Replayed events are not timed (they are old by design)."""
+    another worker. Replayed events are not timed (they are old by design).
+
+    An event is timed when the bytes that complete it arrive, before this process parses
+    them: 500 readers share one process and one core here, and timing each line after the
+    previous ones were parsed measured this client's own queue (up to 0.7 s when 500 streams
+    get the same burst of events at once), not the server's delivery."""
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
@@ -268,13 +273,16 @@ async def sse_client(port: int, path: str, latencies: list[float], done: list[in
         if b" 200 " not in status:
             writer.close()
             return
-        terminal = False
-        while line := await reader.readline():
-            if line.startswith(b"data: "):
-                event = json.loads(line[6:])
-                if event["timestamp"] >= connected:
-                    latencies.append(time.time() - event["timestamp"])
-                terminal = terminal or event["event_type"] in TERMINAL_EVENTS
+        terminal, pending = False, b""
+        while data := await reader.read(1 << 16):
+            received = time.time()
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                if line.startswith(b"data: "):
+                    event = json.loads(line[6:])
+                    if event["timestamp"] >= connected:
+                        latencies.append(received - event["timestamp"])
+                    terminal = terminal or event["event_type"] in TERMINAL_EVENTS
         writer.close()
         if terminal:
             done.append(1)
@@ -310,8 +318,9 @@ def fanout_round(service: Service, clients: int, tasks: int) -> dict[str, Any]:
 
 
 def bench_sse(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """500 SSE clients on 10 running research tasks, on each store backend; on 2 cores the
-    tail varies from run to run, so the full run repeats it and reports the median p99."""
+    """500 SSE clients on 10 running research tasks, on each store backend; the full run
+    repeats it three times and reports every round's p99 and peak RSS per worker, and the
+    worst p99 (the target holds in every round)."""
     out: dict[str, Any] = {}
     backends = {"sqlite": {}, **({"redis": {"STORE_URL": args.redis_url}} if args.redis_url else {})}
     for name, store_env in backends.items():
@@ -328,7 +337,9 @@ def bench_sse(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
             "retried_after_503": [r["retried_after_503"] for r in rounds],
             "p50_ms": [r["p50_ms"] for r in rounds], "p99_ms": [r["p99_ms"] for r in rounds],
             "median_p99_ms": statistics.median(r["p99_ms"] for r in rounds),
-            "rss_per_worker_mb": rounds[-1]["rss_per_worker_mb"], "target": "all served, p99 <= 250 ms"}
+            "worst_p99_ms": max(r["p99_ms"] for r in rounds),
+            "rss_per_worker_mb": [r["rss_per_worker_mb"] for r in rounds],
+            "target": "all served, p99 <= 250 ms in every round, RSS <= 120 MB per worker"}
     return out
 
 

@@ -77,6 +77,10 @@ class UnreadBodyGuard:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         req = _take_request()
+        if req is not None:
+            # a stream handed to the fan-out thread tells gunicorn to close, not keep, its
+            # connection (mcp/http/streams.py HandOff)
+            environ["mcp.gunicorn_request"] = req
         has_body = environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ
         if req is None or not hasattr(req, "force_close") or not has_body:
             return self.wsgi_app(environ, start_response)

@@ -26,8 +26,8 @@ ORCHESTRATION_TASKS = Counter(
 STREAMS = Gauge(
     "streaming_active_connections", "Open SSE streams", multiprocess_mode="livesum", registry=None)
 STREAM_CAPACITY = Gauge(
-    "streaming_capacity_connections", "SSE streams the live workers may hold at once (STREAM_RESERVE_THREADS "
-    "threads of each kept for other requests)", multiprocess_mode="livesum", registry=None)
+    "streaming_capacity_connections", "SSE streams the live workers may hold at once (MAX_STREAMS each, "
+    "of which THREADS - STREAM_RESERVE_THREADS may hold a request thread)", multiprocess_mode="livesum", registry=None)
 STREAMS_REFUSED = Counter(
     "streaming_refused_total", "Streams refused with 503 because the worker held its capacity", registry=None)
 LLM_TOKENS = Counter("llm_tokens_total", "LLM tokens used", ["model", "kind"], registry=None)

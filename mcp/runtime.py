@@ -249,6 +249,7 @@ class TaskRuntime:
                 self._stopped.result(self.settings.graceful_timeout)
             except Exception:  # noqa: BLE001 - best effort on the way out
                 log.warning("graceful stop did not finish", exc_info=True)
+        self.hub.fanout.join(self.settings.graceful_timeout)  # handed-off streams told to reconnect
 
     # -- request-side API (request threads) ------------------------------------------------
 

@@ -11,11 +11,16 @@ events from the store once and keeps them in a short per-task window, and the ot
 readers of that task on this worker take them from there. Five hundred readers on ten
 tasks cost ten store reads per new event, not five hundred.
 
-Admission (DESIGN §13 "Streams capacity"): under gthread a stream holds a request thread
-for its whole life, so a worker whose threads were all streams could not answer anything
-else, not even `/health` or the 503 that would send a reader elsewhere. Every stream takes
-a slot first (`admit`); a worker has at most `capacity` slots, fewer than its threads, so
-`STREAM_RESERVE_THREADS` threads are always left for ordinary requests."""
+Admission (DESIGN §13 "Streams capacity"): a stream served from a generator holds a
+request thread, so a worker whose threads were all streams could not answer anything else,
+not even `/health` or the 503 that would send a reader elsewhere. Every stream takes a
+stream slot and a thread slot first (`admit`); a worker has `THREADS -
+STREAM_RESERVE_THREADS` thread slots, so `STREAM_RESERVE_THREADS` threads are always left
+for ordinary requests. Under gunicorn a task stream that has caught up hands its
+connection to the worker's fan-out thread (mcp/fanout.py) and gives its thread slot back;
+it keeps its stream slot, of which a worker has `MAX_STREAMS` (`enable_handoff`). Without
+the hand-off (the legacy /sse, MCP progress streams, a server other than gunicorn) a
+stream keeps its thread, and a worker's capacity is the smaller of the two."""
 
 from __future__ import annotations
 
@@ -23,6 +28,10 @@ import logging
 import threading
 import time
 
+from collections import OrderedDict
+
+from . import jsonio
+from .fanout import FanOut
 from .metrics import STREAM_CAPACITY, STREAMS, STREAMS_REFUSED
 from .store import Event, Store
 
@@ -55,16 +64,45 @@ class _Window:
         self.latest = 0  # the newest id this worker has heard of (notify, poller, reads)
 
 
+_encoded: OrderedDict[tuple[str, int], str] = OrderedDict()
+_encoded_lock = threading.Lock()
+ENCODED_CACHE = 4096
+
+
+def sse_event(event: Event) -> str:
+    """The SSE frame of an event. An event never changes once written, and every reader of a
+    task on this worker sends the same frames, so each is encoded once, not once per reader."""
+    key = (event.task_id, event.id)
+    with _encoded_lock:
+        frame = _encoded.get(key)
+    if frame is None:
+        frame = f"id: {event.id}\nevent: {event.event_type}\ndata: {jsonio.dumps(event.to_dict())}\n\n"
+        with _encoded_lock:
+            _encoded[key] = frame
+            if len(_encoded) > ENCODED_CACHE:
+                _encoded.popitem(last=False)
+    return frame
+
+
 def stream_capacity(threads: int, reserve: int, max_streams: int) -> int:
-    """Streams one worker may hold: its threads less the reserve, and at most MAX_STREAMS."""
+    """Streams one worker may hold while each holds a thread: its threads less the reserve,
+    and at most MAX_STREAMS."""
     return max(0, min(threads - reserve, max_streams))
 
 
 class StreamHub:
-    def __init__(self, store: Store, poll_interval: float = 0.05, capacity: int = 1_000_000):
+    def __init__(self, store: Store, poll_interval: float = 0.05, capacity: int = 1_000_000,
+                 max_streams: int | None = None, keepalive: float = 15.0):
         self.store = store
+        # Stream slots; thread slots: streams holding a request thread. Both are `capacity`
+        # until `enable_handoff` lets caught-up task streams give their thread back.
         self.capacity = capacity
+        self.thread_capacity = capacity
+        self.max_streams = capacity if max_streams is None else max_streams
         self.poll_interval = poll_interval
+        self.fanout = FanOut(self, sse_event, keepalive)
+        self.handoff = False
+        self._threads = 0
         self._watches: dict[str, _Watch] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -81,6 +119,16 @@ class StreamHub:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        self.fanout.stop()
+
+    def enable_handoff(self) -> None:
+        """Serving under gunicorn: task streams may hand their connection to the fan-out
+        thread, so a worker holds MAX_STREAMS streams, of which at most `thread_capacity`
+        hold a thread (while they replay, or for good when they cannot be handed off)."""
+        with self._lock:
+            self.handoff = True
+            self.capacity = self.max_streams if self.thread_capacity > 0 else 0
+        self.publish_capacity()
 
     @property
     def active_streams(self) -> int:
@@ -91,22 +139,34 @@ class StreamHub:
         STREAM_CAPACITY.set(self.capacity)
 
     def admit(self) -> bool:
-        """Take a stream slot, or False when this worker holds `capacity` streams already.
-        The caller owns the slot and gives it back with `stream_closed`."""
+        """Take a stream slot and a thread slot, or False when this worker holds `capacity`
+        streams, or `thread_capacity` streams holding a thread, already. The caller owns
+        the slots and gives them back with `stream_closed` (the thread slot alone with
+        `hand_off`)."""
         with self._lock:
-            refused = self._streams >= self.capacity
+            refused = self._streams >= self.capacity or self._threads >= self.thread_capacity
             if not refused:
                 self._streams += 1
+                self._threads += 1
         if refused:
             STREAMS_REFUSED.inc()
             return False
         STREAMS.inc()
         return True
 
-    def stream_closed(self) -> None:
+    def stream_closed(self, holds_thread: bool = True) -> None:
         with self._lock:
             self._streams -= 1
+            if holds_thread:
+                self._threads -= 1
         STREAMS.dec()
+
+    def hand_off(self, sock, task_id: str, last: int, chunked: bool) -> None:
+        """A task stream's connection goes to the fan-out thread: its request thread (and
+        thread slot) is free; its stream slot and its place in the task's window go along."""
+        with self._lock:
+            self._threads -= 1
+        self.fanout.adopt(sock, task_id, last, chunked)
 
     def join(self, task_id: str) -> None:
         """A reader of `task_id` starts: it shares the task's window with the others here."""
@@ -154,21 +214,31 @@ class StreamHub:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def wait(self, task_id: str, after: int, timeout: float) -> bool:
-        """Block until the task has an event newer than `after`, or `timeout` passes, or the
-        hub stops. True when there is something new to read."""
+    def follow_task(self, task_id: str) -> _Watch:
+        """Someone here waits for `task_id`'s events: the poller asks the store about it."""
         with self._lock:
             watch = self._watches.setdefault(task_id, _Watch())
             watch.waiters += 1
         self._wake.set()
+        return watch
+
+    def unfollow_task(self, task_id: str) -> None:
+        with self._lock:
+            watch = self._watches.get(task_id)
+            if watch is not None:
+                watch.waiters -= 1
+                if watch.waiters == 0:
+                    self._watches.pop(task_id, None)
+
+    def wait(self, task_id: str, after: int, timeout: float) -> bool:
+        """Block until the task has an event newer than `after`, or `timeout` passes, or the
+        hub stops. True when there is something new to read."""
+        watch = self.follow_task(task_id)
         try:
             with watch.cond:
                 return watch.cond.wait_for(lambda: watch.last > after or self.stopping, timeout) and not self.stopping
         finally:
-            with self._lock:
-                watch.waiters -= 1
-                if watch.waiters == 0:
-                    self._watches.pop(task_id, None)
+            self.unfollow_task(task_id)
 
     def notify(self, task_id: str, event_id: int) -> None:
         with self._lock:
@@ -178,9 +248,13 @@ class StreamHub:
             window.latest = event_id
         if watch is not None:
             with watch.cond:
-                if event_id > watch.last:
+                fresh = event_id > watch.last
+                if fresh:
                     watch.last = event_id
                     watch.cond.notify_all()
+            if fresh:
+                # the poller repeats the newest id every tick: only news wakes the fan-out
+                self.fanout.notify(task_id)
 
     def _poll(self) -> None:
         while not self._stopping.is_set():

@@ -1,12 +1,16 @@
 """Stream admission (issue #14 item 2, DESIGN §13 "Streams capacity"): with the default
-THREADS and STREAM_RESERVE_THREADS a 4-worker service holds at least 200 concurrent SSE
-streams; streams beyond a worker's capacity get 503 with Retry-After at once (never a hang);
-/health, REST and MCP calls are answered meanwhile."""
+THREADS, STREAM_RESERVE_THREADS and MAX_STREAMS a 4-worker service holds at least 500
+concurrent task streams (issue 19: they leave their request thread for the worker's fan-out
+thread once caught up); streams beyond a worker's capacity get 503 with Retry-After at once
+(never a hang); /health, REST and MCP calls are answered meanwhile. Streams that keep their
+thread (the legacy /sse) are bounded by the threads the reserve leaves."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,7 +22,10 @@ from mcp.settings import Settings
 from tests.conftest import Service
 
 pytestmark = pytest.mark.slow
-READERS = 300
+DEFAULTS = Settings.from_env({})
+# design: past the host's capacity, so that the last ones are refused
+CAPACITY = 4 * DEFAULTS.max_streams
+READERS = CAPACITY + 60
 # How long a reader keeps reconnecting after 503s, as EventSource and our clients do.
 RECONNECT_FOR = 40.0
 
@@ -85,10 +92,10 @@ def timed(method: str, url: str, **kwargs) -> tuple[float, requests.Response]:
     return time.monotonic() - started, response
 
 
-def test_300_streams_on_default_settings_leave_health_rest_and_mcp_answered(tmp_path, fake_llm):
-    defaults = Settings.from_env({})
-    capacity = 4 * min(defaults.threads - defaults.stream_reserve_threads, defaults.max_streams)
-    assert capacity >= 200, "the defaults must let one host serve 200 streams"
+def test_streams_past_capacity_on_default_settings_leave_health_rest_and_mcp_answered(tmp_path, fake_llm):
+    capacity = CAPACITY
+    assert capacity >= 500 and DEFAULTS.threads - DEFAULTS.stream_reserve_threads >= 1, \
+        "the defaults must let one host serve 500 task streams"
     fake_llm.state.latency = 60.0  # the task stays running while the streams are held
     # design: rate limits off: 300 readers and their reconnects from one address pass the
     # per-IP RATE_LIMIT_DEFAULT (600 per minute), which is that limit working; this test is
@@ -105,9 +112,11 @@ def test_300_streams_on_default_settings_leave_health_rest_and_mcp_answered(tmp_
                                                                     "num_agents": 2}).json()["task_id"]
         readers = Readers(service.port, f"/stream/{task_id}").start()
         deadline = time.monotonic() + RECONNECT_FOR
-        while readers.open_now < 200 and time.monotonic() < deadline:
+        while readers.open_now < capacity and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert readers.open_now >= 200, (readers.open_now, len(readers.refusals), readers.other[:3])
+        # the readers retry until they land on a worker with room; on a loaded host some may
+        # still be waiting out a Retry-After, so the bound is issue 19's 500, not the capacity
+        assert readers.open_now >= 500, (readers.open_now, len(readers.refusals), readers.other[:3])
 
         # While every worker holds its streams, ordinary requests are answered at once.
         mcp_call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -132,12 +141,12 @@ def test_300_streams_on_default_settings_leave_health_rest_and_mcp_answered(tmp_
         deadline = time.monotonic() + 15
         while True:
             streams = service.get("/health").json()["streams"]
-            if len(streams["workers"]) == 4 and streams["open"] >= 200 or time.monotonic() > deadline:
+            if len(streams["workers"]) == 4 and streams["open"] >= capacity or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert streams["capacity"] == capacity and len(streams["workers"]) == 4, streams
         assert all(w["open"] <= w["capacity"] == capacity // 4 for w in streams["workers"]), streams
-        assert streams["open"] >= 200, streams
+        assert streams["open"] >= 500, streams
         metrics = service.get("/metrics").text
         assert f"streaming_capacity_connections {float(capacity)}" in metrics
         refused = [line for line in metrics.splitlines() if line.startswith("streaming_refused_total ")]
@@ -145,4 +154,54 @@ def test_300_streams_on_default_settings_leave_health_rest_and_mcp_answered(tmp_
     finally:
         if readers is not None:
             readers.close()
+        service.stop()
+
+
+def open_raw(port: int, path: str) -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    return sock, head
+
+
+def test_task_streams_leave_their_thread_and_thread_bound_streams_keep_the_reserve(tmp_path, fake_llm):
+    """One worker with 4 thread slots (THREADS=20, STREAM_RESERVE_THREADS=16): 30 task streams
+    are all served (each hands its connection to the fan-out thread once caught up), while
+    legacy /sse streams, which keep their thread, stop at 4; /health answers throughout and
+    a task stream still gets its events live and its end."""
+    fake_llm.state.latency = 1.0
+    service = Service(tmp_path / "data", {"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": fake_llm.base_url,
+                                          "OPENAI_API_KEY": "sk-test", "RATE_LIMIT_ENABLED": "0", "WORKERS": "1",
+                                          "THREADS": "20", "STREAM_RESERVE_THREADS": "16"},
+                      tmp_path / "service.log")
+    service.env.pop("MAX_STREAMS", None)
+    service.start()
+    held: list[socket.socket] = []
+    try:
+        task_id = service.post("/tools/orchestrate_research", json={"query": "streams without threads",
+                                                                    "num_agents": 2}).json()["task_id"]
+        for _ in range(30):
+            sock, head = open_raw(service.port, f"/stream/{task_id}")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            held.append(sock)
+        legacy = [open_raw(service.port, "/sse") for _ in range(6)]
+        held.extend(sock for sock, _ in legacy)
+        statuses = [head.split(b" ")[1] for _, head in legacy]
+        assert statuses.count(b"200") == 4 and statuses.count(b"503") == 2, statuses
+        streams = service.get("/health").json()["streams"]["workers"]
+        assert streams[0]["capacity"] == DEFAULTS.max_streams and streams[0]["open"] >= 34, streams
+        # a handed-off stream runs to the task's end: chunked, every event in order, the last chunk
+        body = b""
+        held[0].settimeout(60)
+        while not body.endswith(b"\r\n0\r\n\r\n"):
+            data = held[0].recv(65536)
+            assert data, body[-300:]
+            body += data
+        ids = [int(i) for i in re.findall(rb"\nid: (\d+)\n", body)]
+        assert ids == list(range(1, len(ids) + 1)) and b"event: workflow_complete" in body
+    finally:
+        for sock in held:
+            sock.close()
         service.stop()

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context
 
 from orchestration.models import TERMINAL_EVENTS
 
-from .. import jsonio
 from ..errors import Unavailable, ValidationError
+from ..fanout import take_socket
 from ..schemas import StreamQuery
 from ..services import Services, services
-from ..store import Event
+from ..streaming import sse_event
 from . import load_query, owner
 
 bp = Blueprint("streams", __name__)
@@ -25,26 +25,6 @@ RETRY_MS = 3000
 # Seconds a refused stream is told to wait: long enough for a slot to free up or for the
 # next connection to land on another worker, short enough for a dashboard to feel live.
 REFUSED_RETRY_AFTER = 2
-
-
-_encoded: OrderedDict[tuple[str, int], str] = OrderedDict()
-_encoded_lock = threading.Lock()
-ENCODED_CACHE = 4096
-
-
-def sse_event(event: Event) -> str:
-    """The SSE frame of an event. An event never changes once written, and every reader of a
-    task on this worker sends the same frames, so each is encoded once, not once per reader."""
-    key = (event.task_id, event.id)
-    with _encoded_lock:
-        frame = _encoded.get(key)
-    if frame is None:
-        frame = f"id: {event.id}\nevent: {event.event_type}\ndata: {jsonio.dumps(event.to_dict())}\n\n"
-        with _encoded_lock:
-            _encoded[key] = frame
-            if len(_encoded) > ENCODED_CACHE:
-                _encoded.popitem(last=False)
-    return frame
 
 
 def resume_point() -> int:
@@ -59,25 +39,67 @@ def resume_point() -> int:
     return from_query or 0
 
 
+class HandOff:
+    """The way out of a request thread for a task stream that has caught up: its connection
+    goes to the worker's fan-out thread (mcp/fanout.py). Only under gunicorn, on a plain
+    socket, once the hub allows it (`enable_handoff`); never for HEAD (no body)."""
+
+    def __init__(self, svc: Services, environ: dict[str, Any]):
+        self.svc = svc
+        self.sock = environ.get("gunicorn.socket")
+        self.gunicorn_request = environ.get("mcp.gunicorn_request")
+        protocol = environ.get("SERVER_PROTOCOL")
+        # gunicorn frames a body of unknown length in chunks for HTTP/1.1, raw for HTTP/1.0
+        self.chunked = protocol == "HTTP/1.1"
+        self.possible = (svc.hub.handoff and self.sock is not None and environ.get("REQUEST_METHOD") in ("GET", "POST")
+                         and protocol in ("HTTP/1.0", "HTTP/1.1"))
+        self.done = False
+
+    def admitted(self) -> None:
+        """The stream has its slots: its connection will end with it, never go back to
+        gunicorn for another request, so the headers say `Connection: close`."""
+        if self.possible and self.gunicorn_request is not None:
+            self.gunicorn_request.force_close()
+
+    def __call__(self, task_id: str, last: int) -> bool:
+        """Hand the stream over, its client having every event up to `last`; False when it
+        stays on this thread."""
+        if not self.possible:
+            return False
+        sock = take_socket(self.sock)
+        if sock is None:
+            self.possible = False
+            return False
+        self.done = True
+        self.svc.hub.hand_off(sock, task_id, last, self.chunked)
+        return True
+
+
 def sse_response(svc: Services, make_stream: Callable[[], Iterator[str]],
-                 headers: dict[str, str] | None = None) -> Response:
+                 headers: dict[str, str] | None = None, hand_off: HandOff | None = None) -> Response:
     """The response of every SSE stream this service serves (task streams, legacy MCP, MCP
     calls with progress): it takes one of this worker's stream slots first, or answers 503
     with Retry-After, so streams can never take the threads other requests need. The slot
     is given back when the server closes the response, however the stream ended.
 
     `make_stream` is called only once the slot is taken: work that only makes sense with a
-    stream to watch it (starting a task for `"stream": true`) belongs in it."""
+    stream to watch it (starting a task for `"stream": true`) belongs in it. A stream that
+    `hand_off` takes from this thread gives back only its thread slot here: the fan-out
+    thread gives back the rest when the stream ends."""
     hub = svc.hub
     if not hub.admit():
         raise Unavailable(f"this worker holds its {hub.capacity} streams; retry shortly",
                           {"streams": {"open": hub.active_streams, "capacity": hub.capacity}},
                           headers={"Retry-After": str(REFUSED_RETRY_AFTER)})
+    if hand_off is not None:
+        hand_off.admitted()
     released = threading.Event()
 
     def release() -> None:
         if not released.is_set():
             released.set()
+            if hand_off is not None and hand_off.done:
+                return  # the thread slot went back at the hand-off; the stream lives on
             hub.stream_closed()
 
     try:
@@ -93,18 +115,25 @@ def sse_response(svc: Services, make_stream: Callable[[], Iterator[str]],
     return response
 
 
-def event_stream(svc: Services, task_id: str, after: int) -> Iterator[str]:
+def event_stream(svc: Services, task_id: str, after: int, hand_off: HandOff | None = None) -> Iterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
     svc.hub.join(task_id)
     try:
-        yield from follow(svc, task_id, after)
+        yield from follow(svc, task_id, after, hand_off)
     finally:
-        svc.hub.leave(task_id)
+        if hand_off is None or not hand_off.done:
+            svc.hub.leave(task_id)  # else the fan-out leaves when the stream ends
 
 
-def follow(svc: Services, task_id: str, after: int) -> Iterator[str]:
-    """The task's events after `after` as SSE frames, live, until its terminal event."""
+def follow(svc: Services, task_id: str, after: int, hand_off: HandOff | None = None) -> Iterator[str]:
+    """The task's events after `after` as SSE frames, live, until its terminal event; or
+    until `hand_off` takes the stream to the fan-out thread, which replays from `after` as
+    well: readers connecting together at the same place (a burst of dashboards opening on
+    running tasks) then share one read and one write pass instead of each replaying on its
+    own thread."""
     last = after
+    if hand_off is not None and not svc.hub.stopping and hand_off(task_id, last):
+        return
     while True:
         events = svc.hub.events_after(task_id, last)
         for event in events:
@@ -118,6 +147,8 @@ def follow(svc: Services, task_id: str, after: int) -> Iterator[str]:
             # design: the worker is going away; tell the client to come back (to another one).
             yield f"retry: 1000\nevent: reconnect\ndata: {json.dumps({'last_event_id': last})}\n\n"
             return
+        if hand_off is not None and hand_off(task_id, last):
+            return
         if not svc.hub.wait(task_id, last, svc.settings.stream_keepalive):
             if svc.hub.stopping:
                 continue
@@ -129,4 +160,5 @@ def stream(task_id: str):
     svc = services()
     svc.tasks.get(task_id, owner())
     after = resume_point()
-    return sse_response(svc, lambda: event_stream(svc, task_id, after))
+    hand_off = HandOff(svc, request.environ)
+    return sse_response(svc, lambda: event_stream(svc, task_id, after, hand_off), hand_off=hand_off)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import chain
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from .. import jsonio
 from ..security import require_scopes
 from ..services import services
 from ..tools import ToolContext
 from . import json_body, owner, task_urls
-from .streams import event_stream, sse_response
+from .streams import HandOff, event_stream, sse_response
 
 bp = Blueprint("tools", __name__)
 
@@ -31,6 +31,8 @@ def call_tool(name: str):
     streaming = tool.starts_task and arguments.get("stream") is True
     ctx = ToolContext(owner=owner(), urls=lambda task_id: task_urls(svc.settings, task_id))
     if streaming:
+        hand_off = HandOff(svc, request.environ)
+
         def start() -> Iterator[str]:
             # design: called by sse_response only once the stream has its slot, so a refused
             # stream (503) starts nothing; bad arguments still answer 400 before any byte.
@@ -39,9 +41,9 @@ def call_tool(name: str):
             # the same stream as GET /stream/<task_id>, after one `task` frame without an id
             # (so ids, resumption and the end stay those of the task) naming the task and its URLs
             return chain([f"event: task\ndata: {jsonio.dumps(handle)}\n\n"],
-                         event_stream(svc, handle["task_id"], 0))
+                         event_stream(svc, handle["task_id"], 0, hand_off))
 
-        return sse_response(svc, start)
+        return sse_response(svc, start, hand_off=hand_off)
     if tool.starts_task:
         svc.limits.hit_orchestrate()
     output = svc.tools.call(name, arguments, ctx)

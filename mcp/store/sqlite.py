@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,7 @@ class SQLiteStore(Store):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # design: sqlite3 connections must not cross threads (or forks); one per thread.
         self._local = threading.local()
+        self._wal_pid = 0  # the process that opened a connection in WAL mode
         # design: writers take turns on a thread lock, then on an flock of a file beside the
         # database, before asking SQLite for its write lock. SQLite's busy handler waits by
         # sleeping (up to 100 ms a nap), so dozens of threads in several workers contending
@@ -208,11 +209,15 @@ class SQLiteStore(Store):
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            # design: opening takes the writer turn too. Switching a new file to WAL needs the
-            # database to itself and SQLite answers "database is locked" at once rather than
-            # waiting, so workers booting together on a fresh DATA_DIR failed now and then
-            # (and gunicorn stopped the service when a worker could not boot).
-            with self._writer_turn():
+            # design: the first opening in a process takes the writer turn too. Switching a new
+            # file to WAL needs the database to itself and SQLite answers "database is locked"
+            # at once rather than waiting, so workers booting together on a fresh DATA_DIR
+            # failed now and then (and gunicorn stopped the service when a worker could not
+            # boot). Once this process has seen the file in WAL mode (WAL is stored in the
+            # file), the other threads' connections open without the turn: a burst of new
+            # request threads (500 dashboards connecting) no longer queues with the event
+            # appends on the writer flock (issue 19).
+            with self._writer_turn() if self._wal_pid != os.getpid() else nullcontext():
                 db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
                 db.row_factory = sqlite3.Row
                 # design: incremental auto-vacuum lets the retention sweep hand freed pages
@@ -225,6 +230,7 @@ class SQLiteStore(Store):
                 # a checkpointed WAL is cut back to this size instead of keeping its peak forever
                 db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 db.execute("PRAGMA busy_timeout=30000")
+                self._wal_pid = os.getpid()
             self._local.db = db
         return db
 
