@@ -27,11 +27,10 @@ if _settings.metrics_enabled:
 # design: gthread, not sync: an SSE stream holds its request thread, not a whole worker.
 worker_class = "gthread"
 workers = _settings.workers
-# design: THREADS defaults to 80, not 16: at most THREADS - STREAM_RESERVE_THREADS streams per
-# worker (64) hold a thread at once (replaying, legacy /sse, MCP progress), while 16 threads
-# each stay free for /health and ordinary requests (issue #14); task streams that caught up
-# move to the worker's fan-out thread, so a worker holds MAX_STREAMS of them (issue 19;
-# docs/configuration.md "Sizing threads").
+# design: THREADS defaults to 160, not 16: a worker serves at most THREADS -
+# STREAM_RESERVE_THREADS streams (144), while 16 threads each stay free for /health and
+# ordinary requests (issue #14); a task stream that caught up moves to the worker's fan-out
+# thread and frees its request thread (issue 19; docs/configuration.md "Sizing threads").
 threads = _settings.threads
 bind = [f"[{_settings.bind_address}]:{_settings.port}" if ":" in _settings.bind_address
         else f"{_settings.bind_address}:{_settings.port}"]

@@ -150,16 +150,15 @@ check_config() {
     fail config "DOCS_DIR ${DOCS_DIR:-${ROOT}/docs} does not exist"
     return
   fi
-  # The defaults are mcp/settings.py's (THREADS 80, STREAM_RESERVE_THREADS 16, MAX_STREAMS 200).
-  # A worker holds MAX_STREAMS task streams, of which THREADS - STREAM_RESERVE_THREADS may hold a
-  # thread at once (replaying, legacy /sse, MCP progress); every stream needs a thread to start.
-  local threads="${THREADS:-80}" reserve="${STREAM_RESERVE_THREADS:-16}" streams="${MAX_STREAMS:-200}" held
+  # The defaults are mcp/settings.py's (THREADS 160, STREAM_RESERVE_THREADS 16, MAX_STREAMS 200).
+  # A worker serves min(MAX_STREAMS, THREADS - STREAM_RESERVE_THREADS) streams (DESIGN §13).
+  local threads="${THREADS:-160}" reserve="${STREAM_RESERVE_THREADS:-16}" streams="${MAX_STREAMS:-200}" held
   held=$((threads - reserve < streams ? threads - reserve : streams))
   if ((held < 1)); then
     fail config "THREADS=${threads} leaves no thread for SSE streams beside STREAM_RESERVE_THREADS=${reserve}"
     return
   fi
-  ok config "bind ${bind}, provider ${provider}, ${streams} streams per worker (${held} holding a thread)"
+  ok config "bind ${bind}, provider ${provider}, ${held} streams per worker"
 }
 
 check_settings() {

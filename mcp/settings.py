@@ -27,8 +27,9 @@ class Settings:
     port: int = setting("PORT", 5060, "TCP port gunicorn binds.")
     bind_address: str = setting("BIND_ADDRESS", "127.0.0.1", "Address gunicorn binds; non-loopback needs API keys.")
     workers: int = setting("WORKERS", 4, "Gunicorn worker processes.")
-    threads: int = setting("THREADS", 80, "Request threads per worker (gthread); an SSE stream holds one "
-                           "until a task stream is handed to the worker's fan-out thread.")
+    threads: int = setting("THREADS", 160, "Request threads per worker (gthread); streams per worker are "
+                           "at most THREADS - STREAM_RESERVE_THREADS (a caught-up task stream "
+                           "moves to the fan-out thread and frees its thread).")
     timeout: int = setting("TIMEOUT", 300, "Gunicorn worker timeout in seconds.")
     graceful_timeout: int = setting("GRACEFUL_TIMEOUT", 30, "Seconds a stopping worker gets to finish.")
     max_requests: int = setting("MAX_REQUESTS", 50000, "Requests after which a worker is recycled (a leak guard).")
@@ -69,9 +70,8 @@ class Settings:
     rate_limit_orchestrate: str = setting("RATE_LIMIT_ORCHESTRATE", "5 per minute", "Limit on starting tasks.")
     # Runtime
     max_concurrent_tasks: int = setting("MAX_CONCURRENT_TASKS", 8, "Tasks one worker runs at once.")
-    max_streams: int = setting("MAX_STREAMS", 200, "SSE streams one worker serves at once; more get 503 "
-                               "with Retry-After. Task streams leave their thread once caught up; "
-                               "the others hold one (at most THREADS - STREAM_RESERVE_THREADS).")
+    max_streams: int = setting("MAX_STREAMS", 200, "SSE streams one worker serves at once, and at most "
+                               "THREADS - STREAM_RESERVE_THREADS; more get 503 with Retry-After.")
     stream_reserve_threads: int = setting("STREAM_RESERVE_THREADS", 16, "Threads per worker that streams never "
                                           "take: kept for /health and every other request.")
     lease_ttl: float = setting("LEASE_TTL", 15.0, "Seconds a task lease lasts without renewal.")

@@ -15,12 +15,13 @@ Admission (DESIGN §13 "Streams capacity"): a stream served from a generator hol
 request thread, so a worker whose threads were all streams could not answer anything else,
 not even `/health` or the 503 that would send a reader elsewhere. Every stream takes a
 stream slot and a thread slot first (`admit`); a worker has `THREADS -
-STREAM_RESERVE_THREADS` thread slots, so `STREAM_RESERVE_THREADS` threads are always left
-for ordinary requests. Under gunicorn a task stream that has caught up hands its
-connection to the worker's fan-out thread (mcp/fanout.py) and gives its thread slot back;
-it keeps its stream slot, of which a worker has `MAX_STREAMS` (`enable_handoff`). Without
-the hand-off (the legacy /sse, MCP progress streams, a server other than gunicorn) a
-stream keeps its thread, and a worker's capacity is the smaller of the two."""
+STREAM_RESERVE_THREADS` slots (and at most `MAX_STREAMS`), so `STREAM_RESERVE_THREADS`
+threads are always left for ordinary requests and a worker never holds more streams than
+that, whatever kind (DESIGN §13). Under gunicorn a task stream that has caught up hands its
+connection to the worker's fan-out thread (mcp/fanout.py) and gives its request thread
+back (`enable_handoff`): it keeps its stream slot, so the count is the same, but its thread
+no longer wakes for every event. The legacy /sse, MCP progress streams and servers other
+than gunicorn keep their thread for the whole stream."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ class StreamHub:
                  max_streams: int | None = None, keepalive: float = 15.0):
         self.store = store
         # Stream slots; thread slots: streams holding a request thread. Both are `capacity`
-        # until `enable_handoff` lets caught-up task streams give their thread back.
+        # (DESIGN §13); a handed-off task stream keeps its stream slot and frees its thread.
         self.capacity = capacity
         self.thread_capacity = capacity
         self.max_streams = capacity if max_streams is None else max_streams
@@ -123,11 +124,11 @@ class StreamHub:
 
     def enable_handoff(self) -> None:
         """Serving under gunicorn: task streams may hand their connection to the fan-out
-        thread, so a worker holds MAX_STREAMS streams, of which at most `thread_capacity`
-        hold a thread (while they replay, or for good when they cannot be handed off)."""
+        thread once caught up. The capacity stays `min(THREADS - STREAM_RESERVE_THREADS,
+        MAX_STREAMS)` streams per worker (DESIGN §13); what changes is that a handed-off
+        stream no longer holds a request thread."""
         with self._lock:
             self.handoff = True
-            self.capacity = self.max_streams if self.thread_capacity > 0 else 0
         self.publish_capacity()
 
     @property

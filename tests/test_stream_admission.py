@@ -1,9 +1,10 @@
 """Stream admission (issue #14 item 2, DESIGN §13 "Streams capacity"): with the default
 THREADS, STREAM_RESERVE_THREADS and MAX_STREAMS a 4-worker service holds at least 500
 concurrent task streams (issue 19: they leave their request thread for the worker's fan-out
-thread once caught up); streams beyond a worker's capacity get 503 with Retry-After at once
-(never a hang); /health, REST and MCP calls are answered meanwhile. Streams that keep their
-thread (the legacy /sse) are bounded by the threads the reserve leaves."""
+thread once caught up); streams beyond a worker's capacity, min(MAX_STREAMS, THREADS -
+STREAM_RESERVE_THREADS), get 503 with Retry-After at once (never a hang); /health, REST and
+MCP calls are answered meanwhile. Task streams and thread-bound ones (the legacy /sse) count
+against the same capacity."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from tests.conftest import Service
 pytestmark = pytest.mark.slow
 DEFAULTS = Settings.from_env({})
 # design: past the host's capacity, so that the last ones are refused
-CAPACITY = 4 * DEFAULTS.max_streams
+CAPACITY = 4 * min(DEFAULTS.max_streams, DEFAULTS.threads - DEFAULTS.stream_reserve_threads)
 READERS = CAPACITY + 60
 # How long a reader keeps reconnecting after 503s, as EventSource and our clients do.
 RECONNECT_FOR = 40.0
@@ -166,11 +167,11 @@ def open_raw(port: int, path: str) -> tuple[socket.socket, bytes]:
     return sock, head
 
 
-def test_task_streams_leave_their_thread_and_thread_bound_streams_keep_the_reserve(tmp_path, fake_llm):
-    """One worker with 4 thread slots (THREADS=20, STREAM_RESERVE_THREADS=16): 30 task streams
-    are all served (each hands its connection to the fan-out thread once caught up), while
-    legacy /sse streams, which keep their thread, stop at 4; /health answers throughout and
-    a task stream still gets its events live and its end."""
+def test_task_streams_leave_their_thread_and_every_stream_counts_against_the_capacity(tmp_path, fake_llm):
+    """One worker with 4 slots (THREADS=20, STREAM_RESERVE_THREADS=16): 3 task streams and one
+    legacy /sse stream fill it, whatever kind, and the next of either kind is refused with
+    503; /health answers throughout; a task stream handed to the fan-out thread still gets
+    its events live and its chunked end."""
     fake_llm.state.latency = 1.0
     service = Service(tmp_path / "data", {"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": fake_llm.base_url,
                                           "OPENAI_API_KEY": "sk-test", "RATE_LIMIT_ENABLED": "0", "WORKERS": "1",
@@ -182,16 +183,21 @@ def test_task_streams_leave_their_thread_and_thread_bound_streams_keep_the_reser
     try:
         task_id = service.post("/tools/orchestrate_research", json={"query": "streams without threads",
                                                                     "num_agents": 2}).json()["task_id"]
-        for _ in range(30):
+        for _ in range(3):
             sock, head = open_raw(service.port, f"/stream/{task_id}")
             assert head.startswith(b"HTTP/1.1 200"), head
             held.append(sock)
-        legacy = [open_raw(service.port, "/sse") for _ in range(6)]
-        held.extend(sock for sock, _ in legacy)
-        statuses = [head.split(b" ")[1] for _, head in legacy]
-        assert statuses.count(b"200") == 4 and statuses.count(b"503") == 2, statuses
-        streams = service.get("/health").json()["streams"]["workers"]
-        assert streams[0]["capacity"] == DEFAULTS.max_streams and streams[0]["open"] >= 34, streams
+        sock, head = open_raw(service.port, "/sse")
+        held.append(sock)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        for path in (f"/stream/{task_id}", "/sse"):
+            sock, head = open_raw(service.port, path)
+            held.append(sock)
+            assert head.startswith(b"HTTP/1.1 503") and b"Retry-After: 2" in head, (path, head)
+        took, health = timed("GET", f"{service.url}/health")
+        assert health.status_code == 200 and took < 1.0, took
+        streams = health.json()["streams"]["workers"]
+        assert streams[0]["capacity"] == 4 and streams[0]["open"] <= 4, streams
         # a handed-off stream runs to the task's end: chunked, every event in order, the last chunk
         body = b""
         held[0].settimeout(60)

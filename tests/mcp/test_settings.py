@@ -25,7 +25,7 @@ def test_values_are_parsed_by_type_and_defaults_need_nothing():
     assert (s.port, s.api_keys, s.rate_limit_enabled, s.lease_ttl) == (7000, ("a", "b"), False, 2.5)
     d = Settings.from_env({})
     assert d.bind_address == "127.0.0.1" and d.port == 5060 and d.workers == 4
-    assert (d.threads, d.stream_reserve_threads) == (80, 16)
+    assert (d.threads, d.stream_reserve_threads) == (160, 16)
     assert re.match(r"sqlite:///.+/orchestrator\.db$", d.resolved_store_url)
 
 
