@@ -91,7 +91,10 @@ main() {
   install_mcp_sdk
   install_conformance_suite
   install_claude_code
-  exec "${VENV}/bin/python" -m pytest "$@"
+  # design: most tests wait on real processes, so three pytest processes keep two cores
+  # busy; tests/parallel.py groups, orders and serialises the tests. Arguments after these win
+  # (`./test.sh -n 0` runs in one process).
+  exec "${VENV}/bin/python" -m pytest -n 3 "$@"
 }
 
 main "$@"
