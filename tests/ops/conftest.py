@@ -4,6 +4,7 @@ start.sh, bench/run.sh) really create their venvs and really run pip, offline an
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,21 @@ def wheelhouse(pytestconfig) -> Path:
             assert built.returncode == 0, built.stderr[-3000:]
             (house / ".built").touch()
     return house
+
+
+def seed_release_venv(deploy_root: Path, repo: Path) -> Path:
+    """The venv deploy.sh keeps for `repo`'s requirements.txt, made of links to the test's own
+    venv and marked complete, for the tests about something other than that install
+    (test_deploy.py and test_first_run.py install it for real)."""
+    digest = hashlib.sha256((repo / "requirements.txt").read_bytes()).hexdigest()
+    venv = deploy_root / "venvs" / digest[:16]
+    venv.mkdir(parents=True)
+    for entry in Path(sys.prefix).iterdir():
+        (venv / entry.name).symlink_to(entry)
+    # design: without the marker deploy.sh takes the venv for one a killed deploy left, removes
+    # it and installs anew (what once made test_deploy_config.py install from the registry)
+    (venv / ".complete").write_text(f"{digest}\n")
+    return venv
 
 
 @pytest.fixture
