@@ -91,7 +91,15 @@ main() {
   install_mcp_sdk
   install_conformance_suite
   install_claude_code
-  exec "${VENV}/bin/python" -m pytest "$@"
+  # design: most tests wait on real processes, so three pytest processes keep two cores
+  # busy; tests/parallel.py groups, orders and serialises the tests. Arguments after these win
+  # (`./test.sh -n 0` runs in one process).
+  local processes=(-n 3)
+  if ! "${VENV}/bin/python" -c "import xdist" 2>/dev/null; then
+    log "pytest-xdist is not in ${VENV} (SKIP_PIP_INSTALL=1 on an older venv?): running in one process"
+    processes=()
+  fi
+  exec "${VENV}/bin/python" -m pytest "${processes[@]}" "$@"
 }
 
 main "$@"

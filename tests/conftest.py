@@ -24,6 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
 from mcp.settings import Settings  # noqa: E402
+from tests.parallel import (  # noqa: E402, F401
+    pytest_collection_modifyitems, pytest_runtest_protocol, pytest_xdist_make_scheduler)
 
 
 def free_port() -> int:

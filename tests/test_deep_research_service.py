@@ -73,6 +73,7 @@ def test_worker_killed_in_an_agents_third_step_is_resumed_at_that_step(service_f
     assert result["subtasks"][1]["parent"] == GAP
 
 
+@pytest.mark.serial  # a one-second bound
 def test_cancel_in_round_two_stops_model_and_source_requests_within_a_second(service_factory, fake_llm):
     sources = FakeSources().start()
     try:

@@ -153,6 +153,7 @@ def test_killed_worker_task_is_resumed_by_another_without_redoing_agents(service
     assert len([a for a in result["agent_results"] if a["status"] == "completed"]) == 8
 
 
+@pytest.mark.serial  # a one-second bound
 def test_cancel_during_large_research_stops_within_a_second_and_nothing_runs_after(service_factory, fake_llm):
     fake_llm.state.latency = 0.5
     fake_llm.state.max_concurrency = 3

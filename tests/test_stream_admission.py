@@ -22,7 +22,8 @@ import requests
 from mcp.settings import Settings
 from tests.conftest import Service
 
-pytestmark = pytest.mark.slow
+# serial: its bound is "answered within a second while the streams are open", not under other tests' load
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 DEFAULTS = Settings.from_env({})
 # design: past the host's capacity, so that the last ones are refused
 CAPACITY = 4 * min(DEFAULTS.max_streams, DEFAULTS.threads - DEFAULTS.stream_reserve_threads)

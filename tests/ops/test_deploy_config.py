@@ -3,7 +3,6 @@ service manager read the one configuration at DEPLOY_ROOT/.env."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, free_port
+from tests.ops.conftest import seed_release_venv
 
 pytestmark = pytest.mark.slow
 
@@ -22,9 +22,7 @@ def test_a_port_set_only_in_deploy_root_env_is_used_by_the_deploy_and_the_manage
     sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                          check=True).stdout.strip()
     root = tmp_path / "deploy-root"
-    digest = hashlib.sha256((repo / "requirements.txt").read_bytes()).hexdigest()[:16]
-    (root / "venvs").mkdir(parents=True)
-    (root / "venvs" / digest).symlink_to(sys.prefix)  # as test_deploy.py does: no pip in this test
+    seed_release_venv(root, repo)  # no pip in this test
     port = free_port()
     (root / ".env").write_text(f'PORT="{port}"  # only here\nWORKERS = 2\nGRACEFUL_TIMEOUT=5\nLOG_FORMAT=text\n')
     env = {k: v for k, v in os.environ.items() if k not in ("PORT", "WORKERS", "DATA_DIR", "NOTIFY_SOCKET")}

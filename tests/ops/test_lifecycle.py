@@ -105,6 +105,7 @@ def test_ready_is_sent_only_when_every_worker_has_booted_and_health_is_healthy(t
         listener.close()
 
 
+@pytest.mark.serial  # its bound: stopped well before GRACEFUL_TIMEOUT
 def test_ctrl_c_hands_running_tasks_back_like_sigterm(service_factory, fake_llm, tmp_path):
     fake_llm.state.latency = 0.8
     fake_llm.state.max_concurrency = 2

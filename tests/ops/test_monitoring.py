@@ -197,6 +197,8 @@ def test_a_real_prometheus_scraping_four_workers_has_series_for_every_panel_and_
 
 
 @pytest.mark.slow
+# serial: it must see the alert pending, a 3 s window, through queries that slow down under load
+@pytest.mark.serial
 def test_killing_the_service_fires_the_down_alert_through_alertmanager_and_resolves_when_back(tmp_path):
     hooks = receiver()
     # the shipped routing, with the receivers pointed at this test's listener (no packet leaves loopback)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ROOT
+from tests.ops.conftest import seed_release_venv
 from tests.fakes.oauth_issuer import FakeIssuer
 from tests.ops.test_deploy import deploy, deployment  # noqa: F401 - the fixture
 from tests.ops.test_service_manager import env, run  # noqa: F401 - the fixture
@@ -62,6 +63,7 @@ def test_an_external_issuer_stands_in_for_keys_and_preflight_reads_it(env):  # n
 
 def test_deploy_refuses_a_proxy_setup_without_keys(deployment):  # noqa: F811
     repo, root, env = deployment
+    seed_release_venv(root, repo)  # the refusal is the point here; test_deploy.py installs for real
     refused = deploy(repo, {**env, **CLEAN, "TRUSTED_PROXIES": "1"})
     assert refused.returncode != 0
     assert "TRUSTED_PROXIES" in refused.stderr and "nothing changed" in refused.stderr

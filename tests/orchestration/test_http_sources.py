@@ -156,6 +156,7 @@ def test_a_500_is_retried_a_bounded_number_of_times_then_reported(fake):
     assert len(fake.requests) == 3
 
 
+@pytest.mark.serial  # a sub-second bound
 @pytest.mark.parametrize("fake", [hackernews_server], indirect=True)
 def test_a_slow_api_times_out(fake):
     fake.state.latency = 1.0
