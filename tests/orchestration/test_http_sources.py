@@ -61,14 +61,25 @@ def test_arxiv_parses_the_atom_feed_and_builds_a_field_query(fake):
 @pytest.mark.parametrize("fake", [arxiv_server], indirect=True)
 def test_arxiv_waits_its_politeness_interval_between_requests(fake):
     source = create_source("arxiv", base_url=fake.url, min_interval=0.3, cache_ttl=0, **FAST)
+    released: list[float] = []
+    wait = source.politeness.wait
+
+    async def recorded_wait() -> None:
+        await wait()
+        released.append(time.monotonic())
+
+    # design: the interval is kept between the moments requests are let go, measured here in
+    # the client; arrival times at the server also carry connection set-up and scheduling,
+    # which on a loaded machine shrink a gap by more than the interval's slack.
+    source.politeness.wait = recorded_wait
 
     async def three():
         await asyncio.gather(*(source.search(q, 1) for q in ("alpha", "beta", "gamma")))
 
     run(three())
-    times = sorted(r.at for r in fake.requests)
-    # measured where the requests arrive, so connection set-up blurs single gaps a little
-    assert len(times) == 3 and times[-1] - times[0] >= 0.55 and all(b - a >= 0.2 for a, b in zip(times, times[1:]))
+    assert len(fake.requests) == 3 and len(released) == 3
+    # asyncio may wake a timer up to its clock resolution early
+    assert all(b - a >= 0.3 - 0.005 for a, b in zip(released, released[1:])), released
     assert create_source("arxiv", base_url=fake.url).describe()["min_interval_seconds"] == 3.0
 
 
