@@ -1,7 +1,10 @@
 """Research quality on a public corpus nobody on this project wrote: the Python 3.11 library
 reference as Debian's `python3.11-doc` installs it (bench/run.sh installs the package when
-it is missing). Each question of bench/quality_questions.json lists the facts a correct
-answer must contain, each as a few acceptable phrasings.
+it is missing). Each question of bench/quality_questions.json (dev: odd ids, held-out: even
+ids) and bench/quality_questions_fresh.json (fresh: a second held-out set, written before the
+follow-up change and never read while changing the code) lists the facts a correct answer
+must contain, each as a few acceptable phrasings; `--check` verifies that the reference
+states every phrasing.
 
 For every question and every configuration (depth 1 or 2 × max_steps 1 or 4) the embedded
 default (the offline `extractive` provider, local documents) researches it in process, and
@@ -9,8 +12,8 @@ we record: answered (every fact in the report body), verified (every fact also i
 passage of a source the body cites), facts in any passage the searches returned
 (retrieval, as opposed to what the report kept), wall time, model calls and searches.
 
-    venv/bin/python bench/quality.py [--questions N] [--agents N] [--half dev|held-out]
-        [--config DEPTH,STEPS ...] [--diagnose]          (or bench/run.sh --only quality)
+    venv/bin/python bench/quality.py [--questions N] [--agents N] [--half dev|held-out|fresh]
+        [--config DEPTH,STEPS ...] [--diagnose] [--check]   (or bench/run.sh --only quality)
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ from orchestration.pricing import PriceTable  # noqa: E402
 from orchestration.providers.extractive import ExtractiveProvider  # noqa: E402
 from orchestration.ranking import normalize_url  # noqa: E402
 from orchestration.research import ResearchOrchestrator  # noqa: E402
-from orchestration.sources.local import LocalDocsSource  # noqa: E402
+from orchestration.sources.local import LocalDocsSource, chunk_file  # noqa: E402
 
 CORPUS = Path("/usr/share/doc/python3.11/html/library")
 QUESTIONS = ROOT / "bench" / "quality_questions.json"
+FRESH = ROOT / "bench" / "quality_questions_fresh.json"
+SETS = ("dev", "held-out", "fresh")
 CONFIGS = [(1, 1), (1, 4), (2, 1), (2, 4)]  # (depth, max_steps)
 
 
@@ -141,15 +146,33 @@ def lost_at(stages: dict[str, str], phrasings: list[str]) -> str | None:
 
 
 def half(question: dict[str, Any]) -> str:
-    """dev (odd ids) or held-out (even ids): tune on dev, report both."""
+    """dev (odd ids), held-out (even ids) or fresh (the second file): tune on dev, report all."""
+    if question.get("set"):
+        return question["set"]
     return "dev" if int(re.sub(r"\D", "", question["id"]) or 0) % 2 else "held-out"
+
+
+def load_questions(limit: int | None = None) -> list[dict[str, Any]]:
+    """The first N of the dev and held-out questions, then the fresh ones (tagged set=fresh)."""
+    questions = json.loads(QUESTIONS.read_text())["questions"][:limit]
+    fresh = json.loads(FRESH.read_text())["questions"][:limit]
+    return questions + [dict(q, set="fresh") for q in fresh]
+
+
+def check(questions: list[dict[str, Any]]) -> list[str]:
+    """Every phrasing that no page of the corpus states (as the local source reads the page,
+    folded): an empty list means every fact is a phrase of the reference."""
+    pages = [fold(" ".join(row[2] for row in chunk_file(path, path.name, "", path.read_text(errors="replace"))))
+             for path in sorted(CORPUS.glob("*.html"))]
+    return [f"{q['id']}: {phrasing!r}" for q in questions for phrasings in q["facts"] for phrasing in phrasings
+            if not any(fold(phrasing) in page for page in pages)]
 
 
 def run(index_dir: Path, limit: int | None = None, agents: int = 4, only: str | None = None,
         configs: list[tuple[int, int]] | None = None, diagnose: bool = False) -> dict[str, Any]:
     if not CORPUS.is_dir():
         raise SystemExit(f"{CORPUS} is missing: install Debian's python3.11-doc (bench/run.sh does)")
-    questions = json.loads(QUESTIONS.read_text())["questions"][:limit]
+    questions = load_questions(limit)
     if only:
         questions = [q for q in questions if half(q) == only]
     source = LocalDocsSource(CORPUS, index_dir / "quality-index.db", refresh_interval=3600)
@@ -163,7 +186,7 @@ def run(index_dir: Path, limit: int | None = None, agents: int = 4, only: str | 
         name = f"depth {depth}, max_steps {steps}"
         answered = facts_total = facts_present = facts_verified = fully_verified = facts_held = 0
         wall = cpu = calls = searches = cited = 0.0
-        by_half = {"dev": [0, 0], "held-out": [0, 0]}
+        by_half = {name: [0, 0] for name in SETS}
         lost = losses.setdefault(name, dict.fromkeys(STAGES, 0))
         for q in questions:
             outcome, evidence, (seconds, used), made, stages = asyncio.run(research(source, q["question"], depth, steps, agents))
@@ -189,6 +212,7 @@ def run(index_dir: Path, limit: int | None = None, agents: int = 4, only: str | 
             "answered": answered, "answered_and_verified": fully_verified, "questions": count,
             "answered_dev": by_half["dev"][0], "questions_dev": by_half["dev"][1],
             "answered_held_out": by_half["held-out"][0], "questions_held_out": by_half["held-out"][1],
+            "answered_fresh": by_half["fresh"][0], "questions_fresh": by_half["fresh"][1],
             "facts_retrieved": facts_held, "facts_present": facts_present, "facts_verified": facts_verified,
             "facts": facts_total,
             "verified_share": round(facts_verified / facts_present, 3) if facts_present else None,
@@ -203,12 +227,13 @@ def run(index_dir: Path, limit: int | None = None, agents: int = 4, only: str | 
 
 def table(result: dict[str, Any]) -> str:
     rows = result["quality"]["configs"]
-    lines = ["| configuration | answered | dev (odd ids) | held-out (even ids) | answered, every fact verified "
+    lines = ["| configuration | answered | dev (odd ids) | held-out (even ids) | fresh | answered, every fact verified "
              "| facts in passages retrieved | facts in report | facts verified | mean wall | mean CPU | model calls | searches |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['answered']}/{r['questions']} | {r['answered_dev']}/{r['questions_dev']} "
-                     f"| {r['answered_held_out']}/{r['questions_held_out']} | {r['answered_and_verified']}/{r['questions']} "
+                     f"| {r['answered_held_out']}/{r['questions_held_out']} | {r['answered_fresh']}/{r['questions_fresh']} "
+                     f"| {r['answered_and_verified']}/{r['questions']} "
                      f"| {r['facts_retrieved']}/{r['facts']} | {r['facts_present']}/{r['facts']} | {r['facts_verified']}/{r['facts_present']} "
                      f"| {r['mean_wall_s']:.2f} s | {r['mean_cpu_s']:.2f} s | {r['mean_model_calls']} | {r['mean_searches']} |")
     return "\n".join(lines)
@@ -218,13 +243,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=None, help="only the first N questions")
     parser.add_argument("--agents", type=int, default=4, help="num_agents of each research (default 4)")
-    parser.add_argument("--half", choices=("dev", "held-out"), help="only the dev (odd ids) or held-out (even ids) questions")
+    parser.add_argument("--half", choices=SETS,
+                        help="only the dev (odd ids), held-out (even ids) or fresh (bench/quality_questions_fresh.json) questions")
     parser.add_argument("--config", action="append", metavar="DEPTH,STEPS",
                         help="only this configuration (repeatable), e.g. 2,4")
     parser.add_argument("--diagnose", action="store_true",
                         help="print, for every fact a report lacks, the stage where it was lost "
                              "(passages any search returned, passages an agent wrote from, agent findings, mid-tier syntheses, report body)")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that the reference states every phrasing of every fact (runs no research)")
     args = parser.parse_args()
+    if args.check:
+        if not CORPUS.is_dir():
+            raise SystemExit(f"{CORPUS} is missing: install Debian's python3.11-doc (bench/run.sh does)")
+        questions = [q for q in load_questions(args.questions) if not args.half or half(q) == args.half]
+        missing = check(questions)
+        print("\n".join(missing) or f"every phrasing of {len(questions)} questions is in the reference")
+        return 1 if missing else 0
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     configs = [tuple(int(n) for n in c.split(",")) for c in args.config] if args.config else None

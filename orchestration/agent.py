@@ -20,7 +20,7 @@ from .interfaces import Action, AgentView, CheckpointStore, EventSink, ProgressC
 from .models import Hit, Step, Subtask, Usage, to_dict
 from .ranking import fuse_hits, normalize_url, passage_key
 from .retrieval import query_sources
-from .text import relevant_excerpt
+from .text import is_known, relevant_excerpt, split_sentences, tokenize
 
 log = logging.getLogger(__name__)
 PageReader = Callable[[str], Awaitable[str]]
@@ -41,6 +41,24 @@ def quoted(hit: Hit, page: str, subtask: Subtask) -> Hit | None:
     if len(excerpt) <= len(hit.text or hit.snippet):
         return None
     return dataclasses.replace(hit, text=excerpt, metadata={**hit.metadata, "page_read": True})
+
+
+def adding(passages: list[Hit], subtask: Subtask) -> list[Hit]:
+    """The passages that add to what the subtask already knows. design: for a follow-up a
+    passage is new evidence when one of its sentences bears on the subtask (shares a word
+    with it) and is not one earlier rounds already quoted; a passage without such a sentence
+    is held (context, and it may be cited) but the search that brought only such passages
+    brought nothing new."""
+    if not subtask.known:
+        return passages
+    known = [tokenize(sentence) for sentence in subtask.known]
+    wanted = set(tokenize(f"{subtask.title} {subtask.query}"))
+
+    def adds(sentence: str) -> bool:
+        words = tokenize(sentence)
+        return bool(wanted.intersection(words)) and not is_known(words, known)
+
+    return [h for h in passages if any(adds(s) for s in split_sentences(h.text or h.snippet))]
 
 
 class AgentEvents:
@@ -167,7 +185,7 @@ class StepLoop:
                        state: AgentState) -> Step:
         if action.action == "search":
             if (action.query or "").strip():
-                return await self._search(agent_id, number, action, state)
+                return await self._search(subtask, agent_id, number, action, state)
             return Step(number, "search", query="", call_id=action.call_id, result="Refused: a search needs a query.")
         if action.action == "read":
             if (action.url or "").strip():
@@ -177,7 +195,7 @@ class StepLoop:
         return Step(number, "note", note=note[:4000] or None, call_id=action.call_id,
                     result="Noted." if note else "Nothing to note: the note was empty.")
 
-    async def _search(self, agent_id: str, number: int, action: Action, state: AgentState) -> Step:
+    async def _search(self, subtask: Subtask, agent_id: str, number: int, action: Action, state: AgentState) -> Step:
         query = action.query.strip()[:300]
         chosen = [s for s in self.sources if s.name == action.source] or self.sources
         lists, errors = await query_sources(chosen, query, HITS_PER_SOURCE, agent_id)
@@ -193,7 +211,7 @@ class StepLoop:
         else:
             result = "No new results: every result is already among your passages." if found else "No results."
         return Step(number, "search", query=query, source=action.source if len(chosen) == 1 else None,
-                    hits=len(found), new_evidence=len(new), call_id=action.call_id, result=result)
+                    hits=len(found), new_evidence=len(adding(new, subtask)), call_id=action.call_id, result=result)
 
     async def _read(self, subtask: Subtask, number: int, action: Action, state: AgentState) -> Step:
         url = action.url.strip()

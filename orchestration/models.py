@@ -104,6 +104,9 @@ class Subtask:
     description: str = ""
     round: int = 1
     parent: str | None = None  # the reviewer's gap this subtask follows up (rounds after the first)
+    # What earlier rounds' findings already established about the gap (their sentences, without
+    # citation tags): a follow-up looks for what is missing instead of quoting them again.
+    known: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from .interfaces import CheckpointStore, EventSink, Provider, SearchSource
 from .models import AgentResult, Citation, Hit, Outcome, ResearchRequest, Subtask, SynthesisResult, to_dict
 from .ranking import fuse_hits, normalize_url
 from .retrieval import query_sources
-from .text import jaccard, tokenize
+from .text import established, jaccard, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ FULL_TEXT_CHARS = 800
 
 # design: a gap whose words are this close to a subtask already run is a repeat, not a new question.
 REPEAT_SIMILARITY = 0.75
+# design: a follow-up is told at most this many sentences earlier rounds established about its
+# gap (those sharing most words with it): what four agents' findings quote at most, while its
+# checkpoint and a chat model's prompt stay small.
+KNOWN_SENTENCES = 20
 
 # Share of the progress bar each phase fills.
 PLAN_DONE, AGENTS_DONE = 5.0, 85.0
@@ -188,6 +192,7 @@ class ResearchOrchestrator:
         # A gap narrower than a subtask's query (its words a strict subset) is not: the broader
         # search ranked other words first, and the focused one asks what it left unanswered.
         asked = [set(tokenize(s.query)) for s in self.subtasks]
+        earlier = [r.content for r in self._completed_results() if r.round < number]
         for gap in gaps:
             gap = " ".join(str(gap).split())[:300]
             words = set(tokenize(gap))
@@ -195,7 +200,8 @@ class ResearchOrchestrator:
                 continue
             asked.append(words)
             follow_ups.append(Subtask(f"subtask_{len(self.subtasks) + len(follow_ups) + 1}", gap[:200], gap,
-                                      f"Follow-up of round {number - 1}: {gap}", round=number, parent=gap))
+                                      f"Follow-up of round {number - 1}: {gap}", round=number, parent=gap,
+                                      known=established(earlier, gap, KNOWN_SENTENCES)))
             if len(follow_ups) == room:
                 break
         self.subtasks += follow_ups

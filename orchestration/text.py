@@ -194,6 +194,31 @@ def strip_citations(text: str) -> str:
     return re.sub(r"\s+([.,;:!?])", r"\1", CITATION_RE.sub("", text)).strip()
 
 
+# design: a sentence whose words are this close to one already quoted says nothing new (the
+# near-duplicate bar the extractive writer's picks use).
+KNOWN_SIMILARITY = 0.6
+
+
+def established(findings: list[str], about: str, limit: int) -> list[str]:
+    """The sentences `findings` state (citation tags removed, each once) that share words
+    with `about`, most shared words first, at most `limit`: what a follow-up of the gap
+    `about` is told earlier rounds already established."""
+    wanted = set(tokenize(about))
+    ranked: dict[str, int] = {}
+    for text in findings:
+        for claim in claims(text):
+            sentence = strip_citations(claim)
+            shared = len(wanted & set(tokenize(sentence)))
+            if shared and sentence not in ranked:
+                ranked[sentence] = shared
+    return sorted(ranked, key=lambda s: -ranked[s])[:limit]  # stable: ties keep the findings' order
+
+
+def is_known(tokens: list[str], known: list[list[str]]) -> bool:
+    """Whether a sentence (its tokens) repeats one of the `known` sentences (theirs)."""
+    return any(jaccard(tokens, other) > KNOWN_SIMILARITY for other in known)
+
+
 def overlap(claim: str, evidence: str) -> float:
     """Share of the claim's content words found in the evidence (0..1)."""
     words = set(tokenize(claim))

@@ -331,7 +331,8 @@ class ChatProvider(Provider):
         numbered = "\n\n".join(
             f"[{i}] {h.title} ({h.url})\n{(h.text or h.snippet)[:1500]}" for i, h in enumerate(passages, start=1)
         )
-        user = f"Subtask: {subtask.title}\n{subtask.description}\n\nPassages:\n{numbered or '(no passages found)'}"
+        user = (f"Subtask: {subtask.title}\n{subtask.description}{established_brief(subtask)}\n\n"
+                f"Passages:\n{numbered or '(no passages found)'}")
         return await self._call("worker", WORKER_PROMPT, user, meter, on_delta=on_progress)
 
     async def synthesize(self, query: str, level: str, parts: list[tuple[str, str]], meter: Meter) -> str:
@@ -343,11 +344,23 @@ class ChatProvider(Provider):
         return await self._call("synthesis", SUMMARY_PROMPT, f"Query: {query}\n\nResults:\n{listing}", meter)
 
 
+def established_brief(subtask: Subtask) -> str:
+    """For a follow-up: what earlier rounds already established, so that the model looks for
+    what is missing rather than restating it (empty for a first-round subtask)."""
+    if not subtask.known:
+        return ""
+    lines = "\n".join(f"- {sentence}" for sentence in subtask.known)
+    return (f"\n\nAlready established by earlier rounds:\n{lines}\n"
+            "Find what is missing: do not restate these; answer with what the passages add to them.")
+
+
 def agent_brief(view: AgentView) -> str:
-    """The agent's first message: its subtask and what its first search (step 1) found."""
+    """The agent's first message: its subtask (for a follow-up, with what earlier rounds
+    already established) and what its first search (step 1) found."""
     subtask, first = view.subtask, view.steps[0]
     total = view.steps_left + len(view.steps)
-    return (f"Subtask: {subtask.title}\n{subtask.description}\n\nSources: {', '.join(view.sources)}. "
+    return (f"Subtask: {subtask.title}\n{subtask.description}{established_brief(subtask)}\n\n"
+            f"Sources: {', '.join(view.sources)}. "
             f"You have {total - 1} steps after the first search"
             f"{'' if view.can_read else '; reading pages is not available'}.\n\n"
             f"Step 1 searched for: {first.query}\nPassages:\n{first.result}")

@@ -11,7 +11,7 @@ import re
 
 from ..interfaces import Action, AgentView, Meter, ProgressCallback, Provider
 from ..models import Hit, Source, Subtask
-from ..text import BM25, CITATION_RE, claims, is_prose, jaccard, key_terms, split_sentences, tokenize
+from ..text import BM25, CITATION_RE, claims, is_known, is_prose, jaccard, key_terms, split_sentences, tokenize
 
 MODEL = "extractive"
 FACET_SPLIT = re.compile(r"\s*(?:[,;]|\band\b|\bor\b|\bvs\.?|\bversus\b|\?)\s*", re.IGNORECASE)
@@ -196,10 +196,13 @@ class ExtractiveProvider(Provider):
         found = [(ref, sentence, ok) for ref, hit in enumerate(passages, start=1)
                  for sentence, ok in _finding_units(hit.text or hit.snippet)]
         sentences = [(ref, sentence) for ref, sentence, _ in found]
-        units = [i for i, (_, _, ok) in enumerate(found) if ok]
+        tokens = [tokenize(sentence) for _, sentence in sentences]
+        # design: a follow-up quotes what earlier rounds did not: a sentence they already
+        # quoted earns nothing (it still lends its terms to the sentence after it, below).
+        known = [tokenize(sentence) for sentence in subtask.known]
+        units = [i for i, (_, _, ok) in enumerate(found) if ok and not is_known(tokens[i], known)]
         if not units:
             return f"No passage in the available sources addresses: {subtask.title}."
-        tokens = [tokenize(sentence) for _, sentence in sentences]
         parts = BM25(tokens).term_scores(tokenize(f"{subtask.query} {subtask.title}"))
         # design: reference prose often names its subject in one sentence and states the fact
         # in the next ("gc.collect() ... run a full collection. The number of unreachable

@@ -400,3 +400,19 @@ def test_an_error_the_openai_stream_reports_midway_fails_the_call():
     finally:
         server.shutdown()
     assert seen == ["partial"]
+
+
+def test_a_follow_up_agent_is_told_what_earlier_rounds_established():
+    from orchestration.interfaces import AgentView
+    from orchestration.models import Step, Subtask
+    from orchestration.providers.chat import agent_brief
+
+    first = Step(1, "search", query="gamma rotation", hits=1, new_evidence=1, result="[1] Gamma (u)\nGamma rotates.")
+    known = ["Gamma keys rotate every 90 days.", "Rotation is logged."]
+    follow_up = Subtask("subtask_4", "How is gamma rotated?", "How is gamma rotated?", "Follow-up of round 1",
+                        round=2, parent="How is gamma rotated?", known=known)
+    brief = agent_brief(AgentView(follow_up, [], [first], ["web"], 2, True))
+    assert "Already established by earlier rounds:\n- Gamma keys rotate every 90 days.\n- Rotation is logged.\n" in brief
+    assert "Find what is missing" in brief and brief.index("Find what is missing") < brief.index("Step 1 searched")
+    planned = Subtask("subtask_1", "How is gamma rotated?", "How is gamma rotated?", "Part 1")
+    assert "Already established" not in agent_brief(AgentView(planned, [], [first], ["web"], 2, True))

@@ -15,13 +15,14 @@ import pytest
 
 from orchestration.budget import UsageMeter
 from orchestration.interfaces import SearchSource
-from orchestration.models import Budget, Hit, ResearchRequest
+from orchestration.models import Budget, Hit, ResearchRequest, Subtask, to_dict
 from orchestration.pricing import PriceTable
 from orchestration.providers import create_provider
 from orchestration.providers.extractive import ExtractiveProvider
 from orchestration.providers.resilience import RetryPolicy
 from orchestration.research import ResearchOrchestrator
 from orchestration.sources import create_source
+from orchestration.text import claims, strip_citations
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.llm_server import LLMServer
 from tests.fakes.openai_server import FakeServer
@@ -301,6 +302,21 @@ def test_offline_depth_two_finds_evidence_depth_one_missed(local_docs):
     follow_up = next(r for r in deep.agent_results if r.round == 2)
     assert answer in {c.url for c in follow_up.citations}
     assert "Follow-up (round 2)" in deep.final_synthesis
+
+
+def test_offline_follow_ups_know_what_round_one_quoted_and_quote_something_else(local_docs):
+    outcome, _ = offline(local_docs, 2, OFFLINE_QUERY, num_agents=2)
+    round_one = " ".join(r.content for r in outcome.agent_results if r.round == 1)
+    stated = {strip_citations(c) for c in claims(round_one)}
+    follow_ups = [s for s in outcome.subtasks if s.round == 2]
+    assert follow_ups and any(s.known for s in follow_ups)
+    assert all(set(s.known) <= stated for s in follow_ups)  # what round 1's findings said, tags removed
+    assert all(not s.known for s in outcome.subtasks if s.round == 1)
+    for result in (r for r in outcome.agent_results if r.round == 2):
+        known = next(s.known for s in follow_ups if s.subtask_id == result.subtask_id)
+        assert not {strip_citations(c) for c in claims(result.content)} & set(known)
+    for subtask in outcome.subtasks:  # the checkpointed plan and rounds give back the same subtasks
+        assert Subtask(**to_dict(subtask)) == subtask
 
 
 def test_offline_agent_steps_chase_uncovered_terms_and_stop_when_nothing_is_new(local_docs):

@@ -13,7 +13,8 @@ from orchestration.errors import BudgetExhausted
 from orchestration.models import Budget, Hit, Source, Subtask
 from orchestration.pricing import PriceTable
 from orchestration.providers.extractive import ExtractiveProvider
-from orchestration.text import BM25, claims, split_sentences, tokenize
+from orchestration.agent import adding
+from orchestration.text import BM25, claims, established, split_sentences, strip_citations, tokenize
 
 PASSAGES = [
     Hit("Deployment — Caddy", "docs/deployment.md#caddy", "", "local",
@@ -119,3 +120,44 @@ def test_sentences_and_bm25():
     docs = [tokenize(t) for t in ("bread and yeast", "caddy proxies sse streams", "sse is server sent events")]
     scores = BM25(docs).scores(tokenize("caddy sse"))
     assert scores.index(max(scores)) == 1
+
+
+def test_a_follow_up_quotes_what_earlier_rounds_did_not():
+    """A follow-up subtask knows the sentences earlier rounds quoted: the writer gives them no
+    credit and quotes the passages' other sentences on the subtask instead, still cited."""
+    subtask = Subtask("subtask_5", "SSE through Caddy", "caddy sse events streams")
+    first = run(ExtractiveProvider().write_finding(subtask, PASSAGES, meter()))
+    assert "flush_interval -1" in first  # the sentence a first round quotes
+    known = [strip_citations(c) for c in claims(first) if "flush_interval" in c]
+    follow_up = Subtask("subtask_5", "SSE through Caddy", "caddy sse events streams", round=2,
+                        parent="SSE through Caddy", known=known)
+    text = run(ExtractiveProvider().write_finding(follow_up, PASSAGES, meter()))
+    assert "flush_interval" not in text
+    quoted = [strip_citations(c) for c in claims(text)]
+    assert quoted and not set(quoted) & set(known)
+    for sentence in claims(text):  # what it quotes instead is still a cited sentence of its passage
+        ref = int(re.search(r"\[(\d+)\]", sentence).group(1))
+        assert strip_citations(sentence).rstrip(".") in PASSAGES[ref - 1].text
+    assert len({run(ExtractiveProvider().write_finding(follow_up, PASSAGES, meter())) for _ in range(3)}) == 1
+
+
+def test_a_follow_up_search_bringing_only_quoted_sentences_brings_nothing_new():
+    known = ["Caddy proxies the service at /mcp.",
+             "The reverse_proxy block needs flush_interval -1 so that SSE events are not buffered.",
+             "Caddy obtains certificates automatically."]
+    first_round = Subtask("subtask_1", "Caddy", "caddy proxy")
+    follow_up = Subtask("subtask_5", "Caddy", "caddy proxy", round=2, parent="Caddy", known=known)
+    assert adding(PASSAGES, first_round) == PASSAGES  # a first round takes every passage as new
+    # the Caddy passage holds only quoted sentences; the bread and streams passages say nothing of Caddy
+    assert adding(PASSAGES, follow_up) == []
+    more = Hit("Deployment — TLS", "docs/deployment.md#tls", "", "local",
+               text="Caddy renews its certificates thirty days before they expire.")
+    assert adding([*PASSAGES, more], follow_up) == [more]
+
+
+def test_established_keeps_the_sentences_findings_stated_about_a_gap():
+    findings = ["Caddy proxies the service at /mcp [1]. Bread dough rises [2].",
+                "Streams close after the terminal event [1]. Caddy proxies the service at /mcp [3]."]
+    assert established(findings, "How does Caddy proxy the service?", 5) == ["Caddy proxies the service at /mcp."]
+    assert established(findings, "bread or streams", 1) == ["Bread dough rises."]
+    assert established(findings, "quarks", 5) == []
