@@ -3,6 +3,7 @@ source. Handlers take validated arguments and return plain data."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from orchestration.errors import SourceError
@@ -10,6 +11,7 @@ from orchestration.fetch import FetchFailed, FetchRefused, PageFetcher
 from orchestration.models import LEGACY_AGENT_TYPES, TERMINAL_STATUSES, to_dict
 from orchestration.search import AGENT_TYPE_SOURCES
 
+from . import jsonio
 from .bridge import run_sync
 from .catalog import Catalog
 from .errors import SourceFailed, Unavailable, UpstreamError, ValidationError
@@ -103,8 +105,17 @@ def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog
         tasks, cursor = service.list(ctx.owner, args["status"], args["orchestrator"], args["limit"], args["cursor"])
         return ToolOutput({"tasks": [service.status(t, ctx.urls(t.task_id)) for t in tasks], "next_cursor": cursor})
 
+    patterns_made: list[tuple[float, ToolOutput]] = []
+
     def patterns(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
-        return ToolOutput({
+        # design: the catalog is fixed for the process's life but for whether DOCS_DIR exists,
+        # so the document and its JSON text are made at most once a second, not on every call
+        # (issue 19: building and encoding them was a fifth of a list_orchestrator_patterns
+        # call). The cached data is shared: nothing downstream may change it.
+        now = time.monotonic()
+        if patterns_made and now - patterns_made[0][0] < 1.0:
+            return patterns_made[0][1]
+        data = {
             "patterns": [
                 {"name": "research", "tool": "orchestrate_research", "aliases": ["beltalowda", "cascade"],
                  "description": RESEARCH_DESCRIPTION, "parameters": json_schema(ResearchInput)},
@@ -115,7 +126,10 @@ def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog
             ],
             "providers": {"default": catalog.resolve_provider(None), "available": catalog.provider_names()},
             "sources": [s.describe() for s in catalog.sources.values()],
-        })
+        }
+        output = ToolOutput(data, content=[{"type": "text", "text": jsonio.dumps(data)}])
+        patterns_made[:] = [(now, output)]
+        return output
 
     tools = [
         Tool("orchestrate_research", RESEARCH_DESCRIPTION, ResearchInput, orchestrate("research"), STARTS_WORK,
