@@ -119,7 +119,11 @@ def fastmcp_peer(peer_python: str, patterns: dict[str, Any], tmp: Path) -> subpr
                             cwd=tmp, env={**os.environ, "PEER_PATTERNS_FILE": str(patterns_file)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.url = f"http://127.0.0.1:{port}"
-    wait_until_up(f"{proc.url}/mcp", proc, "FastMCP peer")
+    try:
+        wait_until_up(f"{proc.url}/mcp", proc, "FastMCP peer")
+    except BaseException:
+        proc.terminate()  # the caller never gets it to stop: a peer too slow to start is stopped here
+        raise
     return proc
 
 

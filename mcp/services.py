@@ -38,8 +38,6 @@ class Services:
     dead_letters: DeadLetters
     oauth: Any = None  # mcp.oauth.resource.ResourceServer when OAuth is configured
     started_at: float = field(default_factory=time.time)
-    # per-worker caches a blueprint keeps for itself, by name (the MCP session copies)
-    caches: dict[str, Any] = field(default_factory=dict)
 
 
 def init_app(app: Flask, services: Services) -> None:
