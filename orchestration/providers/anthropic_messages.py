@@ -8,8 +8,7 @@ from typing import Any
 
 import anthropic
 
-from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn, canned_transport
-from .pools import loop_client
+from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn
 from .resilience import Governor, RetryPolicy
 
 DEFAULT_MODEL = "claude-haiku-4-5"
@@ -42,29 +41,18 @@ WARM_STREAM = "".join(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n" f
 class AnthropicProvider(ChatProvider):
     sdk_errors = (anthropic.APIError,)
     connection_errors = (anthropic.APIConnectionError,)
+    sdk_client = anthropic.AsyncAnthropic
+    sdk_http_client = anthropic.DefaultAsyncHttpxClient
+    warm_reply = WARM_REPLY
+    warm_stream = WARM_STREAM
 
     def __init__(self, api_key: str, base_url: str = "", model: str = "", planner_model: str = "",
                  worker_model: str = "", synthesis_model: str = "", name: str = "anthropic",
                  request_timeout: float = 120.0, retry: RetryPolicy | None = None,
                  governor: Governor | None = None):
-        super().__init__(model or DEFAULT_MODEL, planner_model, worker_model, synthesis_model, retry, governor)
+        super().__init__(model or DEFAULT_MODEL, planner_model, worker_model, synthesis_model, retry, governor,
+                         api_key, base_url, request_timeout)
         self.name = name
-        self._options = {"api_key": api_key or "unused", "base_url": base_url or None, "timeout": request_timeout}
-        self._client: anthropic.AsyncAnthropic | None = None
-
-    @property
-    def client(self) -> anthropic.AsyncAnthropic:
-        """The SDK client, over the connection pool this event loop's providers share."""
-        if self._client is None:
-            # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
-            self._client = anthropic.AsyncAnthropic(**self._options, max_retries=0,
-                                                    http_client=loop_client(anthropic.DefaultAsyncHttpxClient))
-        return self._client
-
-    def offline_client(self) -> anthropic.AsyncAnthropic:
-        transport = canned_transport(WARM_REPLY, WARM_STREAM)
-        return anthropic.AsyncAnthropic(**self._options, max_retries=0,
-                                        http_client=anthropic.DefaultAsyncHttpxClient(transport=transport))
 
     async def complete(self, model: str, system: str, user: str, max_tokens: int,
                        json_schema: dict | None = None, on_delta: DeltaCallback | None = None) -> ChatReply:
@@ -144,10 +132,6 @@ class AnthropicProvider(ChatProvider):
                     input_tokens = getattr(event.usage, "input_tokens", None) or input_tokens
         calls = [ToolCall(b["id"], b["name"], _input(b["json"])) for _, b in sorted(blocks.items())]
         return ChatReply(text, input_tokens, output_tokens, served_by, calls)
-
-    async def aclose(self) -> None:
-        # the shared pool stays open for the loop's other tasks
-        self._client = None
 
 
 def _input(raw: str) -> dict[str, Any]:

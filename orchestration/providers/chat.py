@@ -14,6 +14,7 @@ from .. import safejson
 from ..errors import ProviderError, UnusableAnswer
 from ..interfaces import ACTIONS, Action, AgentView, Meter, ProgressCallback, Provider
 from ..models import Hit, Source, Step, Subtask
+from .pools import loop_client
 from .resilience import RETRYABLE_STATUS, Governor, RetryPolicy, call_with_retry, status_of
 
 log = logging.getLogger(__name__)
@@ -170,9 +171,19 @@ class ChatProvider(Provider):
     connection_errors: tuple[type[BaseException], ...] = ()
     # Prepended to model names in usage and pricing ("ollama/" makes local models free).
     account_prefix: str = ""
+    # The SDK's async client class and the httpx client class it is given
+    # (DefaultAsyncHttpxClient), and the canned answers its warm-up is served from
+    # (`canned_transport`); a provider without an SDK client leaves them unset.
+    sdk_client: Any = None
+    sdk_http_client: Any = None
+    warm_reply: bytes = b""
+    warm_stream: bytes = b""
 
     def __init__(self, model: str, planner_model: str = "", worker_model: str = "", synthesis_model: str = "",
-                 retry: RetryPolicy | None = None, governor: Governor | None = None):
+                 retry: RetryPolicy | None = None, governor: Governor | None = None, api_key: str = "",
+                 base_url: str = "", request_timeout: float = 120.0):
+        self._options = {"api_key": api_key or "unused", "base_url": base_url or None, "timeout": request_timeout}
+        self._client: Any = None
         self.models = {
             "planner": planner_model or model,
             "reviewer": planner_model or model,
@@ -213,10 +224,27 @@ class ChatProvider(Provider):
         default is for providers without tool calling."""
         raise ToolsUnsupported(self.name)
 
+    def _sdk(self, http_client: Any) -> Any:
+        # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
+        return self.sdk_client(**self._options, max_retries=0, http_client=http_client)
+
+    @property
+    def client(self) -> Any:
+        """The SDK client, over the connection pool this event loop's providers share."""
+        if self._client is None:
+            self._client = self._sdk(loop_client(self.sdk_http_client))
+        return self._client
+
     def offline_client(self) -> Any:
         """An SDK client like `client` whose requests are answered in memory with canned
-        replies (see `canned_transport`); None when the SDK module has no warm-up."""
-        return None
+        replies (see `canned_transport`); None for a provider without an SDK client."""
+        if self.sdk_client is None:
+            return None
+        return self._sdk(self.sdk_http_client(transport=canned_transport(self.warm_reply, self.warm_stream)))
+
+    async def aclose(self) -> None:
+        # the shared pool stays open for the loop's other tasks
+        self._client = None
 
     async def warm_up(self) -> None:
         """design: an SDK builds its resources, request transforms and response models on
@@ -236,7 +264,7 @@ class ChatProvider(Provider):
         async def ignore(_text: str) -> None:
             return None
 
-        held, self._client = getattr(self, "_client", None), offline
+        held, self._client = self._client, offline
         model, turn = self.models["worker"], ToolTurn("warm_up", "note", {"text": "warm-up"}, "Noted.")
         try:
             await self.complete(model, "warm-up", "warm-up", 16, PLAN_SCHEMA)

@@ -9,8 +9,7 @@ from typing import Any
 import openai
 import orjson
 
-from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn, canned_transport
-from .pools import loop_client
+from .chat import ChatProvider, ChatReply, DeltaCallback, ToolCall, ToolsUnsupported, ToolTurn
 from .resilience import Governor, RetryPolicy
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -36,31 +35,20 @@ WARM_STREAM = "".join(f"data: {{{_CHUNK},{line}}}\n\n" for line in (
 class OpenAIProvider(ChatProvider):
     sdk_errors = (openai.APIError,)
     connection_errors = (openai.APIConnectionError,)
+    sdk_client = openai.AsyncOpenAI
+    sdk_http_client = openai.DefaultAsyncHttpxClient
+    warm_reply = WARM_REPLY
+    warm_stream = WARM_STREAM
 
     def __init__(self, api_key: str, base_url: str = "", model: str = "", planner_model: str = "",
                  worker_model: str = "", synthesis_model: str = "", name: str = "openai",
                  json_mode: str = "json_schema", account_prefix: str = "", request_timeout: float = 120.0,
                  retry: RetryPolicy | None = None, governor: Governor | None = None):
-        super().__init__(model or DEFAULT_MODEL, planner_model, worker_model, synthesis_model, retry, governor)
+        super().__init__(model or DEFAULT_MODEL, planner_model, worker_model, synthesis_model, retry, governor,
+                         api_key, base_url, request_timeout)
         self.name = name
         self.json_mode = json_mode if json_mode in JSON_MODES else ""
         self.account_prefix = account_prefix
-        self._options = {"api_key": api_key or "unused", "base_url": base_url or None, "timeout": request_timeout}
-        self._client: openai.AsyncOpenAI | None = None
-
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        """The SDK client, over the connection pool this event loop's providers share."""
-        if self._client is None:
-            # design: retries are ours (resilience.call_with_retry), so the SDK must not add its own.
-            self._client = openai.AsyncOpenAI(**self._options, max_retries=0,
-                                              http_client=loop_client(openai.DefaultAsyncHttpxClient))
-        return self._client
-
-    def offline_client(self) -> openai.AsyncOpenAI:
-        transport = canned_transport(WARM_REPLY, WARM_STREAM)
-        return openai.AsyncOpenAI(**self._options, max_retries=0,
-                                  http_client=openai.DefaultAsyncHttpxClient(transport=transport))
 
     async def complete(self, model: str, system: str, user: str, max_tokens: int,
                        json_schema: dict | None = None, on_delta: DeltaCallback | None = None) -> ChatReply:
@@ -156,10 +144,6 @@ class OpenAIProvider(ChatProvider):
                         call["arguments"] += function.get("arguments") or ""
         calls = [ToolCall(c["id"], c["name"], _arguments(c["arguments"])) for _, c in sorted(pieces.items())]
         return ChatReply(text, input_tokens, output_tokens, served_by, calls)
-
-    async def aclose(self) -> None:
-        # the shared pool stays open for the loop's other tasks
-        self._client = None
 
 
 def _arguments(raw: str | None) -> dict[str, Any]:

@@ -25,31 +25,12 @@ from orchestration.sources import create_source
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.llm_server import DROPPED, LLMServer, Trick
 from tests.fakes.openai_server import FakeServer
+from tests.orchestration.sinks import Checkpoints, Events
 
 ROOT = Path(__file__).resolve().parents[2]
 QUERY = "How does the orchestrator stream progress and recover tasks after a worker crash?"
 FAST_RETRY = RetryPolicy(attempts=4, max_seconds=10.0, backoff_base=0.05, backoff_cap=0.2)
 SERVERS = {"openai": FakeServer, "anthropic": FakeAnthropicServer}
-
-
-class Events:
-    def __init__(self) -> None:
-        self.log: list[tuple[str, dict[str, Any], str | None]] = []
-
-    async def emit(self, event_type: str, data: dict[str, Any] | None = None, agent_id: str | None = None,
-                   progress: float | None = None) -> None:
-        self.log.append((event_type, data or {}, agent_id))
-
-    def of(self, event_type: str) -> list[tuple[str, dict[str, Any], str | None]]:
-        return [e for e in self.log if e[0] == event_type]
-
-
-class Checkpoints:
-    async def load(self) -> dict[str, Any]:
-        return {}
-
-    async def save(self, key: str, value: Any) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +83,7 @@ def test_agents_run_in_parallel_stream_progress_and_usage_is_what_the_server_cou
     assert usage.cost_usd > 0 and list(usage.by_model) == [calls[0].model]
     assert sum(a.usage.llm_calls for a in outcome.agent_results) == 8
     assert all(c.stream for c in calls if c.role == "worker")
-    progress = events.of("agent_progress")
+    progress = events.entries("agent_progress")
     assert {agent for _, _, agent in progress} == {f"agent_{i}" for i in range(1, 9)}
     assert all(data["text"] and data["tokens"] >= 1 for _, data, _ in progress)
     assert "[S1]" in outcome.final_synthesis
@@ -211,7 +192,7 @@ def test_a_failing_agent_is_an_agent_error_and_the_task_completes_from_the_other
     outcome, events = asyncio.run(research(provider_for(llm), local_source))
     status = {a.agent_id: a.status for a in outcome.agent_results}
     assert status.pop("agent_3") == "failed" and set(status.values()) == {"completed"}
-    (event,) = events.of("agent_error")
+    (event,) = events.entries("agent_error")
     assert event[2] == "agent_3" and event[1]["error"] == f"{kind} request failed: HTTP 500"
     failed = [c for c in server.state.calls if c.status == 500]
     assert len(failed) == FAST_RETRY.attempts and len({c.prompt for c in failed}) == 1

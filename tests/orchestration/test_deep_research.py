@@ -6,10 +6,8 @@ Anthropic wire formats, and offline on the embedded default over the project's o
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,6 +24,7 @@ from orchestration.text import claims, strip_citations
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.llm_server import LLMServer
 from tests.fakes.openai_server import FakeServer
+from tests.orchestration.sinks import Checkpoints, Events
 
 ROOT = Path(__file__).resolve().parents[2]
 QUERY = "How are the alpha and beta subsystems configured?"
@@ -58,31 +57,6 @@ class Reader:
     async def __call__(self, url: str) -> str:
         self.urls.append(url)
         return f"The full page at {url} explains the configuration of the subsystem in detail. " * 5
-
-
-class Events:
-    def __init__(self) -> None:
-        self.log: list[tuple[str, dict[str, Any], str | None]] = []
-
-    async def emit(self, event_type: str, data: dict[str, Any] | None = None, agent_id: str | None = None,
-                   progress: float | None = None) -> None:
-        self.log.append((event_type, data or {}, agent_id))
-
-    def of(self, event_type: str) -> list[dict[str, Any]]:
-        return [data for kind, data, _ in self.log if kind == event_type]
-
-
-class Checkpoints:
-    """In memory, JSON round-tripped as a store would keep them."""
-
-    def __init__(self) -> None:
-        self.saved: dict[str, Any] = {}
-
-    async def load(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self.saved))
-
-    async def save(self, key: str, value: Any) -> None:
-        self.saved[key] = json.loads(json.dumps(value))
 
 
 @pytest.fixture(params=sorted(SERVERS))
