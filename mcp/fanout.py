@@ -68,6 +68,8 @@ def chunk(data: bytes) -> bytes:
 
 
 def reconnect_frame(last: int) -> bytes:
+    """What a stream of a stopping worker sends last, handed off or not: come back (to
+    another worker) from `last`."""
     return f'retry: 1000\nevent: reconnect\ndata: {{"last_event_id": {last}}}\n\n'.encode()
 
 

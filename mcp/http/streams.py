@@ -4,7 +4,6 @@ the store, and the stream hub wakes this thread when a new one lands."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,7 +13,7 @@ from flask import Blueprint, Response, request, stream_with_context
 from orchestration.models import TERMINAL_EVENTS
 
 from ..errors import Unavailable, ValidationError
-from ..fanout import take_socket
+from ..fanout import reconnect_frame, take_socket
 from ..schemas import StreamQuery
 from ..services import Services, services
 from ..streaming import sse_event
@@ -145,7 +144,7 @@ def follow(svc: Services, task_id: str, after: int, hand_off: HandOff | None = N
             continue
         if svc.hub.stopping:
             # design: the worker is going away; tell the client to come back (to another one).
-            yield f"retry: 1000\nevent: reconnect\ndata: {json.dumps({'last_event_id': last})}\n\n"
+            yield reconnect_frame(last).decode()
             return
         if hand_off is not None and hand_off(task_id, last):
             return
