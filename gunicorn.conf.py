@@ -168,7 +168,10 @@ def _announce_ready(server) -> None:
             continue
         server.log.info("ready: %d workers booted, /health is healthy", len(workers))
         if _notify_socket:
-            _sd_notify(_notify_socket, f"READY=1\nSTATUS=serving with {len(workers)} workers\nMAINPID={os.getpid()}")
+            try:
+                _sd_notify(_notify_socket, f"READY=1\nSTATUS=serving with {len(workers)} workers\nMAINPID={os.getpid()}")
+            except OSError as exc:  # the listener (systemd, service_manager.py start) is gone
+                server.log.warning("could not tell %s that the service is ready: %s", _notify_socket, exc)
         return
 
 

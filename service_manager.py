@@ -14,7 +14,7 @@ logs/monitor.log.
 `start` gives the service this process's environment plus the .env beside this script (the
 environment wins) and records it: `status`, `restart`, `backup` and the monitor use the recorded
 one, so they follow the service's PORT, not the caller's. `start` refuses a port that another
-process holds, and succeeds only when its own gunicorn answers /health. `stop` is not undone by
+process holds, and succeeds only when every worker of its own gunicorn has booted and /health answers. `stop` is not undone by
 the monitor. `status NAME` exits 0 only when the process runs and /health answers; `status`
 alone exits 0 when every service that runs is healthy.
 The monitor polls health every MONITOR_INTERVAL seconds (30) and restarts a dead or unhealthy
@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -215,26 +216,72 @@ def start(name: str, env: dict[str, str] | None = None) -> int:
             print(f"{name} could not be set up (start.sh --prepare exited with {prepared.returncode}); "
                   f"see {log_file(name)}", file=sys.stderr)
             return 1
-        proc = subprocess.Popen([str(ROOT / "start.sh")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        ready = ReadyListener(home() / f"{name}.notify")
+        proc = subprocess.Popen([str(ROOT / "start.sh")], cwd=ROOT, env=ready.child_env(env), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     pid_file(name).write_text(f"{proc.pid} {start_time(proc.pid)}\n")
     env_file(name).touch(mode=0o600)
     env_file(name).chmod(0o600)
     env_file(name).write_text(json.dumps(env))
     stop_marker(name).unlink(missing_ok=True)
     deadline = time.monotonic() + float(env.get("START_TIMEOUT", START_TIMEOUT))
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            say(f"{name} exited with {proc.returncode}; see {log_file(name)}", sys.stderr)
-            return 1
-        # design: healthy is not enough: the answer must come from our gunicorn, the one that
-        # holds the listening socket, not from another service that was already on the port.
-        if healthy(port, 1.0) and holds(proc.pid, listening_inodes(port)):
-            say(f"{name} started (pid {proc.pid}, port {port})")
-            return 0
-        time.sleep(0.25)
-    say(f"{name} did not become healthy in time; see {log_file(name)}", sys.stderr)
-    return 1
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                say(f"{name} exited with {proc.returncode}; see {log_file(name)}", sys.stderr)
+                return 1
+            # design: healthy is not enough: the answer must come from our gunicorn, the one that
+            # holds the listening socket, not from another service that was already on the port;
+            # and one booted worker answering is not all of them: gunicorn says READY=1 (as it
+            # does to systemd) once every worker has loaded the app and warmed up.
+            if not ready.wait(0.25):
+                continue
+            if healthy(port, 1.0) and holds(proc.pid, listening_inodes(port)):
+                say(f"{name} started (pid {proc.pid}, port {port})")
+                return 0
+            time.sleep(0.25)
+        say(f"{name} did not become healthy in time; see {log_file(name)}", sys.stderr)
+        return 1
+    finally:
+        ready.close()
+
+
+class ReadyListener:
+    """The sd_notify socket `start` hands to gunicorn, so it learns, as systemd would, when every
+    worker has booted. Where the socket cannot be made (a path too long for AF_UNIX), `start`
+    falls back to /health alone."""
+
+    def __init__(self, path: Path):
+        self.path, self.sock, self.seen = path, None, False
+        path.unlink(missing_ok=True)
+        try:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.bind(str(path))
+        except OSError:
+            self.close()
+
+    def child_env(self, env: dict[str, str]) -> dict[str, str]:
+        child = {k: v for k, v in env.items() if k != "NOTIFY_SOCKET"}
+        if self.sock is not None:
+            child["NOTIFY_SOCKET"] = str(self.path)
+        return child
+
+    def wait(self, timeout: float) -> bool:
+        """True once READY=1 has come (at once when there is no socket to hear it on)."""
+        if self.sock is None or self.seen:
+            return True
+        self.sock.settimeout(timeout)
+        try:
+            self.seen = b"READY=1" in self.sock.recv(4096)
+        except OSError:
+            pass
+        return self.seen
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self.path.unlink(missing_ok=True)
 
 
 def stop(name: str, on_purpose: bool = True) -> int:
