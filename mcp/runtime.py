@@ -36,7 +36,7 @@ from orchestration.models import (
 from orchestration.research import ResearchOrchestrator
 from orchestration.search import SearchOrchestrator
 
-from . import metrics
+from . import heap, metrics
 from .bridge import WorkerLoop
 from .observability import current_task_id
 from .catalog import Catalog
@@ -472,6 +472,8 @@ class TaskRuntime:
             self._lost.discard(task.task_id)
             if not self._stopping:
                 self.loop.submit(self._guarded(self._scan_once))
+            if not self._running:  # the last task ended: its heap goes back (mcp.heap), off this loop
+                asyncio.get_running_loop().run_in_executor(None, heap.trim)
 
     async def _execute(self, task: TaskRecord) -> None:
         if task.attempts > MAX_ATTEMPTS:

@@ -14,6 +14,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from orchestration.sqlite_pool import ConnectionPool
+
 from . import Event, EventWrite, Store, TaskRecord, decode_cursor, dumps, encode_cursor, pack, unpack
 
 SCHEMA = """
@@ -161,6 +163,8 @@ WAL_SIZE_LIMIT = 8 * 1024 * 1024
 AUTO_VACUUM_MODES = {0: "none", 1: "full", 2: "incremental"}
 # tables whose rows belong to one task, removed with it
 TASK_TABLES = ("events", "checkpoints", "deliveries", "reports")
+# connections a process keeps open to the database, shared by all its threads (orchestration.sqlite_pool)
+POOL_SIZE = 8
 
 
 
@@ -182,8 +186,8 @@ class SQLiteStore(Store):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # design: sqlite3 connections must not cross threads (or forks); one per thread.
-        self._local = threading.local()
+        # design: the threads of a process share a few connections (orchestration.sqlite_pool)
+        self._pool = ConnectionPool(self._open, POOL_SIZE)
         self._wal_pid = 0  # the process that opened a connection in WAL mode
         # design: writers take turns on a thread lock, then on an flock of a file beside the
         # database, before asking SQLite for its write lock. SQLite's busy handler waits by
@@ -196,8 +200,8 @@ class SQLiteStore(Store):
         self._lock_file: Any = None
         self._lock_pid = 0
         self._lock_depth = 0
-        with self._writer_turn():
-            self._db.executescript(SCHEMA)
+        with self._writer_turn(), self._pool.connection() as db:
+            db.executescript(SCHEMA)
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -205,39 +209,41 @@ class SQLiteStore(Store):
         # sqlite:///abs/path -> /abs/path ; sqlite:///./rel -> ./rel
         return cls(path[1:] if path.startswith("/./") else path)
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            # design: the first opening in a process takes the writer turn too. Switching a new
-            # file to WAL needs the database to itself and SQLite answers "database is locked"
-            # at once rather than waiting, so workers booting together on a fresh DATA_DIR
-            # failed now and then (and gunicorn stopped the service when a worker could not
-            # boot). Once this process has seen the file in WAL mode (WAL is stored in the
-            # file), the other threads' connections open without the turn: a burst of new
-            # request threads (500 dashboards connecting) no longer queues with the event
-            # appends on the writer flock (issue 19).
-            with self._writer_turn() if self._wal_pid != os.getpid() else nullcontext():
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-                db.row_factory = sqlite3.Row
-                # design: incremental auto-vacuum lets the retention sweep hand freed pages
-                # back to the file system a batch at a time. SQLite takes it only on a new,
-                # empty file (before WAL is switched on), so a database made by an older
-                # release keeps its mode until an operator runs VACUUM (docs/configuration.md).
-                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                # a checkpointed WAL is cut back to this size instead of keeping its peak forever
-                db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-                db.execute("PRAGMA busy_timeout=30000")
-                self._wal_pid = os.getpid()
-            self._local.db = db
+    def _open(self) -> sqlite3.Connection:
+        # design: the first opening in a process takes the writer turn too. Switching a new
+        # file to WAL needs the database to itself and SQLite answers "database is locked"
+        # at once rather than waiting, so workers booting together on a fresh DATA_DIR
+        # failed now and then (and gunicorn stopped the service when a worker could not
+        # boot). Once this process has seen the file in WAL mode (WAL is stored in the
+        # file), later connections open without the turn (issue 19).
+        with self._writer_turn() if self._wal_pid != os.getpid() else nullcontext():
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            # design: incremental auto-vacuum lets the retention sweep hand freed pages
+            # back to the file system a batch at a time. SQLite takes it only on a new,
+            # empty file (before WAL is switched on), so a database made by an older
+            # release keeps its mode until an operator runs VACUUM (docs/configuration.md).
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            # a checkpointed WAL is cut back to this size instead of keeping its peak forever
+            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._wal_pid = os.getpid()
         return db
+
+    def _rows(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        with self._pool.connection() as db:
+            return db.execute(sql, params).fetchall()
+
+    def _row(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        with self._pool.connection() as db:
+            return db.execute(sql, params).fetchone()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._db
-        with self._writer_turn():
+        # the writer turn first: a thread holds a pooled connection only while it can use it
+        with self._writer_turn(), self._pool.connection() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -265,13 +271,10 @@ class SQLiteStore(Store):
                     fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def ping(self) -> None:
-        self._db.execute("SELECT 1 FROM tasks LIMIT 1").fetchall()
+        self._rows("SELECT 1 FROM tasks LIMIT 1")
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self._pool.close()
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -295,22 +298,22 @@ class SQLiteStore(Store):
         return TaskRecord(**values)
 
     def get_task(self, task_id: str) -> TaskRecord | None:
-        row = self._db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        row = self._row(f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,))
         return self._task(row)
 
     def list_tasks(self, owner=None, status=None, orchestrator=None, limit=50, cursor=None):
         where, args = newest_first_filter({"owner": owner, "status": status, "orchestrator": orchestrator},
                                           cursor, "task_id")
-        rows = self._db.execute(
+        rows = self._rows(
             f"SELECT {TASK_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, task_id DESC LIMIT ?",
             (*args, limit + 1),
-        ).fetchall()
+        )
         tasks = [self._task(r) for r in rows[:limit]]
         next_cursor = encode_cursor(tasks[-1].created_at, tasks[-1].task_id) if len(rows) > limit else None
         return tasks, next_cursor
 
     def count_tasks_by_status(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall()
+        rows = self._rows("SELECT status, COUNT(*) FROM tasks GROUP BY status")
         return {status: count for status, count in rows}
 
     # -- leases -------------------------------------------------------------------------
@@ -342,9 +345,9 @@ class SQLiteStore(Store):
             )
 
     def claimable_tasks(self, limit: int) -> list[str]:
-        rows = self._db.execute(
+        rows = self._rows(
             f"SELECT task_id FROM tasks WHERE {CLAIMABLE} ORDER BY created_at LIMIT ?", (time.time(), limit)
-        ).fetchall()
+        )
         return [r[0] for r in rows]
 
     def finish_task(self, task_id, worker, status, result, error, event_type, event_data):
@@ -374,10 +377,10 @@ class SQLiteStore(Store):
     def cancel_requested(self, task_ids: list[str]) -> set[str]:
         if not task_ids:
             return set()
-        rows = self._db.execute(
+        rows = self._rows(
             f"SELECT task_id FROM tasks WHERE cancel_requested = 1 AND task_id IN ({','.join('?' * len(task_ids))})",
             task_ids,
-        ).fetchall()
+        )
         return {r[0] for r in rows}
 
     # -- events -------------------------------------------------------------------------
@@ -436,21 +439,21 @@ class SQLiteStore(Store):
         ).fetchone()[0]
 
     def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT id, event_type, task_id, timestamp, data, agent_id, progress FROM events "
             "WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?",
             (task_id, after, limit),
-        ).fetchall()
+        )
         return [Event(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
 
     def last_event_ids(self, task_ids: list[str]) -> dict[str, int]:
         if not task_ids:
             return {}
-        rows = self._db.execute(
+        rows = self._rows(
             f"SELECT task_id, MAX(id) FROM events WHERE task_id IN ({','.join('?' * len(task_ids))}) "
             "GROUP BY task_id",
             task_ids,
-        ).fetchall()
+        )
         return {r[0]: r[1] for r in rows}
 
     # -- checkpoints and results ----------------------------------------------------------
@@ -473,11 +476,11 @@ class SQLiteStore(Store):
             return super().save_checkpoints(batch)
 
     def load_checkpoints(self, task_id: str) -> dict[str, Any]:
-        rows = self._db.execute("SELECT key, value FROM checkpoints WHERE task_id = ?", (task_id,)).fetchall()
+        rows = self._rows("SELECT key, value FROM checkpoints WHERE task_id = ?", (task_id,))
         return {r[0]: json.loads(r[1]) for r in rows}
 
     def get_result(self, task_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT result FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        row = self._row("SELECT result FROM tasks WHERE task_id = ?", (task_id,))
         return unpack(row[0]) if row and row[0] else None
 
     # -- workers --------------------------------------------------------------------------
@@ -494,17 +497,17 @@ class SQLiteStore(Store):
             db.execute("DELETE FROM workers WHERE worker = ?", (worker,))
 
     def live_workers(self) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT worker, info FROM workers WHERE expires >= ?", (time.time(),)).fetchall()
+        rows = self._rows("SELECT worker, info FROM workers WHERE expires >= ?", (time.time(),))
         return [{"worker": r[0], **json.loads(r[1])} for r in rows]
 
     def count_webhooks(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM webhooks").fetchone()[0]
+        return self._row("SELECT COUNT(*) FROM webhooks")[0]
 
     # -- response cache ----------------------------------------------------------------------
 
     def cache_get(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM cache WHERE key = ? AND expires >= ?",
-                               (key, time.time())).fetchone()
+        row = self._row("SELECT value FROM cache WHERE key = ? AND expires >= ?",
+                               (key, time.time()))
         return row[0] if row else None
 
     def cache_set(self, key: str, value: str, ttl: float) -> None:
@@ -516,7 +519,7 @@ class SQLiteStore(Store):
     # -- report documents ---------------------------------------------------------------------
 
     def get_report(self, task_id: str, fmt: str) -> bytes | None:
-        row = self._db.execute("SELECT body FROM reports WHERE task_id = ? AND format = ?", (task_id, fmt)).fetchone()
+        row = self._row("SELECT body FROM reports WHERE task_id = ? AND format = ?", (task_id, fmt))
         return bytes(row[0]) if row else None
 
     def save_report(self, task_id: str, fmt: str, body: bytes) -> bytes:
@@ -555,8 +558,8 @@ class SQLiteStore(Store):
             return written
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT data FROM sessions WHERE session_id = ? AND expires >= ?",
-                               (session_id, time.time())).fetchone()
+        row = self._row("SELECT data FROM sessions WHERE session_id = ? AND expires >= ?",
+                               (session_id, time.time()))
         return json.loads(row[0]) if row else None
 
     def delete_session(self, session_id: str) -> bool:
@@ -578,8 +581,8 @@ class SQLiteStore(Store):
             return row[0], bool(row[1])
 
     def session_call(self, session_id: str, request_id: str) -> tuple[str | None, bool]:
-        row = self._db.execute("SELECT task_id, cancelled FROM session_calls WHERE session_id = ? AND request_id = ?",
-                               (session_id, request_id)).fetchone()
+        row = self._row("SELECT task_id, cancelled FROM session_calls WHERE session_id = ? AND request_id = ?",
+                               (session_id, request_id))
         return (row[0], bool(row[1])) if row else (None, False)
 
     def push_session_message(self, session_id: str, message: dict[str, Any]) -> int:
@@ -590,8 +593,8 @@ class SQLiteStore(Store):
                               "RETURNING id", (session_id, dumps(message), now)).fetchone()[0]
 
     def session_messages(self, session_id: str, after: int) -> list[tuple[int, dict[str, Any]]]:
-        rows = self._db.execute("SELECT id, message FROM session_messages WHERE session_id = ? AND id > ? "
-                                "ORDER BY id", (session_id, after)).fetchall()
+        rows = self._rows("SELECT id, message FROM session_messages WHERE session_id = ? AND id > ? "
+                                "ORDER BY id", (session_id, after))
         return [(r[0], json.loads(r[1])) for r in rows]
 
     # -- rate-limit counters ---------------------------------------------------------------
@@ -609,8 +612,8 @@ class SQLiteStore(Store):
 
     def get_counter(self, key: str) -> tuple[int, float]:
         now = time.time()
-        row = self._db.execute("SELECT value, expires FROM counters WHERE key = ? AND expires >= ?",
-                               (key, now)).fetchone()
+        row = self._row("SELECT value, expires FROM counters WHERE key = ? AND expires >= ?",
+                               (key, now))
         return (row[0], row[1]) if row else (0, now)
 
     def reset_counters(self, prefix: str = "") -> int:
@@ -636,10 +639,10 @@ class SQLiteStore(Store):
                         hook["secret"], hook["created_at"]))
 
     def get_webhook(self, webhook_id: str) -> dict[str, Any] | None:
-        return self._hook(self._db.execute("SELECT * FROM webhooks WHERE id = ?", (webhook_id,)).fetchone())
+        return self._hook(self._row("SELECT * FROM webhooks WHERE id = ?", (webhook_id,)))
 
     def list_webhooks(self, owner: str) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT * FROM webhooks WHERE owner = ? ORDER BY created_at", (owner,)).fetchall()
+        rows = self._rows("SELECT * FROM webhooks WHERE owner = ? ORDER BY created_at", (owner,))
         return [self._hook(r) for r in rows]
 
     def delete_webhook(self, webhook_id: str) -> bool:
@@ -647,8 +650,8 @@ class SQLiteStore(Store):
             return db.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,)).rowcount == 1
 
     def webhooks_for(self, owner: str, task_id: str) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT * FROM webhooks WHERE owner = ? AND (task_id IS NULL OR task_id = ?)",
-                                (owner, task_id)).fetchall()
+        rows = self._rows("SELECT * FROM webhooks WHERE owner = ? AND (task_id IS NULL OR task_id = ?)",
+                                (owner, task_id))
         return [self._hook(r) for r in rows]
 
     def enqueue_delivery(self, delivery: dict[str, Any]) -> None:
@@ -660,8 +663,8 @@ class SQLiteStore(Store):
                         delivery["created_at"]))
 
     def due_deliveries(self, limit: int) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT * FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? "
-                                "ORDER BY next_attempt_at LIMIT ?", (time.time(), limit)).fetchall()
+        rows = self._rows("SELECT * FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? "
+                                "ORDER BY next_attempt_at LIMIT ?", (time.time(), limit))
         return [dict(r) for r in rows]
 
     def update_delivery(self, delivery_id: str, **fields: Any) -> None:
@@ -670,12 +673,12 @@ class SQLiteStore(Store):
             db.execute(f"UPDATE deliveries SET {columns} WHERE id = ?", (*fields.values(), delivery_id))
 
     def deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT * FROM deliveries WHERE webhook_id = ? ORDER BY created_at DESC LIMIT ?",
-                                (webhook_id, limit)).fetchall()
+        rows = self._rows("SELECT * FROM deliveries WHERE webhook_id = ? ORDER BY created_at DESC LIMIT ?",
+                                (webhook_id, limit))
         return [dict(r) for r in rows]
 
     def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        row = self._row("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
         return dict(row) if row else None
 
     def try_lock(self, name: str, owner: str, ttl: float) -> bool:
@@ -699,12 +702,12 @@ class SQLiteStore(Store):
         return not known
 
     def get_dead_letter(self, entry_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT * FROM dead_letters WHERE id = ?", (entry_id,)).fetchone()
+        row = self._row("SELECT * FROM dead_letters WHERE id = ?", (entry_id,))
         return dict(row) if row else None
 
     def list_dead_letters(self, owner=None, kind=None, limit=50, cursor=None):
         where, args = newest_first_filter({"owner": owner, "kind": kind}, cursor, "id")
-        rows = [dict(r) for r in self._db.execute(
+        rows = [dict(r) for r in self._rows(
             f"SELECT * FROM dead_letters {where} ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit + 1))]
         page = rows[:limit]
         return page, (encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None)
@@ -714,7 +717,7 @@ class SQLiteStore(Store):
             return db.execute("DELETE FROM dead_letters WHERE id = ?", (entry_id,)).rowcount == 1
 
     def count_dead_letters(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        return self._row("SELECT COUNT(*) FROM dead_letters")[0]
 
     def reopen_task(self, task_id: str) -> bool:
         with self._tx() as db:
@@ -731,14 +734,14 @@ class SQLiteStore(Store):
         removed: dict[str, int] = {}
         doomed: list[str] = []
         if finished_before is not None:
-            doomed += [r[0] for r in self._db.execute(
+            doomed += [r[0] for r in self._rows(
                 f"SELECT task_id FROM tasks WHERE {FINISHED} AND completed_at < ? ORDER BY completed_at LIMIT ?",
-                (finished_before, limit)).fetchall()]
+                (finished_before, limit))]
         if max_tasks_per_key > 0 and len(doomed) < limit:
-            doomed += [r[0] for r in self._db.execute(
+            doomed += [r[0] for r in self._rows(
                 f"SELECT task_id FROM (SELECT task_id, ROW_NUMBER() OVER (PARTITION BY owner "
                 f"ORDER BY created_at DESC, task_id DESC) AS newer FROM tasks WHERE {FINISHED}) "
-                f"WHERE newer > ? LIMIT ?", (max_tasks_per_key, limit - len(doomed))).fetchall()]
+                f"WHERE newer > ? LIMIT ?", (max_tasks_per_key, limit - len(doomed)))]
         doomed = list(dict.fromkeys(doomed))
         now = time.time()
         with self._tx() as db:
@@ -761,30 +764,29 @@ class SQLiteStore(Store):
             for table in ("cache", "counters", "locks"):
                 removed[table] = db.execute(f"DELETE FROM {table} WHERE expires < ?", (now,)).rowcount
             removed["workers"] = db.execute("DELETE FROM workers WHERE expires < ?", (now - 3600,)).rowcount
-        with self._writer_turn():
+        with self._writer_turn(), self._pool.connection() as db:
             # hands freed pages back to the file system (a no-op unless auto_vacuum is incremental)
             # (executescript steps the pragma to its end; execute would free a single page)
-            self._db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         return removed
 
     def size(self) -> dict[str, Any]:
-        db = self._db
-        page_size = db.execute("PRAGMA page_size").fetchone()[0]
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        with self._pool.connection() as db:
+            page_size, pages, free, vacuum = (db.execute(f"PRAGMA {name}").fetchone()[0] for name in (
+                "page_size", "page_count", "freelist_count", "auto_vacuum"))
         files = [self.path, self.path.with_name(self.path.name + "-wal")]
         on_disk = sum(f.stat().st_size for f in files if f.exists())
         usage = shutil.disk_usage(self.path.parent)
         return {"backend": "sqlite", "bytes": (pages - free) * page_size, "database_bytes": pages * page_size,
                 "file_bytes": on_disk,
-                "free_pages": free, "auto_vacuum": AUTO_VACUUM_MODES.get(db.execute("PRAGMA auto_vacuum").fetchone()[0]),
+                "free_pages": free, "auto_vacuum": AUTO_VACUUM_MODES.get(vacuum),
                 "disk_free_bytes": usage.free, "disk_total_bytes": usage.total,
                 # design: SQLite grows until the disk is full; its limit is what the disk has left
                 "limit_bytes": on_disk + usage.free, "nearly_full": usage.free < MIN_FREE_DISK}
 
     def table_rows(self) -> dict[str, int]:
         """Rows per table (a full count each: for the sweep's metrics, not for requests)."""
-        return {t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+        return {t: self._row(f"SELECT COUNT(*) FROM {t}")[0]
                 for t in ("tasks", "events", "checkpoints", "deliveries", "sessions", "session_messages", "cache",
                           "counters", "webhooks", "dead_letters")}

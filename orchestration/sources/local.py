@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import SourceError
 from ..interfaces import SearchSource
 from ..models import Hit
+from ..sqlite_pool import ConnectionPool
 
 EXTENSIONS = frozenset({".md", ".markdown", ".txt", ".rst", ".html", ".htm"})
 MAX_FILE_BYTES = 5_000_000
@@ -29,6 +30,7 @@ CHUNKS_PER_URL = 2
 SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z(\"'`])")
 TEXT_GROUP_CHARS = 1500
 SNIPPET_CHARS = 240
+READERS = 4  # connections a process keeps open for searches
 # design: heading and title columns outweigh body; url/path are stored but not indexed.
 BM25 = "bm25(chunks, 2.0, 4.0, 1.0, 0.0, 0.0)"
 STOPWORDS = frozenset(
@@ -262,7 +264,8 @@ class LocalDocsSource(SearchSource):
         self.prefix = self.docs_dir.name or "docs"
         self._lock = threading.Lock()
         self._ready = False
-        self._readers = threading.local()
+        # design: the searches of a process share a few connections (orchestration.sqlite_pool)
+        self._readers = ConnectionPool(self._connect, READERS)
         self._next_refresh = 0.0
         try:
             with closing(sqlite3.connect(":memory:")) as probe:
@@ -284,20 +287,11 @@ class LocalDocsSource(SearchSource):
             raise SourceError(f"local docs index {self.index_path}: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
-        # design: a connection per call, so nothing sqlite3 owns crosses threads.
-        conn = sqlite3.connect(self.index_path, timeout=30, isolation_level=None)
+        # design: the index is set up and refreshed on a connection of its own, closed after;
+        # searches use the readers' pool, whose connections serve one thread at a time.
+        conn = sqlite3.connect(self.index_path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA synchronous = NORMAL")
-        return conn
-
-    def _reader(self) -> sqlite3.Connection:
-        """This thread's connection for queries. design: opening one (and its pragmas) cost
-        as much as the query; the searches of a process run on a few pool threads, so each
-        keeps its own (sqlite3 connections must not cross threads)."""
-        conn = getattr(self._readers, "conn", None)
-        if conn is None or self._readers.pid != os.getpid():
-            conn = self._readers.conn = self._connect()
-            self._readers.pid = os.getpid()
         return conn
 
     @contextmanager
@@ -339,9 +333,10 @@ class LocalDocsSource(SearchSource):
                     fcntl.flock(lock, fcntl.LOCK_EX)
                     self._refresh(conn)
                 self._next_refresh = time.monotonic() + self.refresh_interval
-        rows = self._reader().execute(
-            f"SELECT title, heading, body, url, path, rowid, {BM25} AS rank FROM chunks WHERE chunks MATCH ? "
-            "ORDER BY rank LIMIT ?", (match_expression(query), limit * 4)).fetchall()
+        with self._readers.connection() as conn:
+            rows = conn.execute(
+                f"SELECT title, heading, body, url, path, rowid, {BM25} AS rank FROM chunks WHERE chunks MATCH ? "
+                "ORDER BY rank LIMIT ?", (match_expression(query), limit * 4)).fetchall()
         terms, hits, seen = query_terms(query), [], {}
         for title, heading, body, url, rel, rowid, rank in rows:
             if len(hits) == limit:

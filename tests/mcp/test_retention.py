@@ -191,7 +191,7 @@ def test_a_result_is_stored_compressed_and_read_back_whole_and_an_older_plain_on
         stored = store.r.get(store.RESULT_KEY.format("t1"))
         store.r.set(store.RESULT_KEY.format("t2"), '{"plain": true}')
     else:
-        stored = store._db.execute("SELECT result FROM tasks WHERE task_id = 't1'").fetchone()[0]
+        stored = store._row("SELECT result FROM tasks WHERE task_id = 't1'")[0]
         store.create_task(TaskRecord(task_id="t2", orchestrator="research", query="q", title=None,
                                      params={"query": "q"}, created_at=time.time()))
         with store._tx() as db:

@@ -300,3 +300,52 @@ def test_workers_booting_together_on_a_new_database_all_open_it(tmp_path):
             proc.join(10)
         assert outcomes == ["ok"] * 6, (attempt, outcomes)
         assert len(SQLiteStore(path).list_tasks(owner=None, limit=10)[0]) == 6
+
+
+def _count_in_child(store, results):
+    make_task(store, f"child_{os.getpid()}")
+    results.put((store._pool.open, len(store.list_tasks(owner=None, limit=100)[0])))
+
+
+def test_a_sqlite_process_keeps_a_few_connections_however_many_threads_use_it(tmp_path):
+    """Issue 19: a connection per thread cost each worker ~0.3 MB per thread that ever touched
+    the store (150 stream threads: 45 MB). Threads now share a pool of POOL_SIZE connections,
+    a read inside a transaction uses the transaction's connection (no wait on the pool while
+    holding the writer turn), and a forked child opens its own."""
+    from mcp.store.sqlite import POOL_SIZE
+
+    store = SQLiteStore(tmp_path / "orchestrator.db")
+    make_task(store, "t0")
+    errors: list[BaseException] = []
+    start = threading.Barrier(64)
+
+    def use(n: int) -> None:
+        try:
+            start.wait()
+            make_task(store, f"t{n + 1}")
+            for _ in range(20):
+                assert store.append_event(f"t{n + 1}", "agent_progress", {"n": n}).id >= 1
+                assert store.get_task("t0").task_id == "t0"
+                with store._tx() as db:  # a read inside a transaction, while other threads want the pool
+                    db.execute("UPDATE tasks SET progress = ? WHERE task_id = ?", (n, f"t{n + 1}"))
+                    assert store.get_task(f"t{n + 1}").progress == n
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=use, args=(n,)) for n in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads), errors[:3]
+    assert 1 <= store._pool.open <= POOL_SIZE
+    assert [len(store.events(f"t{n + 1}")) for n in range(64)] == [20] * 64
+
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    child = ctx.Process(target=_count_in_child, args=(store, results))
+    child.start()
+    assert results.get(timeout=30) == (1, 66)  # its own first connection, and it sees the parent's rows
+    child.join(10)
+    store.close()
+    assert store._pool.open == 0
