@@ -188,7 +188,7 @@ class SQLiteStore(Store):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # design: the threads of a process share a few connections (orchestration.sqlite_pool)
         self._pool = ConnectionPool(self._open, POOL_SIZE)
-        self._wal_pid = 0  # the process that opened a connection in WAL mode
+        self._wal = False  # a connection in WAL mode was opened (here or in a parent process)
         # design: writers take turns on a thread lock, then on an flock of a file beside the
         # database, before asking SQLite for its write lock. SQLite's busy handler waits by
         # sleeping (up to 100 ms a nap), so dozens of threads in several workers contending
@@ -210,13 +210,13 @@ class SQLiteStore(Store):
         return cls(path[1:] if path.startswith("/./") else path)
 
     def _open(self) -> sqlite3.Connection:
-        # design: the first opening in a process takes the writer turn too. Switching a new
+        # design: the first opening takes the writer turn too. Switching a new
         # file to WAL needs the database to itself and SQLite answers "database is locked"
         # at once rather than waiting, so workers booting together on a fresh DATA_DIR
         # failed now and then (and gunicorn stopped the service when a worker could not
-        # boot). Once this process has seen the file in WAL mode (WAL is stored in the
-        # file), later connections open without the turn (issue 19).
-        with self._writer_turn() if self._wal_pid != os.getpid() else nullcontext():
+        # boot). Once the file is in WAL mode (WAL is stored in the file), later connections,
+        # a forked child's too, open without the turn (issue 19).
+        with self._writer_turn() if not self._wal else nullcontext():
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
             # design: incremental auto-vacuum lets the retention sweep hand freed pages
@@ -229,7 +229,7 @@ class SQLiteStore(Store):
             # a checkpointed WAL is cut back to this size instead of keeping its peak forever
             db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             db.execute("PRAGMA busy_timeout=30000")
-            self._wal_pid = os.getpid()
+            self._wal = True
         return db
 
     def _rows(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
