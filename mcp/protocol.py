@@ -258,7 +258,7 @@ class McpServer:
                  for t in self.registry.list()]
         return self._page(tools, params, "tools")
 
-    def tools_call(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+    def tools_call(self, params: dict[str, Any], ctx: CallContext) -> Any:
         name = params.get("name")
         if not isinstance(name, str):
             raise RpcError(INVALID_PARAMS, "params.name must be a string")
@@ -300,8 +300,7 @@ class McpServer:
             return {"task": mcp_task(self.tasks.get(output.data["task_id"], ctx.owner))}
         if tool.starts_task and ctx.calls.get(key)[1]:
             raise RequestCancelled
-        content = output.content or [{"type": "text", "text": jsonio.dumps(output.data)}]
-        return {"content": content, "structuredContent": output.data, "isError": False}
+        return output.call_result()
 
     def on_cancelled(self, params: dict[str, Any], ctx: CallContext) -> None:
         """A client gave up on a request: cancel the task that request started, if any, or
