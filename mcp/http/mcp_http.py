@@ -79,9 +79,9 @@ def dns_rebinding_guard() -> Response | None:
 
 
 def rpc_response(body: Any, status: int = 200, session_id: str | None = None) -> Response:
-    response = Response(jsonio.dumpb(body), status=status, mimetype="application/json")
+    response = Response(jsonio.dumpb(body), status, content_type="application/json")
     if session_id:
-        response.headers[SESSION_HEADER] = session_id
+        response.headers.add(SESSION_HEADER, session_id)  # a new response: nothing to replace
     return response
 
 
