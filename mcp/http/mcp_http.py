@@ -24,6 +24,7 @@ from ..protocol import (
     INVALID_REQUEST,
     PROTOCOL_VERSIONS,
     CallContext,
+    CallLedger,
     RpcError,
     StoreCallLedger,
     is_request,
@@ -124,10 +125,9 @@ def post() -> Response:
         svc.store.save_session(session_id, session, ttl, create=stored is None)
         stored = dict(session)
 
+    calls = StoreCallLedger(svc.store, session_id, svc.settings.session_ttl_seconds) if session_id else CallLedger()
     ctx = CallContext(owner=caller, urls=urls_under(public_prefix(svc.settings)), session=session,
-                      save_session=save)
-    if session_id:
-        ctx.calls = StoreCallLedger(svc.store, session_id, svc.settings.session_ttl_seconds)
+                      save_session=save, calls=calls)
     if not isinstance(payload, (dict, list)) or payload == []:
         return rpc_response(rpc_error(None, INVALID_REQUEST, "expected a JSON-RPC message object or a batch"), 400,
                             session_id)
