@@ -273,13 +273,13 @@ class RateLimits:
         # get_window_stats read back from it.
         key = self.rate_key()
         storage = self.limiter.limiter.storage
+        shown = None  # the tightest limit so far, which add_headers shows (a 429's headers too)
         for item in self.default:
             counted = storage.count(self.storage_key(item, key, "default"), item.get_expiry())
             allowed = counted.value <= item.amount
             stats = WindowStats(counted.expires, max(0, item.amount - counted.value))
-            shown = getattr(g, "rate_limit", None)
             if shown is None or stats.remaining < shown[1].remaining:
-                g.rate_limit = (item, stats)
+                shown = g.rate_limit = (item, stats)
             if not allowed:
                 if self.breaches is not None:
                     self.breaches.record(key, item)
