@@ -11,7 +11,6 @@ from orchestration.fetch import FetchFailed, FetchRefused, PageFetcher
 from orchestration.models import LEGACY_AGENT_TYPES, TERMINAL_STATUSES, to_dict
 from orchestration.search import AGENT_TYPE_SOURCES
 
-from . import jsonio
 from .bridge import run_sync
 from .catalog import Catalog
 from .errors import SourceFailed, Unavailable, UpstreamError, ValidationError
@@ -109,9 +108,10 @@ def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog
 
     def patterns(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
         # design: the catalog is fixed for the process's life but for whether DOCS_DIR exists,
-        # so the document and its JSON text are made at most once a second, not on every call
-        # (issue 19: building and encoding them was a fifth of a list_orchestrator_patterns
-        # call). The cached data is shared: nothing downstream may change it.
+        # so the document and its MCP result, encoded, are made at most once a second, not on
+        # every call (issue 19: building and encoding them was a fifth of a
+        # list_orchestrator_patterns call). The cached data is shared: nothing downstream may
+        # change it.
         now = time.monotonic()
         if patterns_made and now - patterns_made[0][0] < 1.0:
             return patterns_made[0][1]
@@ -127,7 +127,7 @@ def register_builtin_tools(registry: ToolRegistry, service: TaskService, catalog
             "providers": {"default": catalog.resolve_provider(None), "available": catalog.provider_names()},
             "sources": [s.describe() for s in catalog.sources.values()],
         }
-        output = ToolOutput(data, content=[{"type": "text", "text": jsonio.dumps(data)}])
+        output = ToolOutput(data).encoded_once()
         patterns_made[:] = [(now, output)]
         return output
 

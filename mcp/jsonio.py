@@ -17,7 +17,7 @@ from flask.json.provider import DefaultJSONProvider
 
 from orchestration.safejson import MAX_DEPTH, JsonRejected, clean, loads
 
-__all__ = ["MAX_DEPTH", "JsonRejected", "JsonProvider", "dumpb", "dumps", "loads"]
+__all__ = ["MAX_DEPTH", "JsonRejected", "JsonProvider", "dumpb", "dumps", "encoded", "loads"]
 
 OPTIONS = orjson.OPT_NON_STR_KEYS
 # orjson's words for what `clean` mends: a lone surrogate in a string, an integer beyond 64 bits.
@@ -39,6 +39,12 @@ def dumpb(value: Any, sort_keys: bool = False) -> bytes:
 
 def dumps(value: Any, sort_keys: bool = False) -> str:
     return dumpb(value, sort_keys).decode()
+
+
+def encoded(value: Any) -> orjson.Fragment:
+    """`value` encoded now, and written as these bytes wherever it is encoded again (dumpb,
+    dumps): for a document handed out unchanged to many requests."""
+    return orjson.Fragment(dumpb(value))
 
 
 class JsonProvider(DefaultJSONProvider):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import sys
 import time
-import secrets
 from typing import Any
 
 from flask import Flask, g, has_request_context, request
@@ -18,6 +18,8 @@ from .locality import client_address
 from .settings import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_LOWER = REQUEST_ID_HEADER.lower()
+REQUEST_ID_ENVIRON = "mcp.request_id"  # where ResponseHeaders finds it
 # The task a log line is about; set by the runtime around a task's coroutines, which
 # asyncio copies into every agent's task.
 current_task_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("task_id", default=None)
@@ -28,9 +30,32 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-# (lower-case name, name, value): a response's header names are read once, where
-# Headers.setdefault scanned them (and raised a KeyError) for each missing one.
+# (lower-case name, name, value): a response's header names are read once.
 SECURITY_HEADER_ITEMS = tuple((name.lower(), name, value) for name, value in SECURITY_HEADERS.items())
+
+
+class ResponseHeaders:
+    """WSGI middleware: every response leaves with its request's X-Request-ID, and with each
+    security header it does not set itself (the console's pages set their own CSP).
+
+    design: written into the WSGI header list rather than onto the Flask response in an
+    after_request hook, where werkzeug checked each of these six headers when it was set
+    and again when the response's headers were copied out for WSGI: a thirtieth of a cheap
+    MCP call (issue 19)."""
+
+    def __init__(self, wsgi_app: Any):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            present = {name.lower() for name, _ in headers}
+            if REQUEST_ID_LOWER in present:
+                headers[:] = [(name, value) for name, value in headers if name.lower() != REQUEST_ID_LOWER]
+            headers.append((REQUEST_ID_HEADER, environ.get(REQUEST_ID_ENVIRON, "")))
+            headers.extend([(name, value) for lower, name, value in SECURITY_HEADER_ITEMS if lower not in present])
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start)
 
 
 class ContextFilter(logging.Filter):
@@ -73,19 +98,18 @@ def init_app(app: Flask, settings: Settings) -> None:
     def assign_request_id() -> None:
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         valid = 0 < len(incoming) <= 128 and all(c.isalnum() or c in "-_.:" for c in incoming)
-        g.request_id = incoming if valid else secrets.token_hex(16)  # 32 hex digits, as uuid4().hex was
+        # 32 random hex digits, as uuid4().hex was
+        g.request_id = request.environ[REQUEST_ID_ENVIRON] = incoming if valid else os.urandom(16).hex()
         g.client_address = client_address(settings)
         g.request_started = time.perf_counter()
 
     @app.after_request
-    def finish_headers(response):
-        headers = response.headers
-        headers[REQUEST_ID_HEADER] = getattr(g, "request_id", "")
-        present = {name.lower() for name, _ in headers}
-        headers.extend([(name, value) for lower, name, value in SECURITY_HEADER_ITEMS if lower not in present])
+    def log_access(response):
         if ACCESS_LOG.isEnabledFor(logging.INFO):  # no line to write, no fields to gather
             _log_access_on_close(response)
         return response
+
+    app.wsgi_app = ResponseHeaders(app.wsgi_app)
 
     if settings.cors_origins:
         from flask_cors import CORS

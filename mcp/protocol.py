@@ -258,7 +258,7 @@ class McpServer:
                  for t in self.registry.list()]
         return self._page(tools, params, "tools")
 
-    def tools_call(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+    def tools_call(self, params: dict[str, Any], ctx: CallContext) -> Any:
         name = params.get("name")
         if not isinstance(name, str):
             raise RpcError(INVALID_PARAMS, "params.name must be a string")
@@ -273,12 +273,12 @@ class McpServer:
                            {"taskSupport": "forbidden"})
         progress_token = _meta(params).get("progressToken")
         tool_ctx = ToolContext(owner=ctx.owner, urls=ctx.urls, transport="mcp")
-        key = call_key(ctx.request_id)
+        request_id = ctx.request_id  # the ledger's key, made only for a call that starts a task
 
         def remember(task_id: str) -> None:
             # design: recorded in the store so a notifications/cancelled landing on another
             # worker finds the task; a cancel that came first is honoured here.
-            _, cancelled = ctx.calls.record(key, task_id=task_id)
+            _, cancelled = ctx.calls.record(call_key(request_id), task_id=task_id)
             if cancelled:
                 self._cancel_quietly(task_id, ctx.owner)
 
@@ -298,10 +298,9 @@ class McpServer:
             return tool_error(exc.message, {"error": exc.code, **exc.details})
         if as_task:
             return {"task": mcp_task(self.tasks.get(output.data["task_id"], ctx.owner))}
-        if tool.starts_task and ctx.calls.get(key)[1]:
+        if tool.starts_task and ctx.calls.get(call_key(request_id))[1]:
             raise RequestCancelled
-        content = output.content or [{"type": "text", "text": jsonio.dumps(output.data)}]
-        return {"content": content, "structuredContent": output.data, "isError": False}
+        return output.call_result()
 
     def on_cancelled(self, params: dict[str, Any], ctx: CallContext) -> None:
         """A client gave up on a request: cancel the task that request started, if any, or

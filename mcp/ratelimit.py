@@ -40,10 +40,11 @@ RESERVE_SHARE = 16
 # How long a thread trusts the figures its own last increment returned.
 JUST_HIT_SECONDS = 0.05
 # design: flask-limiter writes Retry-After on every response it counts, so a plain 200 told
-# clients to wait a minute. Its value goes to this internal header, dropped before the
-# response leaves; Retry-After is set only by the refusals themselves (429 here, 503s).
+# clients to wait a minute. Its header hook is unhooked (RateLimits sets the X-RateLimit-*
+# headers itself), and its Retry-After is named this internal header all the same, so that
+# the hook, were it ever back, could not tell a 200 to wait; Retry-After is set only by the
+# refusals themselves (429 here, 503s).
 LIMITER_RETRY_AFTER = "X-Limiter-Retry-After"
-LIMITER_RETRY_AFTER_LOWER = LIMITER_RETRY_AFTER.lower()
 # Storage keys of (limit, rate key, scope) kept at most; past it they are dropped all at once.
 STORAGE_KEYS_KEPT = 4096
 
@@ -169,13 +170,6 @@ class StoreStorage(Storage):
         self.store.reset_counters(key)
 
 
-def drop_limiter_retry_after(response):
-    # the names are compared here: Headers.pop raised (and caught) a KeyError on every response
-    if any(name.lower() == LIMITER_RETRY_AFTER_LOWER for name, _ in response.headers):
-        response.headers.pop(LIMITER_RETRY_AFTER, None)
-    return response
-
-
 class Breaches:
     """Rate-limit breaches told once per key, limit and window (issue 16), not once per
     refused request: a counter, a log line and an alert for the first 429 of each window.
@@ -231,9 +225,6 @@ class RateLimits:
         self.default = parse_many(settings.rate_limit_default)
         self.orchestrate = parse_many(settings.rate_limit_orchestrate)
         self._storage_keys: dict[tuple[RateLimitItem, str, str], str] = {}
-        # Registered before the limiter, so it runs after the limiter's header hook (Flask runs
-        # after_request functions in reverse order).
-        app.after_request(drop_limiter_retry_after)
         self.limiter = Limiter(
             self.rate_key,
             app=app,
@@ -282,13 +273,13 @@ class RateLimits:
         # get_window_stats read back from it.
         key = self.rate_key()
         storage = self.limiter.limiter.storage
+        shown = None  # the tightest limit so far, which add_headers shows (a 429's headers too)
         for item in self.default:
             counted = storage.count(self.storage_key(item, key, "default"), item.get_expiry())
             allowed = counted.value <= item.amount
             stats = WindowStats(counted.expires, max(0, item.amount - counted.value))
-            shown = getattr(g, "rate_limit", None)
             if shown is None or stats.remaining < shown[1].remaining:
-                g.rate_limit = (item, stats)
+                shown = g.rate_limit = (item, stats)
             if not allowed:
                 if self.breaches is not None:
                     self.breaches.record(key, item)
@@ -298,13 +289,14 @@ class RateLimits:
 
     @staticmethod
     def add_headers(response: Response) -> Response:
-        """flask-limiter's headers, for the tightest default limit."""
+        """flask-limiter's headers, for the tightest default limit (added: nothing else
+        writes them, flask-limiter's own hook being unhooked)."""
         shown = getattr(g, "rate_limit", None)
         if shown is not None:
             item, stats = shown
-            response.headers["X-RateLimit-Limit"] = str(item.amount)
-            response.headers["X-RateLimit-Remaining"] = str(stats.remaining)
-            response.headers["X-RateLimit-Reset"] = str(int(stats.reset_time))
+            response.headers.extend((("X-RateLimit-Limit", str(item.amount)),
+                                     ("X-RateLimit-Remaining", str(stats.remaining)),
+                                     ("X-RateLimit-Reset", str(int(stats.reset_time)))))
         return response
 
     def hit_orchestrate(self, count: int = 1) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import marshmallow
@@ -51,8 +52,14 @@ def owner() -> str:
 
 def public_prefix(settings: Settings) -> str:
     """The path prefix clients see (`/mcp` behind Caddy): X-Forwarded-Prefix, else PUBLIC_BASE_PATH."""
-    prefix = request.headers.get("X-Forwarded-Prefix", "") or settings.public_base_path
-    prefix = "/" + prefix.strip().strip("/") if prefix.strip().strip("/") else ""
+    return path_prefix(request.headers.get("X-Forwarded-Prefix", "") or settings.public_base_path)
+
+
+@functools.lru_cache(maxsize=256)
+def path_prefix(given: str) -> str:
+    """`given` as a path prefix (`/mcp`, or "" for none or one with a character a path
+    segment must not hold); kept, as the prefixes a service is given are few."""
+    prefix = "/" + given.strip().strip("/") if given.strip().strip("/") else ""
     return prefix if all(c.isalnum() or c in "/-_." for c in prefix) else ""
 
 

@@ -24,6 +24,7 @@ from ..protocol import (
     INVALID_REQUEST,
     PROTOCOL_VERSIONS,
     CallContext,
+    CallLedger,
     RpcError,
     StoreCallLedger,
     is_request,
@@ -79,9 +80,9 @@ def dns_rebinding_guard() -> Response | None:
 
 
 def rpc_response(body: Any, status: int = 200, session_id: str | None = None) -> Response:
-    response = Response(jsonio.dumpb(body), status=status, mimetype="application/json")
+    response = Response(jsonio.dumpb(body), status, content_type="application/json")
     if session_id:
-        response.headers[SESSION_HEADER] = session_id
+        response.headers.add(SESSION_HEADER, session_id)  # a new response: nothing to replace
     return response
 
 
@@ -124,10 +125,9 @@ def post() -> Response:
         svc.store.save_session(session_id, session, ttl, create=stored is None)
         stored = dict(session)
 
+    calls = StoreCallLedger(svc.store, session_id, svc.settings.session_ttl_seconds) if session_id else CallLedger()
     ctx = CallContext(owner=caller, urls=urls_under(public_prefix(svc.settings)), session=session,
-                      save_session=save)
-    if session_id:
-        ctx.calls = StoreCallLedger(svc.store, session_id, svc.settings.session_ttl_seconds)
+                      save_session=save, calls=calls)
     if not isinstance(payload, (dict, list)) or payload == []:
         return rpc_response(rpc_error(None, INVALID_REQUEST, "expected a JSON-RPC message object or a batch"), 400,
                             session_id)

@@ -38,6 +38,19 @@ def make_app(settings):
         app.extensions["mcp_orchestrator"].runtime.stop()
 
 
+def test_a_response_carries_its_request_s_id_once_and_keeps_a_security_header_it_sets(make_app):
+    app = make_app()
+
+    @app.get("/own-headers")
+    def own_headers():
+        return "", 204, {"X-Request-ID": "set-by-the-view", "X-Frame-Options": "SAMEORIGIN"}
+
+    response = app.test_client().get("/own-headers", headers={"X-Request-ID": "req-7"})
+    assert response.headers.getlist("X-Request-ID") == ["req-7"]
+    assert response.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
 def test_cors_only_for_configured_origins(make_app):
     client = make_app(cors_origins=("https://dash.example",)).test_client()
     ok = client.options("/tasks", headers={"Origin": "https://dash.example", "Access-Control-Request-Method": "GET"})
