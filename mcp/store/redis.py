@@ -7,13 +7,12 @@ each is one atomic step. Key names are constants of this class (CONVENTIONS 6)."
 from __future__ import annotations
 
 import base64
-import json
 import time
 from typing import Any
 
 import redis
 
-from . import (Event, EventWrite, Store, TaskRecord, dead_letter_id, decode_cursor, dumps, encode_cursor, pack,
+from . import (Event, EventWrite, Store, TaskRecord, dead_letter_id, decode_cursor, dumps, encode_cursor, loads, pack,
                unpack)
 
 FENCE = """
@@ -186,7 +185,7 @@ class RedisStore(Store):
 
         return TaskRecord(
             task_id=raw["task_id"], orchestrator=raw["orchestrator"], query=raw["query"],
-            title=raw["title"] if raw.get("has_title") == "1" else None, params=json.loads(raw["params"]),
+            title=raw["title"] if raw.get("has_title") == "1" else None, params=loads(raw["params"]),
             owner=raw["owner"], status=raw["status"], created_at=float(raw["created_at"]),
             started_at=number("started_at"), completed_at=number("completed_at"),
             progress=float(raw.get("progress") or 0), error=raw.get("error") or None,
@@ -326,7 +325,7 @@ class RedisStore(Store):
     def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         rows = self.r.xrange(self.EVENTS_KEY.format(task_id), min=f"(0-{after}", max="+", count=limit)
         return [Event(int(entry_id.split("-")[1]), f["event_type"], task_id, float(f["timestamp"]),
-                      json.loads(f["data"]), f["agent_id"] or None, float(f["progress"]) if f["progress"] else None)
+                      loads(f["data"]), f["agent_id"] or None, float(f["progress"]) if f["progress"] else None)
                 for entry_id, f in rows]
 
     def wait_for_events(self, known: dict[str, int], timeout: float) -> dict[str, int] | None:
@@ -361,7 +360,7 @@ class RedisStore(Store):
         return [item if item is not None else _error_or_none(next(replies)) for item in out]
 
     def load_checkpoints(self, task_id: str) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.r.hgetall(self.CHECKPOINTS_KEY.format(task_id)).items()}
+        return {k: loads(v) for k, v in self.r.hgetall(self.CHECKPOINTS_KEY.format(task_id)).items()}
 
     def get_result(self, task_id: str) -> dict[str, Any] | None:
         raw = self.r.get(self.RESULT_KEY.format(task_id))
@@ -379,7 +378,7 @@ class RedisStore(Store):
         keys = list(self.r.scan_iter(self.WORKER_KEY.format("*"), count=500))
         values = self.r.mget(keys) if keys else []
         prefix = len(self.WORKER_KEY.format(""))
-        return [{"worker": k[prefix:], **json.loads(v)} for k, v in zip(keys, values) if v]
+        return [{"worker": k[prefix:], **loads(v)} for k, v in zip(keys, values) if v]
 
     # -- response cache ----------------------------------------------------------------------
 
@@ -416,7 +415,7 @@ class RedisStore(Store):
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         raw = self.r.get(self.SESSION_KEY.format(session_id))
-        return json.loads(raw) if raw else None
+        return loads(raw) if raw else None
 
     def delete_session(self, session_id: str) -> bool:
         self.r.delete(self.SESSION_MESSAGES_KEY.format(session_id), self.SESSION_CALLS_KEY.format(session_id))
@@ -452,7 +451,7 @@ class RedisStore(Store):
 
     def session_messages(self, session_id: str, after: int) -> list[tuple[int, dict[str, Any]]]:
         rows = self.r.lrange(self.SESSION_MESSAGES_KEY.format(session_id), after, -1)
-        return [(after + i + 1, json.loads(raw)) for i, raw in enumerate(rows)]
+        return [(after + i + 1, loads(raw)) for i, raw in enumerate(rows)]
 
     # -- rate-limit counters ----------------------------------------------------------------
 
@@ -485,12 +484,12 @@ class RedisStore(Store):
 
     def get_webhook(self, webhook_id: str) -> dict[str, Any] | None:
         raw = self.r.get(self.WEBHOOK_KEY.format(webhook_id))
-        return json.loads(raw) if raw else None
+        return loads(raw) if raw else None
 
     def list_webhooks(self, owner: str) -> list[dict[str, Any]]:
         ids = self.r.zrange(self.OWNER_WEBHOOKS_KEY.format(owner), 0, -1)
         values = self.r.mget([self.WEBHOOK_KEY.format(i) for i in ids]) if ids else []
-        return [json.loads(v) for v in values if v]
+        return [loads(v) for v in values if v]
 
     def delete_webhook(self, webhook_id: str) -> bool:
         hook = self.get_webhook(webhook_id)
@@ -521,13 +520,13 @@ class RedisStore(Store):
     def due_deliveries(self, limit: int) -> list[dict[str, Any]]:
         ids = self.r.zrangebyscore(self.DUE_KEY, "-inf", time.time(), start=0, num=limit)
         values = self.r.mget([self.DELIVERY_KEY.format(i) for i in ids]) if ids else []
-        return [json.loads(v) for v in values if v]
+        return [loads(v) for v in values if v]
 
     def update_delivery(self, delivery_id: str, **fields: Any) -> None:
         raw = self.r.get(self.DELIVERY_KEY.format(delivery_id))
         if not raw:
             return
-        row = {**json.loads(raw), **fields}
+        row = {**loads(raw), **fields}
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.DELIVERY_KEY.format(delivery_id), dumps(row))
         if row["status"] == "pending":
@@ -539,11 +538,11 @@ class RedisStore(Store):
     def deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
         ids = self.r.zrevrange(self.WEBHOOK_DELIVERIES_KEY.format(webhook_id), 0, limit - 1)
         values = self.r.mget([self.DELIVERY_KEY.format(i) for i in ids]) if ids else []
-        return [json.loads(v) for v in values if v]
+        return [loads(v) for v in values if v]
 
     def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
         raw = self.r.get(self.DELIVERY_KEY.format(delivery_id))
-        return json.loads(raw) if raw else None
+        return loads(raw) if raw else None
 
     def try_lock(self, name: str, owner: str, ttl: float) -> bool:
         return bool(self._lock(keys=[self.LOCK_KEY.format(name)], args=[owner, int(ttl * 1000)]))
@@ -561,7 +560,7 @@ class RedisStore(Store):
 
     def get_dead_letter(self, entry_id: str) -> dict[str, Any] | None:
         raw = self.r.get(self.DEAD_LETTER_KEY.format(entry_id))
-        return json.loads(raw) if raw else None
+        return loads(raw) if raw else None
 
     def list_dead_letters(self, owner=None, kind=None, limit=50, cursor=None):
         key = self.OWNER_DEAD_LETTERS_KEY.format(owner) if owner is not None else self.DEAD_LETTERS_KEY
@@ -579,7 +578,7 @@ class RedisStore(Store):
             for (entry_id, score), raw in zip(ordered, values):
                 if not raw or (start_id is not None and score == start_score and entry_id >= start_id):
                     continue
-                entry = json.loads(raw)
+                entry = loads(raw)
                 if kind is None or entry["kind"] == kind:
                     found.append(entry)
         page = found[:limit]
@@ -668,7 +667,7 @@ class RedisStore(Store):
             pipe.delete(self.DELIVERY_KEY.format(delivery_id))
             pipe.zrem(self.DUE_KEY, delivery_id)
             if raw:
-                row = json.loads(raw)
+                row = loads(raw)
                 pipe.zrem(self.WEBHOOK_DELIVERIES_KEY.format(row["webhook_id"]), delivery_id)
                 pipe.srem(self.DELIVERY_DEDUPE_KEY, f"{row['webhook_id']}:{row['task_id']}:{row['event_id']}")
         pipe.execute()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import sqlite3
@@ -16,7 +15,7 @@ from typing import Any
 
 from orchestration.sqlite_pool import ConnectionPool
 
-from . import Event, EventWrite, Store, TaskRecord, decode_cursor, dumps, encode_cursor, pack, unpack
+from . import Event, EventWrite, Store, TaskRecord, decode_cursor, dumps, encode_cursor, loads, pack, unpack
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -293,7 +292,7 @@ class SQLiteStore(Store):
             return None
         values = dict(row)
         values.pop("result", None)
-        values["params"] = json.loads(values["params"])
+        values["params"] = loads(values["params"])
         values["cancel_requested"] = bool(values["cancel_requested"])
         return TaskRecord(**values)
 
@@ -444,7 +443,7 @@ class SQLiteStore(Store):
             "WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?",
             (task_id, after, limit),
         )
-        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+        return [Event(r[0], r[1], r[2], r[3], loads(r[4]), r[5], r[6]) for r in rows]
 
     def last_event_ids(self, task_ids: list[str]) -> dict[str, int]:
         if not task_ids:
@@ -477,7 +476,7 @@ class SQLiteStore(Store):
 
     def load_checkpoints(self, task_id: str) -> dict[str, Any]:
         rows = self._rows("SELECT key, value FROM checkpoints WHERE task_id = ?", (task_id,))
-        return {r[0]: json.loads(r[1]) for r in rows}
+        return {r[0]: loads(r[1]) for r in rows}
 
     def get_result(self, task_id: str) -> dict[str, Any] | None:
         row = self._row("SELECT result FROM tasks WHERE task_id = ?", (task_id,))
@@ -498,7 +497,7 @@ class SQLiteStore(Store):
 
     def live_workers(self) -> list[dict[str, Any]]:
         rows = self._rows("SELECT worker, info FROM workers WHERE expires >= ?", (time.time(),))
-        return [{"worker": r[0], **json.loads(r[1])} for r in rows]
+        return [{"worker": r[0], **loads(r[1])} for r in rows]
 
     def count_webhooks(self) -> int:
         return self._row("SELECT COUNT(*) FROM webhooks")[0]
@@ -560,7 +559,7 @@ class SQLiteStore(Store):
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         row = self._row("SELECT data FROM sessions WHERE session_id = ? AND expires >= ?",
                                (session_id, time.time()))
-        return json.loads(row[0]) if row else None
+        return loads(row[0]) if row else None
 
     def delete_session(self, session_id: str) -> bool:
         with self._tx() as db:
@@ -595,7 +594,7 @@ class SQLiteStore(Store):
     def session_messages(self, session_id: str, after: int) -> list[tuple[int, dict[str, Any]]]:
         rows = self._rows("SELECT id, message FROM session_messages WHERE session_id = ? AND id > ? "
                                 "ORDER BY id", (session_id, after))
-        return [(r[0], json.loads(r[1])) for r in rows]
+        return [(r[0], loads(r[1])) for r in rows]
 
     # -- rate-limit counters ---------------------------------------------------------------
 
@@ -628,7 +627,7 @@ class SQLiteStore(Store):
         if row is None:
             return None
         hook = dict(row)
-        hook["events"] = json.loads(hook["events"])
+        hook["events"] = loads(hook["events"])
         return hook
 
     def create_webhook(self, hook: dict[str, Any]) -> None:
