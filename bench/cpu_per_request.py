@@ -96,7 +96,8 @@ def served(url: str, seconds: int, script: str | None) -> int:
 
 
 def measure_gunicorn(args: argparse.Namespace, tmp: Path) -> dict[str, list[float]]:
-    service, _ = bench.start_service(tmp, "cpu", {})
+    # no recycling while it is measured: a worker replaced mid-load takes its CPU count with it
+    service, _ = bench.start_service(tmp, "cpu", {"MAX_REQUESTS": "0"})
     bare = bench.bare_flask(tmp)
     try:
         time.sleep(2)

@@ -85,3 +85,22 @@ def test_an_unread_body_never_breaks_the_next_request_on_its_connection(service)
     conn.send("GET", "/tasks")
     assert conn.response()[0] == 200
     conn.close()
+
+
+def test_a_body_read_to_its_end_is_not_drained_again_and_any_other_is():
+    """Gunicorn's own body objects: a Content-Length body read to its end needs no drain (two
+    socket timeout changes and a read saved on nearly every POST); one partly read, or a
+    chunked one, still goes through `drain`."""
+    from gunicorn.http.body import Body, ChunkedReader, LengthReader
+    from gunicorn.http.unreader import IterUnreader
+
+    from mcp.keepalive import read_to_end
+
+    body = Body(LengthReader(IterUnreader([b'{"jsonrpc": "2.0"}']), 18))
+    assert not read_to_end(body)
+    assert body.read(5) == b'{"jso'
+    assert not read_to_end(body)
+    assert body.read() == b'nrpc": "2.0"}'
+    assert read_to_end(body)
+    chunked = Body(ChunkedReader(None, IterUnreader([b"0\r\n\r\n"])))
+    assert chunked.read() == b"" and not read_to_end(chunked)
