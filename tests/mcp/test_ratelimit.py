@@ -134,3 +134,35 @@ def test_hosts_sharing_redis_never_exceed_the_limit(service_factory, redis_serve
     drained = [s.get("/tools").status_code for s in hosts for _ in range(RESERVE_BATCH + 1)]
     assert passed + drained.count(200) == LIMIT
     assert drained[-1] == drained[RESERVE_BATCH] == 429
+
+
+def test_a_worker_spends_spare_units_of_a_large_limit_without_the_host_lock_and_never_exceeds_it(tmp_path):
+    """Issue 19: on one host a worker takes up to SPARE_BATCH units of a large limit from the
+    host's count at once and spends the spare ones under a thread lock alone. Two storages on
+    one host table stand for two workers: each unit is one place in the count (no repeat),
+    none beyond the limit, and at most (workers - 1) x (SPARE_BATCH - 1) short of it. A
+    small limit is counted one unit at a time, exactly, as before."""
+    from limits import parse
+
+    from mcp.ratelimit import SPARE_BATCH, SPARE_SHARE, StoreStorage
+
+    url = f"orchestrator-store+sqlite:///{tmp_path / 'orchestrator.db'}"
+    workers = [StoreStorage(url), StoreStorage(url)]
+    limit = SPARE_SHARE * SPARE_BATCH * 2
+    large = parse(f"{limit} per hour").key_for("ip:127.0.0.1", "default")
+    assert workers[0].count(large, 3600).value == 1
+    assert workers[1].count(large, 3600).value == SPARE_BATCH + 1  # the first worker holds 2..16
+    assert workers[0].count(large, 3600).value == 2  # spent from what it holds
+
+    places, turn = [1, SPARE_BATCH + 1, 2], 0
+    while True:
+        value = workers[turn % 2].count(large, 3600).value
+        turn += 1
+        if value > limit:
+            break
+        places.append(value)
+    assert len(places) == len(set(places)) and max(places) <= limit
+    assert len(places) >= limit - (SPARE_BATCH - 1)
+
+    small = parse("120 per hour").key_for("ip:127.0.0.1", "default")
+    assert [workers[n % 2].count(small, 3600).value for n in range(4)] == [1, 2, 3, 4]
