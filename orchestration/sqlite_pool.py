@@ -17,6 +17,18 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+# How many forks made this process (0 in the first one): a pool made in a process's parent
+# starts afresh, told without a getpid on every statement.
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
 
 class ConnectionPool:
     def __init__(self, connect: Callable[[], sqlite3.Connection], size: int, wait: float = 60.0) -> None:
@@ -24,26 +36,26 @@ class ConnectionPool:
         self._held = threading.local()  # the connection this thread holds, for reentrant use
         self._lock = threading.Lock()
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
-        self._pid, self.open = os.getpid(), 0
+        self._forks, self.open = _forks, 0
 
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
         """A connection this thread holds until the block ends; inside a block, the same one
         (a read inside a transaction uses the transaction's connection)."""
         held = getattr(self._held, "conn", None)
-        if held is not None and self._held.pid == os.getpid():
+        if held is not None and self._held.forks == _forks:
             yield held
             return
-        if self._pid != os.getpid():
+        if self._forks != _forks:
             with self._lock:
-                if self._pid != os.getpid():
-                    self._idle, self._pid, self.open = queue.LifoQueue(), os.getpid(), 0
+                if self._forks != _forks:
+                    self._idle, self._forks, self.open = queue.LifoQueue(), _forks, 0
         idle = self._idle
         try:
             conn = idle.get_nowait()
         except queue.Empty:
             conn = self._grow_or_wait(idle)
-        self._held.conn, self._held.pid = conn, os.getpid()
+        self._held.conn, self._held.forks = conn, _forks
         try:
             yield conn
         finally:
@@ -69,7 +81,7 @@ class ConnectionPool:
 
     def close(self) -> None:
         """Close the connections this process has open and not lent out."""
-        if self._pid != os.getpid():
+        if self._forks != _forks:
             return
         while True:
             try:
