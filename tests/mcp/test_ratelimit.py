@@ -118,6 +118,24 @@ def test_the_limit_holds_exactly_across_four_workers(service_factory, store_env)
 
 
 @pytest.mark.slow
+def test_a_large_limit_across_four_workers_is_never_exceeded_and_short_by_at_most_the_stated_bound(
+        service_factory):
+    """A limit large enough that workers take spare units (SQLite, one host): N + k requests
+    in parallel over 4 workers admit at most N, each with its own place in the count, and
+    at least N - (4 - 1) x (SPARE_BATCH - 1); the others are refused."""
+    from mcp.ratelimit import SPARE_BATCH, SPARE_SHARE
+
+    limit = SPARE_SHARE * 4
+    service = service_factory({"RATE_LIMIT_DEFAULT": f"{limit} per hour"})
+    replies = burst(service, limit + EXTRA)
+    passed = [r for r in replies if r.status_code == 200]
+    remaining = [int(r.headers["X-RateLimit-Remaining"]) for r in passed]
+    assert limit - 3 * (SPARE_BATCH - 1) <= len(passed) <= limit
+    assert len(set(remaining)) == len(passed) and min(remaining) >= 0
+    assert len(replies) - len(passed) == sum(r.status_code == 429 for r in replies)
+
+
+@pytest.mark.slow
 def test_hosts_sharing_redis_never_exceed_the_limit(service_factory, redis_server):
     """Two hosts (two services, each its own DATA_DIR) on one Redis: never more than N
     between them, at most RESERVE_BATCH fewer while the other host holds units unspent, and
