@@ -220,9 +220,12 @@ def start(name: str, env: dict[str, str] | None = None) -> int:
         proc = subprocess.Popen([str(ROOT / "start.sh")], cwd=ROOT, env=ready.child_env(env), stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     pid_file(name).write_text(f"{proc.pid} {start_time(proc.pid)}\n")
-    env_file(name).touch(mode=0o600)
-    env_file(name).chmod(0o600)
-    env_file(name).write_text(json.dumps(env))
+    # mode 0600 from the start (it may hold keys), and renamed over the old one, so `status` and
+    # the monitor never read it half written
+    temporary = env_file(name).with_name(f"{env_file(name).name}.{os.getpid()}")
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(json.dumps(env))
+    temporary.replace(env_file(name))
     stop_marker(name).unlink(missing_ok=True)
     deadline = time.monotonic() + float(env.get("START_TIMEOUT", START_TIMEOUT))
     try:
@@ -447,7 +450,11 @@ def monitor_state() -> dict:
 
 
 def save_state(state: dict) -> None:
-    (home() / "monitor.json").write_text(json.dumps(state, indent=1))
+    # design: written beside and renamed over, so `monitor-status` never reads a file half
+    # written (it read as no restarts at all while `start` was still waiting for the workers)
+    temporary = home() / f"monitor.json.{os.getpid()}"
+    temporary.write_text(json.dumps(state, indent=1))
+    temporary.replace(home() / "monitor.json")
 
 
 def monitor(name: str) -> int:
