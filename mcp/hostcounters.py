@@ -17,23 +17,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
+from orchestration.forks import generation
+
 SLOTS = 1 << 15
 # How many neighbouring slots a key may occupy: a lookup reads them all, so it stays cheap.
 PROBES = 16
 SLOT = struct.Struct("<16sdqqq")
 EMPTY = bytes(16)
-
-# How many forks made this process (0 in the first one): a table mapped in a process's
-# parent is opened again (see HostCounters._mapped), told without a getpid per count.
-_forks = 0
-
-
-def _count_fork() -> None:
-    global _forks
-    _forks += 1
-
-
-os.register_at_fork(after_in_child=_count_fork)
 
 
 class Entry(NamedTuple):
@@ -55,21 +45,21 @@ class HostCounters:
         self.slots = slots
         self.probes = min(probes, slots)
         self._lock = threading.Lock()
-        self._mapped_after = -1  # the _forks count of the process that mapped the file
+        self._mapped_after = -1  # the fork generation of the process that mapped the file
         self._fd = -1
         self._table: Table | None = None
 
     def _mapped(self) -> Table:
         # design: an flock taken through a descriptor inherited across fork is shared with the
         # parent, not exclusive, so every process opens the file for itself.
-        if self._mapped_after != _forks:
+        if self._mapped_after != generation():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             size = self.slots * SLOT.size
             if os.fstat(fd).st_size < size:
                 os.ftruncate(fd, size)
             self._fd, self._table = fd, Table(mmap.mmap(fd, size), self.slots, self.probes)
-            self._mapped_after = _forks
+            self._mapped_after = generation()
         assert self._table is not None
         return self._table
 

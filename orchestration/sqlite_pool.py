@@ -10,24 +10,13 @@ statement's time. A forked child opens its own (a connection must not cross a fo
 
 from __future__ import annotations
 
-import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-# How many forks made this process (0 in the first one): a pool made in a process's parent
-# starts afresh, told without a getpid on every statement.
-_forks = 0
-
-
-def _count_fork() -> None:
-    global _forks
-    _forks += 1
-
-
-os.register_at_fork(after_in_child=_count_fork)
+from .forks import generation
 
 
 class ConnectionPool:
@@ -36,26 +25,27 @@ class ConnectionPool:
         self._held = threading.local()  # the connection this thread holds, for reentrant use
         self._lock = threading.Lock()
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
-        self._forks, self.open = _forks, 0
+        self._forks, self.open = generation(), 0  # a pool made in a parent starts afresh in a child
 
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
         """A connection this thread holds until the block ends; inside a block, the same one
         (a read inside a transaction uses the transaction's connection)."""
+        forks = generation()
         held = getattr(self._held, "conn", None)
-        if held is not None and self._held.forks == _forks:
+        if held is not None and self._held.forks == forks:
             yield held
             return
-        if self._forks != _forks:
+        if self._forks != forks:
             with self._lock:
-                if self._forks != _forks:
-                    self._idle, self._forks, self.open = queue.LifoQueue(), _forks, 0
+                if self._forks != forks:
+                    self._idle, self._forks, self.open = queue.LifoQueue(), forks, 0
         idle = self._idle
         try:
             conn = idle.get_nowait()
         except queue.Empty:
             conn = self._grow_or_wait(idle)
-        self._held.conn, self._held.forks = conn, _forks
+        self._held.conn, self._held.forks = conn, forks
         try:
             yield conn
         finally:
@@ -81,7 +71,7 @@ class ConnectionPool:
 
     def close(self) -> None:
         """Close the connections this process has open and not lent out."""
-        if self._forks != _forks:
+        if self._forks != generation():
             return
         while True:
             try:
