@@ -60,6 +60,18 @@ def pid_file(name: str) -> Path:
     return home() / f"{name}.pid"
 
 
+def write_whole(path: Path, text: str, mode: int = 0o666) -> None:
+    """Write `path` beside it and rename it over, with `mode` (less the umask) from the start.
+
+    design: `status`, `monitor-status` and the monitor read these files while `start` or the
+    monitor writes them; a file truncated and then written was read half written (monitor.json
+    as no restarts at all while the monitor's `start` still waited for the workers)."""
+    temporary = path.with_name(f"{path.name}.{os.getpid()}")
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w") as out:
+        out.write(text)
+    temporary.replace(path)
+
+
 def log_file(name: str) -> Path:
     return home() / "logs" / f"{name}.log"
 
@@ -219,13 +231,8 @@ def start(name: str, env: dict[str, str] | None = None) -> int:
         ready = ReadyListener(home() / f"{name}.notify")
         proc = subprocess.Popen([str(ROOT / "start.sh")], cwd=ROOT, env=ready.child_env(env), stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    pid_file(name).write_text(f"{proc.pid} {start_time(proc.pid)}\n")
-    # mode 0600 from the start (it may hold keys), and renamed over the old one, so `status` and
-    # the monitor never read it half written
-    temporary = env_file(name).with_name(f"{env_file(name).name}.{os.getpid()}")
-    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-        out.write(json.dumps(env))
-    temporary.replace(env_file(name))
+    write_whole(pid_file(name), f"{proc.pid} {start_time(proc.pid)}\n")
+    write_whole(env_file(name), json.dumps(env), mode=0o600)  # it may hold keys
     stop_marker(name).unlink(missing_ok=True)
     deadline = time.monotonic() + float(env.get("START_TIMEOUT", START_TIMEOUT))
     try:
@@ -450,11 +457,7 @@ def monitor_state() -> dict:
 
 
 def save_state(state: dict) -> None:
-    # design: written beside and renamed over, so `monitor-status` never reads a file half
-    # written (it read as no restarts at all while `start` was still waiting for the workers)
-    temporary = home() / f"monitor.json.{os.getpid()}"
-    temporary.write_text(json.dumps(state, indent=1))
-    temporary.replace(home() / "monitor.json")
+    write_whole(home() / "monitor.json", json.dumps(state, indent=1))
 
 
 def monitor(name: str) -> int:
@@ -533,7 +536,7 @@ def start_monitor(name: str) -> int:
     with open(home() / "logs" / "monitor.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_monitor", name], stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    (home() / "monitor.pid").write_text(f"{proc.pid} {start_time(proc.pid)}\n")
+    write_whole(home() / "monitor.pid", f"{proc.pid} {start_time(proc.pid)}\n")
     print(f"monitor started (pid {proc.pid})")
     return 0
 
