@@ -8,7 +8,6 @@ external resource ever reaches the page."""
 
 from __future__ import annotations
 
-import functools
 from html import escape
 from typing import Any
 
@@ -67,12 +66,26 @@ th { background: #f0f0f0; }
 """
 
 
-@functools.cache
-def parser() -> MarkdownIt:
+def _build_parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.enable(["table", "strikethrough"])
     md.validateLink = safe_href
+    # design: markdown-it compiles its rule chains, and mdurl its percent-encoding tables, on
+    # first use, and publishes each before it is filled. Two threads of one worker making
+    # their first report at once read a half-made table: an IndexError (a 500), or a rule
+    # chain missing rules (wrong HTML). One render here, while the import lock holds every
+    # other thread off this module, makes them all before any request can.
+    md.render("# w\n\n*a* [b](https://example.org/p%41?q=1#f) <https://example.org/%62>\n\n"
+              "> q\n\n- i\n\n| h |\n|---|\n| ~~d~~ |\n\n```\nc\n```\n")
     return md
+
+
+_PARSER = _build_parser()
+
+
+def parser() -> MarkdownIt:
+    """The one Markdown parser, made and warmed at import (safe to share between threads)."""
+    return _PARSER
 
 
 def body_html(report: Report) -> str:

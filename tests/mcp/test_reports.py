@@ -10,6 +10,7 @@ import io
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import html5lib
@@ -331,3 +332,40 @@ def test_a_failed_task_with_no_text_and_no_sources_still_has_a_report_in_every_f
         assert body, fmt.name
     assert "No sources." in poppler("pdftotext", render(FORMATS["pdf"], rep), tmp_path)
     assert "The task failed" in render(FORMATS["md"], rep).decode()
+
+
+FIRST_USE_PROBE = r"""
+import json, sys
+import mdurl._decode, mdurl._encode
+from mcp.reports import FORMATS, render
+from mcp.reports.document import build_report
+from mcp.reports.html import parser
+
+def tables():
+    md = parser()
+    rulers = {"core": md.core.ruler, "block": md.block.ruler, "inline": md.inline.ruler, "inline2": md.inline.ruler2}
+    return {"encode": sorted(mdurl._encode.encode_cache), "decode": sorted(mdurl._decode.decode_cache),
+            **{name: {chain: len(rules) for chain, rules in (r.__cache__ or {}).items()} for name, r in rulers.items()}}
+
+before = tables()
+body = ("# Fusion\n\nRanked lists [merge](https://example.org/a%20b?x=1#y) <https://example.org/c> [S1].\n\n"
+        "> quoted\n\n1. one\n2. two\n\n| a | b |\n|---|---|\n| ~~c~~ | `d` |\n\n```python\nx = 1\n```\n")
+report = build_report({"query": "q", "summary": body, "results": [{"title": "t", "url": "https://example.org/s",
+                                                                  "snippet": "s"}]}, {})
+for fmt in ("md", "html", "docx"):
+    render(FORMATS[fmt], report)
+print(json.dumps({"before": before, "after": tables()}))
+"""
+
+
+def test_the_markdown_parser_is_made_whole_at_import_so_threads_never_share_a_half_made_table():
+    """markdown-it compiles its rule chains and mdurl its percent-encoding tables on first
+    use, publishing each before it is filled: two threads of a worker making their first
+    report at once read a half-made table (an IndexError seen as a 500 under load, or rules
+    skipped). After import, rendering every kind of Markdown must make no table at all."""
+    out = subprocess.run([sys.executable, "-c", FIRST_USE_PROBE], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2], check=True)
+    seen = json.loads(out.stdout)
+    assert seen["before"]["encode"] and seen["before"]["decode"], seen
+    assert all(seen["before"][r] for r in ("core", "block", "inline", "inline2")), seen
+    assert seen["after"] == seen["before"]
