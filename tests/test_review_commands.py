@@ -149,6 +149,10 @@ def test_the_historical_import_names_resolve_lightly(statement, names):
     assert float(cpu_seconds) < 1.0 and threads == "1"  # well under a second, and it starts nothing
 
 
+CTRL_C_AS_IN_A_TERMINAL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                           "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
 def test_python3_app_py_serves_for_a_first_test(tmp_path):
     port = free_port()
     env = {**os.environ, "PORT": str(port), "DATA_DIR": str(tmp_path / "data"), "DOCS_DIR": str(ROOT / "docs"),
@@ -157,7 +161,10 @@ def test_python3_app_py_serves_for_a_first_test(tmp_path):
                             timeout=60)
     assert helped.returncode == 0 and "not for production" in helped.stdout and "start.sh" in helped.stdout
     with open(tmp_path / "app.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # design: started as a terminal would start it, with Ctrl-C's default action. A suite run
+        # in the background of a script (`./test.sh &`) inherits SIGINT ignored, and exec keeps it so.
+        proc = subprocess.Popen([sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL, "app.py"], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -176,7 +183,11 @@ def test_python3_app_py_serves_for_a_first_test(tmp_path):
         assert "not for production" in output and "./start.sh" in output
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 @pytest.mark.skipif(shutil.which("grep") is None, reason="the review pipes status into grep")
