@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,35 @@ from tests.fakes.openai_server import FakeServer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import create_app  # noqa: E402
+import app as app_module  # noqa: E402
+
+_made: list[weakref.ref] = []
+_create_app = app_module.create_app
+
+
+def create_app(*args: Any, **kwargs: Any) -> Any:
+    """`app.create_app`, kept track of: a test that builds an app in process and does not
+    stop its runtime leaves its loops running for the rest of the run, and one on Redis
+    logs connection errors into closed streams once the Redis of the run is gone."""
+    application = _create_app(*args, **kwargs)
+    _made.append(weakref.ref(application))
+    return application
+
+
+app_module.create_app = create_app  # test modules import it after this conftest
+
+
+def stop_leftover_runtimes() -> None:
+    while _made:
+        application = _made.pop()()
+        if application is not None:
+            application.extensions["mcp_orchestrator"].runtime.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leftover_runtimes_stopped() -> Iterator[None]:
+    yield
+    stop_leftover_runtimes()
 from mcp.settings import Settings  # noqa: E402
 from tests.parallel import (  # noqa: E402, F401
     pytest_collection_modifyitems, pytest_runtest_protocol, pytest_xdist_make_scheduler)
@@ -70,6 +99,7 @@ def redis_server(tmp_path_factory) -> Iterator[str]:
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
     yield url
+    stop_leftover_runtimes()  # before their Redis goes away under them
     proc.terminate()
     proc.wait(10)
 
