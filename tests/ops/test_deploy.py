@@ -4,6 +4,7 @@ rolls back by itself, data survives both."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -54,6 +55,18 @@ def kill_during_venv_install(repo: Path, root: Path, env: dict[str, str]) -> Non
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
+    # the deploy lock is free only once every killed process has exited, pip's children
+    # too; on a busy machine that is after deploy.sh itself is gone
+    deadline = time.monotonic() + 30
+    with open(root / ".deploy.lock", "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "a killed deploy still holds its lock"
+                time.sleep(0.05)
+        fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def deploy(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
