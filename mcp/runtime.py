@@ -383,6 +383,8 @@ class TaskRuntime:
     async def _sweep_loop(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.settings.sweep_interval * random.uniform(0.75, 1.25))
+            if self._stopping:  # a stopped worker starts no sweep, however long it slept
+                break
             # design: one worker of all hosts sweeps at a time (the store lock); the others
             # skip this round. The lock outlives a sweep so a second worker does not follow at once.
             if await self._guarded(asyncio.to_thread, self.store.try_lock, SWEEP_LOCK, self.worker_id,

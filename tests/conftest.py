@@ -24,17 +24,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import app as app_module  # noqa: E402
+from mcp.settings import Settings  # noqa: E402
+from tests.parallel import (  # noqa: E402, F401
+    pytest_collection_modifyitems, pytest_runtest_protocol, pytest_xdist_make_scheduler)
 
-_made: list[weakref.ref] = []
+_runtimes: list[weakref.ref] = []  # of every app a test builds in process
 _create_app = app_module.create_app
 
 
 def create_app(*args: Any, **kwargs: Any) -> Any:
     """`app.create_app`, kept track of: a test that builds an app in process and does not
     stop its runtime leaves its loops running for the rest of the run, and one on Redis
-    logs connection errors into closed streams once the Redis of the run is gone."""
+    logs connection errors into closed streams once the Redis of the run is gone. (A
+    running runtime is kept alive by its own loop, so a weak reference finds it.)"""
     application = _create_app(*args, **kwargs)
-    _made.append(weakref.ref(application))
+    _runtimes.append(weakref.ref(application.extensions["mcp_orchestrator"].runtime))
     return application
 
 
@@ -42,19 +46,16 @@ app_module.create_app = create_app  # test modules import it after this conftest
 
 
 def stop_leftover_runtimes() -> None:
-    while _made:
-        application = _made.pop()()
-        if application is not None:
-            application.extensions["mcp_orchestrator"].runtime.stop()
+    while _runtimes:
+        runtime = _runtimes.pop()()
+        if runtime is not None:
+            runtime.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _leftover_runtimes_stopped() -> Iterator[None]:
     yield
     stop_leftover_runtimes()
-from mcp.settings import Settings  # noqa: E402
-from tests.parallel import (  # noqa: E402, F401
-    pytest_collection_modifyitems, pytest_runtest_protocol, pytest_xdist_make_scheduler)
 
 
 def free_port() -> int:

@@ -198,3 +198,26 @@ def test_a_result_is_stored_compressed_and_read_back_whole_and_an_older_plain_on
             db.execute("UPDATE tasks SET result = ? WHERE task_id = 't2'", ('{"plain": true}',))
     assert len(stored) < len(json.dumps(document)) / 5
     assert store.get_result("t2") == {"plain": True}
+
+
+def test_a_stopped_runtime_starts_no_sweep_however_long_it_slept(settings):
+    """The sweep loop sleeps between sweeps; one that went to sleep before the runtime was
+    stopped used to wake and sweep the store once more (in a test, after its store was gone)."""
+    import dataclasses
+
+    from app import create_app
+
+    app = create_app(dataclasses.replace(settings, sweep_interval=0.4))
+    runtime = app.extensions["mcp_orchestrator"].runtime
+    runtime.start()
+    swept = []
+    real_try_lock = runtime.store.try_lock
+    runtime.store.try_lock = lambda *args: swept.append(time.monotonic()) or real_try_lock(*args)
+    deadline = time.monotonic() + 10
+    while not swept:  # the loop is running and sweeping
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    runtime.stop()
+    stopped = time.monotonic()
+    time.sleep(1.2)  # more than twice the longest sleep of the loop (1.25 x 0.4 s)
+    assert [t for t in swept if t > stopped] == []
