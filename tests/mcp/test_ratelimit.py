@@ -191,8 +191,8 @@ def test_a_worker_spends_spare_units_of_a_large_limit_without_the_host_lock_and_
 def test_threads_of_one_worker_running_out_of_spare_units_at_once_lose_none(tmp_path):
     """Threads of one worker that find its spare units spent at the same moment all go to
     the host table: the first takes a batch and the others spend it. Each taking a batch of
-    its own, the last one kept overwrote the others' unspent units: a burst on one worker
-    then admitted 426 of a limit of 512. On one worker nothing may be lost: the places
+    its own, the last one kept overwrote the others' unspent units: a burst over four
+    workers admitted 426 of a limit of 512. On one worker nothing may be lost: the places
     admitted are exactly 1..N, for each of several keys."""
     from limits import parse
 
@@ -201,7 +201,7 @@ def test_threads_of_one_worker_running_out_of_spare_units_at_once_lose_none(tmp_
     worker = StoreStorage(f"orchestrator-store+sqlite:///{tmp_path / 'orchestrator.db'}")
     limit = SPARE_SHARE * 32  # some 250 batches taken per key, each a chance to lose units
 
-    def burst(key: str) -> list[int]:
+    def places_admitted(key: str) -> list[int]:
         start = threading.Barrier(16)
 
         def hammer(_: int) -> list[int]:
@@ -219,6 +219,6 @@ def test_threads_of_one_worker_running_out_of_spare_units_at_once_lose_none(tmp_
     try:
         for client in range(8):
             key = parse(f"{limit} per hour").key_for(f"ip:127.0.0.{client + 1}", "default")
-            assert burst(key) == list(range(1, limit + 1)), key
+            assert places_admitted(key) == list(range(1, limit + 1)), key
     finally:
         sys.setswitchinterval(switch)
